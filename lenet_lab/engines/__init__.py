@@ -1,0 +1,128 @@
+"""Engines: one module per framework behind one small interface.
+
+An engine turns a LeNetSpec into a network and trains it. Everything that crosses this
+boundary is plain Python or numpy: no framework tensor leaks out. Frameworks are
+imported only when their engine is first asked for, so a machine with only one of them
+installed runs that one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from lenet_lab.data import Dataset
+from lenet_lab.errors import DeviceError, EngineUnavailable, SpecError
+from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
+
+__all__ = ["ENGINES", "Device", "Engine", "EpochTotals", "Session", "get_engine", "parse_device"]
+
+ENGINES = ("mxnet", "torch")
+EVAL_BATCH = 1024  # evaluation batch size; it changes speed, not the accuracy
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "cpu" or "gpu"
+    index: int = 0
+
+    def __str__(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"gpu:{self.index}"
+
+
+def parse_device(text: str) -> Device | None:
+    """'cpu', 'gpu', 'gpu:N' -> Device; 'auto' -> None (the engine decides)."""
+    text = text.strip().lower()
+    if text == "auto":
+        return None
+    match = re.fullmatch(r"(cpu|gpu|cuda)(?::(\d+))?", text)
+    if not match or (match[1] == "cpu" and match[2]):
+        raise SpecError(f"device must be auto, cpu, gpu or gpu:N, not {text!r}")
+    return Device("cpu") if match[1] == "cpu" else Device("gpu", int(match[2] or 0))
+
+
+def pick_device(device: Device | None, visible: int, engine: str) -> Device:
+    """`device`, or for auto the first GPU when the engine sees one; errors if absent."""
+    if device is None:
+        return Device("gpu") if visible else Device("cpu")
+    if device.kind == "gpu" and device.index >= visible:
+        seen = "no GPU" if visible == 0 else f"only {visible} GPU(s) (gpu:0..gpu:{visible - 1})"
+        raise DeviceError(f"{engine} sees {seen}, so {device} is not available: "
+                          f"use --device cpu or --device auto")
+    return device
+
+
+@dataclass(frozen=True)
+class EpochTotals:
+    """One epoch of training, read from the device once, at its end."""
+
+    loss_sum: float  # summed per-example loss
+    correct: int
+    examples: int
+    seconds: float  # training only, device synchronised before the clock was read
+
+
+class Session(Protocol):
+    """A network built, initialised and placed on a device, with its data beside it."""
+
+    device: Device
+    device_name: str
+
+    def train_epoch(self, order: np.ndarray, *,
+                    on_batch: Callable[[int], None] | None = None) -> EpochTotals:
+        """One pass over the training set in the given example order."""
+
+    def evaluate(self) -> float:
+        """Accuracy on the test set (inference mode)."""
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Trained parameters as numpy arrays under engine-neutral names:
+        `<layer>.weight`, `<layer>.bias`, and with batch norm `<layer>.bn_gamma`,
+        `.bn_beta`, `.bn_mean`, `.bn_var` (layer names as in spec.layer_shapes())."""
+
+
+class Engine(Protocol):
+    name: str
+
+    def version(self) -> str: ...
+
+    def layer_shapes(self, spec: LeNetSpec) -> list[LayerShape]:
+        """Shapes and trainable parameter counts measured by a forward pass of 1x1x28x28."""
+
+    def gpu_count(self) -> int: ...
+
+    def resolve_device(self, device: Device | None) -> Device:
+        """The device to use (None: auto); raises DeviceError when it is not there."""
+
+    def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
+                device: Device) -> Session: ...
+
+
+def _set_torch_threads() -> None:
+    # Importing mxnet sets OpenMP's thread count to 1 for the whole process, which torch
+    # then inherits, halving its speed on two cores; sweep workers share the cores out
+    # through OMP_NUM_THREADS.
+    if "torch" in sys.modules:
+        wanted = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(wanted) if wanted.isdigit() else len(os.sched_getaffinity(0))
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def get_engine(name: str) -> Engine:
+    if name not in ENGINES:
+        raise SpecError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
+    try:
+        module = importlib.import_module(f"lenet_lab.engines.{name}_engine")
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"the {name} engine needs {exc.name or name}, which is not installed: "
+            f"pip install \"lenet-lab[{name}]\"" + (" (or [cu112] for CUDA 11.2 GPUs)"
+                                                   if name == "mxnet" else "")) from None
+    _set_torch_threads()
+    return module.ENGINE

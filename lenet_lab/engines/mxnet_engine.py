@@ -1,0 +1,168 @@
+"""MXNet Gluon engine: the book's framework and network (D2L 6.6, `nn.Sequential`)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+
+with warnings.catch_warnings():
+    # MXNet 1.9.1's own import trips numpy and scipy deprecation warnings; not ours to show.
+    warnings.simplefilter("ignore")
+    import mxnet as mx
+    from mxnet import autograd, gluon, init as mx_init
+    from mxnet.gluon import nn
+
+from lenet_lab.data import Dataset
+from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, pick_device
+from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
+
+ACTIVATIONS: dict[str, Callable[[], gluon.HybridBlock]] = {
+    "sigmoid": lambda: nn.Activation("sigmoid"),
+    "relu": lambda: nn.Activation("relu"),
+    "tanh": lambda: nn.Activation("tanh"),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": lambda: nn.ELU(1.0),
+    "gelu": nn.GELU,
+}
+INITS = {
+    "xavier": lambda: mx_init.Xavier(),  # Glorot uniform, as the book's train_ch5
+    "normal": lambda: mx_init.Normal(0.01),
+    "kaiming": lambda: mx_init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
+}
+
+
+def _sequential(*blocks: gluon.HybridBlock) -> nn.HybridSequential:
+    seq = nn.HybridSequential()
+    seq.add(*blocks)
+    return seq
+
+
+def build(spec: LeNetSpec) -> nn.HybridSequential:
+    """One child per logical layer, in the order of spec.layer_shapes()."""
+    net = nn.HybridSequential()
+    for i, channels in enumerate(spec.conv_channels):
+        conv = [nn.Conv2D(channels, spec.kernel_size, padding=spec.conv_padding(i))]
+        if spec.batch_norm:
+            conv.append(nn.BatchNorm())
+        net.add(_sequential(*conv, ACTIVATIONS[spec.activation]()))
+        pool = nn.AvgPool2D if spec.pooling == "avg" else nn.MaxPool2D
+        net.add(pool(pool_size=2, strides=2))
+    for units in spec.dense_units:
+        dense = [nn.Dense(units)]  # flattens (N, C, H, W) to (N, C*H*W) by itself
+        if spec.batch_norm:
+            dense.append(nn.BatchNorm())
+        dense.append(ACTIVATIONS[spec.activation]())
+        if spec.dropout:
+            dense.append(nn.Dropout(spec.dropout))
+        net.add(_sequential(*dense))
+    net.add(nn.Dense(spec.num_classes))
+    return net
+
+
+def _trainable(block: gluon.Block) -> int:
+    return sum(int(np.prod(p.shape)) for p in block.collect_params().values() if p.grad_req != "null")
+
+
+class MXNetEngine:
+    name = "mxnet"
+
+    def version(self) -> str:
+        return mx.__version__
+
+    def layer_shapes(self, spec: LeNetSpec) -> list[LayerShape]:
+        net = build(spec)
+        net.initialize()
+        x = mx.nd.random.uniform(shape=(1, 1, 28, 28))
+        names = [layer.name for layer in spec.layer_shapes()]
+        shapes = []
+        for name, block in zip(names, net):
+            x = block(x)
+            shapes.append(LayerShape(name, tuple(x.shape), _trainable(block)))
+        return shapes
+
+    def gpu_count(self) -> int:
+        return mx.context.num_gpus()
+
+    def resolve_device(self, device: Device | None) -> Device:
+        return pick_device(device, self.gpu_count(), self.name)
+
+    def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
+                device: Device) -> MXNetSession:
+        return MXNetSession(spec, config, data, device)
+
+
+class MXNetSession:
+    def __init__(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
+                 device: Device) -> None:
+        self.device = device
+        self.ctx = mx.cpu() if device.kind == "cpu" else mx.gpu(device.index)
+        self.device_name = str(self.ctx)
+        mx.random.seed(config.seed, ctx="all")
+        self.net = build(spec)
+        self.layer_names = [layer.name for layer in spec.layer_shapes()]
+        self.net.initialize(INITS[config.init](), ctx=self.ctx)
+        self.net.hybridize(static_alloc=True)
+        options = {"learning_rate": config.lr, "wd": config.weight_decay}
+        if config.optimizer == "momentum":
+            options["momentum"] = 0.9
+        self.trainer = gluon.Trainer(self.net.collect_params(),
+                                     "adam" if config.optimizer == "adam" else "sgd", options)
+        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
+        self.batch_size = config.batch_size
+        # The whole dataset goes to the device once; batches are gathered there by index.
+        self.train_x, self.train_y, self.test_x, self.test_y = (
+            mx.nd.array(array, ctx=self.ctx, dtype=np.float32)
+            for array in (data.train_images, data.train_labels,
+                          data.test_images, data.test_labels))
+
+    def train_epoch(self, order: np.ndarray, *,
+                    on_batch: Callable[[int], None] | None = None) -> EpochTotals:
+        order_nd = mx.nd.array(order, ctx=self.ctx, dtype=np.int64)
+        loss_sum = mx.nd.zeros((1,), ctx=self.ctx)
+        correct = mx.nd.zeros((1,), ctx=self.ctx)
+        mx.nd.waitall()
+        start = time.perf_counter()
+        for batch, first in enumerate(range(0, len(order), self.batch_size)):
+            index = order_nd[first:first + self.batch_size]
+            x, y = self.train_x.take(index), self.train_y.take(index)  # (B, 1, 28, 28), (B,)
+            with autograd.record():
+                y_hat = self.net(x)
+                loss = self.loss(y_hat, y)  # per example
+            loss.backward()
+            self.trainer.step(len(index))  # the gradient of the batch mean, as train_ch5
+            loss_sum += loss.sum()
+            correct += (y_hat.argmax(axis=1) == y).sum()
+            if on_batch:
+                on_batch(batch + 1)
+        totals = loss_sum.asscalar(), correct.asscalar()
+        mx.nd.waitall()
+        seconds = time.perf_counter() - start
+        return EpochTotals(float(totals[0]), int(totals[1]), len(order), seconds)
+
+    def evaluate(self) -> float:
+        correct = mx.nd.zeros((1,), ctx=self.ctx)
+        for first in range(0, self.test_y.shape[0], EVAL_BATCH):
+            x = self.test_x[first:first + EVAL_BATCH]
+            correct += (self.net(x).argmax(axis=1) == self.test_y[first:first + EVAL_BATCH]).sum()
+        return float(correct.asscalar()) / self.test_y.shape[0]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        weights = {}
+        for layer, block in zip(self.layer_names, self.net):
+            for child in (list(block) if isinstance(block, nn.HybridSequential) else [block]):
+                if isinstance(child, (nn.Conv2D, nn.Dense)):
+                    params = {"weight": child.weight, "bias": child.bias}
+                elif isinstance(child, nn.BatchNorm):
+                    params = {"bn_gamma": child.gamma, "bn_beta": child.beta,
+                              "bn_mean": child.running_mean, "bn_var": child.running_var}
+                else:
+                    continue
+                for name, param in params.items():
+                    weights[f"{layer}.{name}"] = param.data(self.ctx).asnumpy()
+        return weights
+
+
+ENGINE = MXNetEngine()

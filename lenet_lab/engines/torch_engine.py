@@ -1,0 +1,179 @@
+"""PyTorch engine: the same network as the MXNet engine, for current GPUs."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from lenet_lab.data import Dataset
+from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, pick_device
+from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": lambda: nn.ELU(1.0),
+    "gelu": nn.GELU,
+}
+
+
+def build(spec: LeNetSpec) -> nn.Sequential:
+    """One child per logical layer, named as in spec.layer_shapes()."""
+    blocks: list[nn.Module] = []
+    channels = 1
+    for i, out_channels in enumerate(spec.conv_channels):
+        conv = [nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.conv_padding(i))]
+        if spec.batch_norm:
+            conv.append(nn.BatchNorm2d(out_channels))
+        blocks.append(nn.Sequential(*conv, ACTIVATIONS[spec.activation]()))
+        pool = nn.AvgPool2d if spec.pooling == "avg" else nn.MaxPool2d
+        blocks.append(pool(kernel_size=2, stride=2))
+        channels = out_channels
+    # Gluon's Dense flattens its input and infers its width; torch needs both spelled out.
+    features = spec.layer_shapes()[2 * len(spec.conv_channels) - 1].output_shape
+    width = int(np.prod(features[1:]))
+    for j, units in enumerate(spec.dense_units):
+        dense: list[nn.Module] = [nn.Flatten()] if j == 0 else []
+        dense.append(nn.Linear(width, units))
+        if spec.batch_norm:
+            dense.append(nn.BatchNorm1d(units))
+        dense.append(ACTIVATIONS[spec.activation]())
+        if spec.dropout:
+            dense.append(nn.Dropout(spec.dropout))
+        blocks.append(nn.Sequential(*dense))
+        width = units
+    head = [nn.Flatten()] if not spec.dense_units else []
+    blocks.append(nn.Sequential(*head, nn.Linear(width, spec.num_classes)))
+    names = [layer.name for layer in spec.layer_shapes()]
+    return nn.Sequential(OrderedDict(zip(names, blocks)))
+
+
+def initialize(net: nn.Module, init: str) -> None:
+    # Same rules as the MXNet engine: weights by `init`, biases zero, batch norm 1 and 0.
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if init == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            elif init == "normal":
+                nn.init.normal_(module.weight, std=0.01)
+            else:
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+
+
+def _optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params, wd = net.parameters(), config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=wd)
+    momentum = 0.9 if config.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(params, lr=config.lr, momentum=momentum, weight_decay=wd)
+
+
+class TorchEngine:
+    name = "torch"
+
+    def version(self) -> str:
+        return torch.__version__
+
+    def layer_shapes(self, spec: LeNetSpec) -> list[LayerShape]:
+        net = build(spec).eval()
+        x = torch.rand(1, 1, 28, 28)
+        shapes = []
+        with torch.no_grad():
+            for name, block in net.named_children():
+                x = block(x)
+                params = sum(p.numel() for p in block.parameters() if p.requires_grad)
+                shapes.append(LayerShape(name, tuple(x.shape), params))
+        return shapes
+
+    def gpu_count(self) -> int:
+        return torch.cuda.device_count()
+
+    def resolve_device(self, device: Device | None) -> Device:
+        return pick_device(device, self.gpu_count(), self.name)
+
+    def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
+                device: Device) -> TorchSession:
+        return TorchSession(spec, config, data, device)
+
+
+class TorchSession:
+    def __init__(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
+                 device: Device) -> None:
+        self.device = device
+        self.torch_device = torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
+        self.device_name = ("cpu" if device.kind == "cpu"
+                            else torch.cuda.get_device_name(self.torch_device))
+        torch.manual_seed(config.seed)
+        self.net = build(spec).to(self.torch_device)
+        initialize(self.net, config.init)
+        self.optimizer = _optimizer(self.net, config)
+        self.loss = nn.CrossEntropyLoss()
+        self.batch_size = config.batch_size
+        # The whole dataset goes to the device once; batches are gathered there by index.
+        self.train_x, self.train_y, self.test_x, self.test_y = (
+            torch.from_numpy(array).to(self.torch_device)
+            for array in (data.train_images, data.train_labels.astype(np.int64),
+                          data.test_images, data.test_labels.astype(np.int64)))
+
+    def _sync(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
+    def train_epoch(self, order: np.ndarray, *,
+                    on_batch: Callable[[int], None] | None = None) -> EpochTotals:
+        self.net.train()
+        order_t = torch.from_numpy(order).to(self.torch_device)
+        loss_sum = torch.zeros((), device=self.torch_device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
+        self._sync()
+        start = time.perf_counter()
+        for batch, first in enumerate(range(0, len(order), self.batch_size)):
+            index = order_t[first:first + self.batch_size]
+            x, y = self.train_x[index], self.train_y[index]  # (B, 1, 28, 28), (B,)
+            y_hat = self.net(x)
+            loss = self.loss(y_hat, y)  # mean over the batch, like Gluon's step(batch_size)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(index)
+            correct += (y_hat.argmax(dim=1) == y).sum()
+            if on_batch:
+                on_batch(batch + 1)
+        self._sync()
+        seconds = time.perf_counter() - start
+        return EpochTotals(loss_sum.item(), int(correct.item()), len(order), seconds)
+
+    def evaluate(self) -> float:
+        self.net.eval()
+        correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
+        with torch.no_grad():
+            for first in range(0, len(self.test_y), EVAL_BATCH):
+                x = self.test_x[first:first + EVAL_BATCH]
+                correct += (self.net(x).argmax(dim=1) == self.test_y[first:first + EVAL_BATCH]).sum()
+        return correct.item() / len(self.test_y)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        weights = {}
+        for layer, block in self.net.named_children():
+            for module in block.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    tensors = {"weight": module.weight, "bias": module.bias}
+                elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    tensors = {"bn_gamma": module.weight, "bn_beta": module.bias,
+                               "bn_mean": module.running_mean, "bn_var": module.running_var}
+                else:
+                    continue
+                for name, tensor in tensors.items():
+                    weights[f"{layer}.{name}"] = tensor.detach().cpu().numpy()
+        return weights
+
+
+ENGINE = TorchEngine()

@@ -1,0 +1,44 @@
+"""Typed errors. The CLI prints any LabError as one line `Error: ...` and exits non-zero."""
+
+from __future__ import annotations
+
+__all__ = ["DataError", "DeviceError", "EngineUnavailable", "InfeasibleSpec", "LabError", "SpecError",
+           "StorageError", "SweepError"]
+
+
+class LabError(Exception):
+    """A problem the user can fix; its message says what was wrong and how to fix it."""
+
+    exit_code = 1
+
+
+class SpecError(LabError, ValueError):
+    """An invalid network or training setting."""
+
+    exit_code = 2
+
+
+class InfeasibleSpec(SpecError):
+    """A well-typed spec whose feature maps would shrink away."""
+
+
+class SweepError(LabError):
+    """A sweep file or sweep option that cannot be run; the message names file and key."""
+
+    exit_code = 2
+
+
+class StorageError(LabError):
+    """A study database that cannot be used as asked."""
+
+
+class DataError(LabError):
+    """Dataset files missing, corrupt or not downloadable."""
+
+
+class DeviceError(LabError):
+    """A device that is not there or not usable by the engine."""
+
+
+class EngineUnavailable(LabError):
+    """An engine whose framework is not installed."""

@@ -1,0 +1,222 @@
+"""The one description of a LeNet variant (LeNetSpec) and of how to train it (TrainConfig).
+
+Defaults are exactly the book's network and training run (D2L 6.6, MXNet edition):
+conv 6 and 16 channels, 5x5 kernels, the first conv padded to keep 28x28, 2x2 average
+pooling with stride 2, sigmoid, dense 120 -> 84 -> 10, Xavier initialisation, SGD with
+lr 0.9, batch 256, 10 epochs, Fashion-MNIST.
+
+Padding rule: a padded conv uses (kernel_size - 1) // 2 on each side, which keeps the
+size for odd kernels (2 for the book's 5x5). `padding="first"` pads only the first conv
+(the book), `"all"` pads every conv, `"none"` pads none.
+
+Every block ends in its activation; a pooling layer (pool_size 2, stride 2, floor)
+follows every conv block; the hidden dense blocks are followed by dropout when
+`dropout > 0`; batch normalisation, when on, sits between a layer and its activation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+from lenet_lab.errors import InfeasibleSpec, SpecError
+
+__all__ = [
+    "ACTIVATIONS",
+    "CHOICES",
+    "DATASETS",
+    "INITS",
+    "OPTIMIZERS",
+    "PADDINGS",
+    "POOLINGS",
+    "INPUT_SHAPE",
+    "LayerShape",
+    "LeNetSpec",
+    "TrainConfig",
+]
+
+ACTIVATIONS = ("sigmoid", "relu", "tanh", "leaky_relu", "elu", "gelu")
+POOLINGS = ("avg", "max")
+PADDINGS = ("first", "all", "none")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+INITS = ("xavier", "normal", "kaiming")
+DATASETS = ("fashion-mnist", "mnist")
+INPUT_SHAPE = (1, 28, 28)  # (channels, height, width) of both datasets
+POOL_SIZE = 2  # the book's 2x2 windows with stride 2
+CHOICES = {"padding": PADDINGS, "pooling": POOLINGS, "activation": ACTIVATIONS,
+           "optimizer": OPTIMIZERS, "init": INITS, "dataset": DATASETS}
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One logical layer as the book's shape table lists it."""
+
+    name: str  # conv0, pool0, ..., dense0, ...
+    output_shape: tuple[int, ...]  # for a batch of one, e.g. (1, 6, 28, 28)
+    params: int  # trainable parameters
+
+
+def _check_choice(field: str, value: Any) -> None:
+    choices = CHOICES[field]
+    if value not in choices:
+        raise SpecError(f"{field} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _check_int(field: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(f"{field} must be a whole number >= {minimum}, not {value!r}")
+
+
+def _check_number(field: str, value: Any, *, rule: str, ok: Callable[[float], bool]) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and ok(value)):
+        raise SpecError(f"{field} must be a number {rule}, not {value!r}")
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class LeNetSpec:
+    """A LeNet-style network: conv blocks (conv, activation, 2x2 pool), then dense blocks."""
+
+    conv_channels: tuple[int, ...] = (6, 16)
+    kernel_size: int = 5
+    padding: str = "first"
+    pooling: str = "avg"
+    activation: str = "sigmoid"
+    dense_units: tuple[int, ...] = (120, 84)  # hidden widths; the output layer is num_classes
+    num_classes: int = 10
+    batch_norm: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Lists (from JSON or TOML) become tuples so specs stay hashable and comparable.
+        object.__setattr__(self, "conv_channels", _as_tuple(self.conv_channels))
+        object.__setattr__(self, "dense_units", _as_tuple(self.dense_units))
+        for name in ("conv_channels", "dense_units"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                raise SpecError(f"{name} must be a list of whole numbers, not {value!r}")
+            for width in value:
+                _check_int(name, width, minimum=1)
+        if not self.conv_channels:
+            raise SpecError("conv_channels needs at least one conv layer, e.g. 6,16")
+        _check_int("kernel_size", self.kernel_size, minimum=1)
+        _check_choice("padding", self.padding)
+        _check_choice("pooling", self.pooling)
+        _check_choice("activation", self.activation)
+        _check_int("num_classes", self.num_classes, minimum=2)
+        if not isinstance(self.batch_norm, bool):
+            raise SpecError(f"batch_norm must be true or false, not {self.batch_norm!r}")
+        _check_number("dropout", self.dropout, rule="in [0, 1)", ok=lambda v: 0 <= v < 1)
+        self.layer_shapes()  # rejects specs whose feature maps vanish
+
+    def conv_padding(self, index: int) -> int:
+        padded = self.padding == "all" or (self.padding == "first" and index == 0)
+        return (self.kernel_size - 1) // 2 if padded else 0
+
+    def layer_shapes(self) -> list[LayerShape]:
+        """Output shape and parameter count of every logical layer for a 1x1x28x28 input.
+
+        This is the reference both engines are tested against.
+        """
+        channels, height, width = INPUT_SHAPE
+        norm = 2 if self.batch_norm else 0  # gamma and beta per channel or unit
+        layers = []
+        for i, out_channels in enumerate(self.conv_channels):
+            pad = self.conv_padding(i)
+            size_in = f"{height}x{width}"
+            height += 2 * pad - self.kernel_size + 1
+            width += 2 * pad - self.kernel_size + 1
+            if height < 1 or width < 1:
+                raise InfeasibleSpec(
+                    f"conv{i} ({self.kernel_size}x{self.kernel_size} kernel, padding {pad}) gets a "
+                    f"{size_in} input and would output {height}x{width}: use fewer conv layers, "
+                    f"a smaller kernel_size or padding='all'")
+            params = out_channels * (channels * self.kernel_size**2 + 1 + norm)
+            channels = out_channels
+            layers.append(LayerShape(f"conv{i}", (1, channels, height, width), params))
+            if height < POOL_SIZE or width < POOL_SIZE:
+                raise InfeasibleSpec(
+                    f"pool{i} gets a {height}x{width} feature map, smaller than its 2x2 window: "
+                    f"use fewer conv layers, a smaller kernel_size or padding='all'")
+            height, width = height // POOL_SIZE, width // POOL_SIZE
+            layers.append(LayerShape(f"pool{i}", (1, channels, height, width), 0))
+        features = channels * height * width
+        widths = (*self.dense_units, self.num_classes)
+        for j, units in enumerate(widths):
+            hidden = j < len(widths) - 1
+            layers.append(LayerShape(f"dense{j}", (1, units),
+                                     units * (features + 1 + (norm if hidden else 0))))
+            features = units
+        return layers
+
+    @property
+    def param_count(self) -> int:
+        return sum(layer.params for layer in self.layer_shapes())
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LeNetSpec:
+        return _from_dict(cls, data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> LeNetSpec:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the book's train_ch5 with a few more knobs for the exercises."""
+
+    lr: float = 0.9
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "sgd"  # sgd | momentum (SGD with momentum 0.9) | adam
+    init: str = "xavier"  # xavier (Glorot uniform) | normal (sigma 0.01) | kaiming (He normal)
+    weight_decay: float = 0.0  # L2 penalty added to the gradient, as MXNet's wd
+    seed: int = 0
+    dataset: str = "fashion-mnist"
+
+    def __post_init__(self) -> None:
+        _check_number("lr", self.lr, rule="> 0", ok=lambda v: v > 0)
+        _check_int("epochs", self.epochs, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_choice("optimizer", self.optimizer)
+        _check_choice("init", self.init)
+        _check_number("weight_decay", self.weight_decay, rule=">= 0", ok=lambda v: v >= 0)
+        _check_int("seed", self.seed, minimum=0)
+        _check_choice("dataset", self.dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, data)
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    # JSON-ready and key-sorted: tuples become lists so a stored spec round-trips.
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in sorted(asdict(obj).items())}
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    if not isinstance(data, dict):
+        raise SpecError(f"{cls.__name__} needs a mapping of field names to values, not {data!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"unknown {cls.__name__} field(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(known))}")
+    return cls(**data)

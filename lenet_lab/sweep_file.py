@@ -1,0 +1,392 @@
+"""Sweep files: one TOML file per exercise, parsed and validated into a Sweep.
+
+```toml
+title = "Replace the average pooling with max pooling. What happens?"  # the book's words
+exercise = 1
+question = "..."              # optional: what the sweep measures and how it stays fair
+
+[run]                         # every key can be overridden on the command line
+engine = "mxnet"              # mxnet | torch
+epochs = 10
+seeds = 3                     # repeats of every arm (grid) or of the control arm (search)
+sampler = "grid"              # grid | random | tpe | nsga2
+sampler_seed = 0
+trials = 40                   # searched trials beyond the control arm (not for grid)
+objectives = ["test_acc"]     # and/or "examples_per_sec" (a Pareto front)
+prune = false                 # median pruning on test accuracy per epoch (one objective)
+subset = 5000                 # optional: N training / up to N test examples
+
+[fixed]                       # spec and training fields set for every arm
+dataset = "mnist"
+
+[space]                       # grid: lists; search: lists (categorical) or distributions
+pooling = ["avg", "max"]
+lr = { low = 0.01, high = 1.0, log = true }
+
+[[arms]]                      # instead of [space]: named arms, each a set of fields
+name = "improved"
+activation = "relu"
+```
+
+The control arm is the book's network with [fixed] applied. It is part of every sweep:
+a grid that lacks it gets it as one more arm, and a search runs it first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from lenet_lab.engines import ENGINES
+from lenet_lab.errors import InfeasibleSpec, SpecError, SweepError
+from lenet_lab.spec import LeNetSpec, TrainConfig
+
+__all__ = ["Arm", "Distribution", "RunSettings", "Sweep", "find_sweep", "list_sweeps", "load_sweep"]
+
+BUNDLED = Path(__file__).resolve().parent.parent / "sweeps"  # the ones in this repository
+SAMPLERS = ("grid", "random", "tpe", "nsga2")
+OBJECTIVES = ("test_acc", "examples_per_sec")
+SPEC_FIELDS = {f.name for f in fields(LeNetSpec)}
+CONFIG_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed"}  # seeds come from [run]
+FIELDS = SPEC_FIELDS | CONFIG_FIELDS
+TUPLE_FIELDS = ("conv_channels", "dense_units")
+TOP_KEYS = {"title", "exercise", "question", "run", "fixed", "space", "arms"}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    engine: str = "mxnet"
+    epochs: int | None = None  # None: the book's (or [fixed]) value
+    seeds: int = 3
+    sampler: str = "grid"
+    sampler_seed: int = 0
+    trials: int | None = None
+    objectives: tuple[str, ...] = ("test_acc",)
+    prune: bool = False
+    subset: int | None = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A set of field values on top of the control arm."""
+
+    values: tuple[tuple[str, Any], ...]  # sorted (field, value) pairs
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return ", ".join(f"{k}={_show(v)}" for k, v in self.values) or "book"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    path: Path
+    text: str
+    title: str
+    exercise: int | None
+    question: str | None
+    run: RunSettings
+    fixed: dict[str, Any]
+    space: dict[str, list[Any] | Distribution] = field(default_factory=dict)
+    arms: tuple[Arm, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def with_run(self, **overrides: Any) -> Sweep:
+        """Apply command-line overrides (None means: keep the file's value) and re-check."""
+        changed = {k: v for k, v in overrides.items() if v is not None}
+        run = replace(self.run, **changed)
+        _check_run(run, f"{self.path}: option", grid_has_arms=bool(self.arms))
+        return replace(self, run=run)
+
+    def control(self) -> dict[str, Any]:
+        """The book's spec and training fields with [fixed] applied (and the run's epochs)."""
+        values = {f.name: f.default for cls in (LeNetSpec, TrainConfig) for f in fields(cls)}
+        values.update(self.fixed)
+        if self.run.epochs is not None:
+            values["epochs"] = self.run.epochs
+        values.pop("seed")
+        return values
+
+    def grid_arms(self) -> list[Arm]:
+        """Every arm of a grid sweep, the control arm first (added if the grid lacks it)."""
+        if self.arms:
+            arms = list(self.arms)
+        else:
+            keys = sorted(self.space)
+            arms = [Arm(tuple(zip(keys, combo)))
+                    for combo in itertools.product(*(self.space[k] for k in keys))]
+        control = self.control()
+        resolved = [{**control, **arm.as_dict()} for arm in arms]
+        if control not in resolved:
+            arms.insert(0, Arm(()))
+        else:
+            arms.insert(0, arms.pop(resolved.index(control)))
+        return arms
+
+    def is_control(self, values: dict[str, Any]) -> bool:
+        return {**self.control(), **values} == self.control()
+
+
+def build(values: dict[str, Any], seed: int) -> tuple[LeNetSpec, TrainConfig]:
+    """Spec and config from field values; raises InfeasibleSpec or SpecError."""
+    spec = LeNetSpec(**{k: v for k, v in values.items() if k in SPEC_FIELDS})
+    config = TrainConfig(seed=seed, **{k: v for k, v in values.items() if k in CONFIG_FIELDS})
+    return spec, config
+
+
+# --- loading ---------------------------------------------------------------------------
+
+def sweep_dirs() -> list[Path]:
+    """./sweeps (your own) first, then the ones that ship with lenet-lab."""
+    local = Path("sweeps").resolve()
+    return [local] + ([BUNDLED] if BUNDLED != local else [])
+
+
+def list_sweeps() -> list[Path]:
+    found: dict[str, Path] = {}
+    for directory in sweep_dirs():
+        for path in sorted(directory.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return sorted(found.values(), key=lambda p: p.stem)
+
+
+def find_sweep(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.parent != Path("."):
+        if not path.is_file():
+            raise SweepError(f"sweep file {path} does not exist")
+        return path
+    for directory in sweep_dirs():
+        candidate = directory / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    names = [p.stem for p in list_sweeps()]
+    close = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SweepError(f"no sweep named {name_or_path!r}: {hint}known sweeps are "
+                     f"{', '.join(names)} (`lenet-lab sweeps`), or give a path to a .toml file")
+
+
+def load_sweep(name_or_path: str) -> Sweep:
+    path = find_sweep(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{path}: cannot read it ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{path}: not valid TOML: {exc}") from None
+    return parse_sweep(data, path=path, text=text)
+
+
+def _unknown(where: str, key: str, known: set[str]) -> SweepError:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
+    return SweepError(f"{where}: unknown key {key!r}; {hint}")
+
+
+def _table(data: dict, key: str, where: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SweepError(f"{where}: [{key}] must be a table, not {type(value).__name__}")
+    return value
+
+
+def _check_field_value(name: str, value: Any, where: str) -> Any:
+    """One field value, checked on its own (infeasible shapes are left to the arms)."""
+    if name in TUPLE_FIELDS:
+        if not isinstance(value, list):
+            raise SweepError(f"{where}: {name} takes a list of whole numbers such as [6, 16], "
+                             f"not {value!r}")
+        value = tuple(value)
+    target = LeNetSpec if name in SPEC_FIELDS else TrainConfig
+    try:
+        target(**{name: value})
+    except InfeasibleSpec:
+        pass
+    except SpecError as exc:
+        raise SweepError(f"{where}: {exc}") from None
+    return value
+
+
+def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
+    where = str(path)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _unknown(where, key, TOP_KEYS)
+    title = data.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise SweepError(f"{where}: title is missing: give the exercise in the book's words, "
+                         f'e.g. title = "Replace the average pooling with max pooling."')
+    exercise = data.get("exercise")
+    if exercise is not None and (not isinstance(exercise, int) or not 1 <= exercise <= 10):
+        raise SweepError(f"{where}: exercise must be the book's exercise number, 1 to 10, "
+                         f"not {exercise!r}")
+    question = data.get("question")
+    if question is not None and not isinstance(question, str):
+        raise SweepError(f"{where}: question must be text, not {question!r}")
+
+    run_table = _table(data, "run", where)
+    run_keys = {f.name for f in fields(RunSettings)}
+    for key in run_table:
+        if key not in run_keys:
+            raise _unknown(f"{where}: [run]", key, run_keys)
+    run_values = dict(run_table)
+    if "objectives" in run_values and isinstance(run_values["objectives"], list):
+        run_values["objectives"] = tuple(run_values["objectives"])
+    run = RunSettings(**run_values)
+
+    fixed = {}
+    for key, value in _table(data, "fixed", where).items():
+        if key not in FIELDS:
+            raise _unknown(f"{where}: [fixed]", key, FIELDS)
+        fixed[key] = _check_field_value(key, value, f"{where}: [fixed] {key}")
+
+    space: dict[str, list[Any] | Distribution] = {}
+    for key, value in _table(data, "space", where).items():
+        if key not in FIELDS:
+            raise _unknown(f"{where}: [space]", key, FIELDS)
+        space[key] = _parse_dimension(key, value, f"{where}: [space] {key}")
+
+    arms_data = data.get("arms", [])
+    if not isinstance(arms_data, list) or not all(isinstance(a, dict) for a in arms_data):
+        raise SweepError(f"{where}: arms must be a list of tables ([[arms]] sections)")
+    arms = []
+    for i, arm in enumerate(arms_data):
+        values = {}
+        for key, value in arm.items():
+            if key == "name":
+                continue
+            if key not in FIELDS:
+                raise _unknown(f"{where}: [[arms]] #{i + 1}", key, FIELDS | {"name"})
+            values[key] = _check_field_value(key, value, f"{where}: [[arms]] #{i + 1} {key}")
+        arms.append(Arm(tuple(sorted(values.items())), name=arm.get("name")))
+
+    if arms and space:
+        raise SweepError(f"{where}: give either [space] or [[arms]], not both")
+    if not arms and not space:
+        raise SweepError(f"{where}: nothing to sweep: add a [space] table such as "
+                         f'pooling = ["avg", "max"], or [[arms]] sections')
+    _check_run(run, where, grid_has_arms=bool(arms))
+    if run.sampler == "grid":
+        for key, dimension in space.items():
+            if isinstance(dimension, Distribution):
+                raise SweepError(f"{where}: [space] {key} is a distribution, which the grid sampler "
+                                 f"cannot enumerate: give a list of values or use sampler = \"tpe\"")
+    elif arms:
+        raise SweepError(f"{where}: [[arms]] need sampler = \"grid\"; searches take a [space]")
+
+    name = path.stem
+    sweep = Sweep(name=name, path=path, text=text, title=title.strip(), exercise=exercise,
+                  question=question, run=run, fixed=fixed, space=space, arms=tuple(arms))
+    try:  # the control arm must build: a fixed spec that cannot is the file's fault
+        build(sweep.control(), seed=0)
+    except SpecError as exc:
+        raise SweepError(f"{where}: [fixed] gives an impossible network: {exc}") from None
+    return sweep
+
+
+def _parse_dimension(key: str, value: Any, where: str) -> list[Any] | Distribution:
+    if isinstance(value, list):
+        if not value:
+            raise SweepError(f"{where} is an empty list: give at least one value")
+        values = [_check_field_value(key, v, where) for v in value]
+        if len(set(map(repr, values))) != len(values):
+            raise SweepError(f"{where} lists a value twice")
+        return values
+    if isinstance(value, dict):
+        allowed = {"low", "high", "log", "step"}
+        for k in value:
+            if k not in allowed:
+                raise _unknown(where, k, allowed)
+        if key not in ("lr", "dropout", "weight_decay", "kernel_size", "batch_size", "epochs"):
+            raise SweepError(f"{where}: only numeric fields take a distribution; give a list "
+                             f"of values instead")
+        low, high = value.get("low"), value.get("high")
+        for bound, number in (("low", low), ("high", high)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise SweepError(f"{where}: {bound} must be a number, not {number!r}")
+        if not low < high:
+            raise SweepError(f"{where}: low ({low}) must be below high ({high})")
+        log, step = value.get("log", False), value.get("step")
+        if not isinstance(log, bool):
+            raise SweepError(f"{where}: log must be true or false, not {log!r}")
+        if log and low <= 0:
+            raise SweepError(f"{where}: a log distribution needs low > 0, not {low}")
+        if step is not None and (log or isinstance(step, bool) or not isinstance(step, (int, float))
+                                 or step <= 0):
+            raise SweepError(f"{where}: step must be a positive number and cannot go with log")
+        integer = key in ("kernel_size", "batch_size", "epochs")
+        for number in (low, high):
+            _check_field_value(key, int(number) if integer else float(number), where)
+        return Distribution(float(low), float(high), log, step, integer)
+    raise SweepError(f"{where} must be a list of values or a table such as "
+                     f"{{ low = 0.01, high = 1.0, log = true }}, not {value!r}")
+
+
+def _check_run(run: RunSettings, where: str, *, grid_has_arms: bool) -> None:
+    def fail(message: str) -> SweepError:
+        return SweepError(f"{where}: {message}")
+
+    def whole(name: str, value: Any, minimum: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise fail(f"{name} must be a whole number >= {minimum}, not {value!r}")
+
+    if run.engine not in ENGINES:
+        raise fail(f"engine must be one of {', '.join(ENGINES)}, not {run.engine!r}")
+    if run.epochs is not None:
+        whole("epochs", run.epochs, 1)
+    whole("seeds", run.seeds, 1)
+    whole("sampler_seed", run.sampler_seed, 0)
+    if run.subset is not None:
+        whole("subset", run.subset, 10)
+    if run.sampler not in SAMPLERS:
+        raise fail(f"sampler must be one of {', '.join(SAMPLERS)}, not {run.sampler!r}")
+    if not isinstance(run.objectives, tuple) or not run.objectives or \
+            any(o not in OBJECTIVES for o in run.objectives) or \
+            len(set(run.objectives)) != len(run.objectives):
+        raise fail(f"objectives must be a list drawn from {', '.join(OBJECTIVES)}, "
+                   f"not {run.objectives!r}")
+    if not isinstance(run.prune, bool):
+        raise fail(f"prune must be true or false, not {run.prune!r}")
+    if run.prune and len(run.objectives) > 1:
+        raise fail("prune works with one objective only (Optuna cannot prune a Pareto search)")
+    if run.sampler == "grid":
+        if run.trials is not None:
+            raise fail("trials is for searches: a grid runs every arm x seed (change seeds "
+                       "or the grid instead)")
+        if run.prune:
+            raise fail("prune is for searches: pruning grid arms would cut their seeds short")
+    else:
+        if run.trials is None:
+            raise fail(f"a {run.sampler} search needs trials = N, its budget of searched trials")
+        whole("trials", run.trials, 1)

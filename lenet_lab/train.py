@@ -1,0 +1,126 @@
+"""Engine-neutral training run with the book's train_ch5 semantics.
+
+Per epoch: shuffle (a numpy generator seeded by config.seed, so both engines see the
+same batches), one pass of minibatch updates, then the test accuracy. Examples/sec
+counts training examples over training time only, evaluation excluded, as the book
+does; the engine synchronises the device before it reads the clock. A loss that turns
+NaN or infinite ends the run as diverged instead of raising.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lenet_lab.data import Dataset, load_dataset
+from lenet_lab.engines import get_engine, parse_device
+from lenet_lab.spec import LeNetSpec, TrainConfig
+
+__all__ = ["EpochMetrics", "TrainResult", "train"]
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    test_acc: float  # NaN when the epoch diverged
+    examples_per_sec: float
+    seconds: float  # training time of this epoch
+
+
+@dataclass
+class TrainResult:
+    spec: LeNetSpec
+    config: TrainConfig
+    engine: str
+    engine_version: str
+    device: str  # cpu | gpu:N
+    device_name: str  # e.g. "NVIDIA H100 80GB HBM3" or the CPU model
+    train_examples: int
+    test_examples: int
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    status: str = "completed"  # completed | diverged
+    reason: str | None = None
+    weights: dict[str, np.ndarray] | None = field(default=None, repr=False)  # see keep_weights
+
+    @property
+    def final(self) -> EpochMetrics:
+        return self.epochs[-1]
+
+    @property
+    def examples_per_sec(self) -> float:
+        """All training examples over all training time, like the book's closing line."""
+        seconds = sum(e.seconds for e in self.epochs)
+        return self.train_examples * len(self.epochs) / seconds if seconds else 0.0
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
+          engine: str = "mxnet", device: str = "auto", data: Dataset | None = None,
+          subset: int | None = None, data_dir: str | Path | None = None,
+          keep_weights: bool = False,
+          on_download: Callable[[str, int, int], None] | None = None,
+          on_start: Callable[[TrainResult, Dataset], None] | None = None,
+          on_batch: Callable[[int], None] | None = None,
+          on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
+    """Train one network; the defaults are the book's run.
+
+    `on_epoch` is called after every finished epoch (a sweep reports and prunes there;
+    an exception it raises ends the run). `on_start(result, data)` is called once the
+    network is on its device, `on_batch(k)` after the k-th batch of an epoch, and
+    `on_download(file, done, total)` while missing dataset files are downloaded.
+    With `keep_weights`, a completed run's result carries the trained parameters as
+    numpy arrays under engine-neutral names (see Session.weights).
+    """
+    spec = spec or LeNetSpec()
+    config = config or TrainConfig()
+    backend = get_engine(engine)
+    chosen = backend.resolve_device(parse_device(device))
+    if data is None:
+        data = load_dataset(config.dataset, data_dir=data_dir, progress=on_download)
+    if subset is not None:
+        data = data.subset(subset)
+    session = backend.session(spec, config, data, chosen)
+    n = len(data.train_labels)
+    result = TrainResult(
+        spec=spec, config=config, engine=engine, engine_version=backend.version(),
+        device=str(session.device),
+        device_name=cpu_name() if session.device.kind == "cpu" else session.device_name,
+        train_examples=n, test_examples=len(data.test_labels))
+    if on_start:
+        on_start(result, data)
+    rng = np.random.default_rng(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        totals = session.train_epoch(rng.permutation(n), on_batch=on_batch)
+        train_loss = totals.loss_sum / totals.examples
+        speed = totals.examples / totals.seconds if totals.seconds else 0.0
+        if not math.isfinite(train_loss):
+            result.epochs.append(EpochMetrics(epoch, train_loss, totals.correct / totals.examples,
+                                              math.nan, speed, totals.seconds))
+            result.status = "diverged"
+            result.reason = (f"diverged at epoch {epoch}: train loss is {train_loss} "
+                             f"(lr {config.lr} with {config.optimizer} may be too large)")
+            break
+        metrics = EpochMetrics(epoch, train_loss, totals.correct / totals.examples,
+                               session.evaluate(), speed, totals.seconds)
+        result.epochs.append(metrics)
+        if on_epoch:
+            on_epoch(metrics)
+    if keep_weights and result.status == "completed":
+        result.weights = session.weights()
+    return result

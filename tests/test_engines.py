@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from lenet_lab.engines import Device, get_engine, parse_device
+from lenet_lab.errors import DeviceError, EngineUnavailable, SpecError
+from lenet_lab.spec import LeNetSpec
+from tests.conftest import ENGINES
+from tests.test_spec import BOOK_SHAPES, specs
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_default_spec_has_the_books_shapes(engine: str) -> None:
+    layers = get_engine(engine).layer_shapes(LeNetSpec())
+    assert [(layer.name, layer.output_shape) for layer in layers] == BOOK_SHAPES
+    assert sum(layer.params for layer in layers) == 61706
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(specs)
+def test_engines_agree_with_the_spec_on_every_layer(spec: LeNetSpec) -> None:
+    # Same per-layer output shapes and trainable parameter counts on both engines,
+    # and both equal to the spec's own shape propagation.
+    expected = spec.layer_shapes()
+    for engine in ENGINES:
+        assert get_engine(engine).layer_shapes(spec) == expected, engine
+
+
+@pytest.mark.parametrize("text, device", [
+    ("auto", None), ("cpu", Device("cpu")), ("gpu", Device("gpu", 0)), ("GPU:1", Device("gpu", 1)),
+    ("cuda:2", Device("gpu", 2)),
+])
+def test_parse_device(text: str, device: Device | None) -> None:
+    assert parse_device(text) == device
+
+
+@pytest.mark.parametrize("text", ["tpu", "gpu:-1", "cpu:1", "gpu:x", ""])
+def test_parse_device_rejects_nonsense(text: str) -> None:
+    with pytest.raises(SpecError, match="device must be auto, cpu, gpu or gpu:N"):
+        parse_device(text)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_asking_for_a_missing_gpu_is_a_clear_error(engine: str) -> None:
+    backend = get_engine(engine)
+    visible = backend.resolve_device(None)
+    if visible.kind == "gpu":
+        pytest.skip("this machine has a GPU; the error is for machines without one")
+    with pytest.raises(DeviceError, match=f"{engine} sees no GPU, so gpu:0 is not available"):
+        backend.resolve_device(Device("gpu"))
+    assert visible == Device("cpu")
+
+
+@pytest.mark.parametrize("engine, module", [("mxnet", "mxnet"), ("torch", "torch")])
+def test_missing_framework_gives_an_install_hint(engine: str, module: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import <module>` fail
+    monkeypatch.delitem(sys.modules, f"lenet_lab.engines.{engine}_engine", raising=False)
+    with pytest.raises(EngineUnavailable, match=rf'pip install "lenet-lab\[{engine}\]"'):
+        get_engine(engine)
+
+
+def test_unknown_engine() -> None:
+    with pytest.raises(SpecError, match="engine must be one of mxnet, torch"):
+        get_engine("jax")
+
+
+def test_mxnet_does_not_leave_torch_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    get_engine("mxnet")
+    torch = pytest.importorskip("torch")
+    get_engine("torch")
+    assert torch.get_num_threads() == len(os.sched_getaffinity(0))

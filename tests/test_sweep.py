@@ -1,0 +1,212 @@
+"""Sweeps on real Fashion-MNIST subsets, through the real command, into a real SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lenet_lab.store import RESULT_COLUMNS, load_weights, connect
+
+QUICK = ["--subset", "500", "--epochs", "1", "--seeds", "2", "--engine", "torch", "-q"]
+
+
+def lenet_lab(*args: str, cwd: Path, wait: bool = True, **env: str):
+    command = [sys.executable, "-m", "lenet_lab", *args]
+    environment = {**os.environ, **env}
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=600)
+
+
+def results(cwd: Path) -> pd.DataFrame:
+    return pd.read_sql("SELECT * FROM lab_results ORDER BY trial", f"sqlite:///{cwd}/studies.db")
+
+
+def arm_seeds(frame: pd.DataFrame, state: str = "complete") -> list[tuple[str, int]]:
+    return sorted(zip(frame[frame.state == state].arm, frame[frame.state == state].seed))
+
+
+POOLING = [("pooling=avg", 0), ("pooling=avg", 1), ("pooling=max", 0), ("pooling=max", 1)]
+
+
+def test_pooling_sweep_acceptance_run_and_rerun(tmp_path: Path) -> None:
+    # The issue's command, on the default engine (MXNet) and the default storage.
+    done = lenet_lab("sweep", "pooling", "--subset", "2000", "--epochs", "2", "--seeds", "2",
+                     cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    frame = results(tmp_path)
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert len(frame) == 4 and arm_seeds(frame) == POOLING
+    assert set(frame.study) == {"pooling-mxnet-e2-n2000"} and set(frame.engine) == {"mxnet"}
+    assert frame.test_acc.between(0, 1).all() and (frame.examples_per_sec > 0).all()
+    assert (frame.epochs_done == 2).all() and frame.is_control.sum() == 2
+    assert "pooling=avg (control)" in done.stdout and "query: pandas.read_sql" in done.stdout
+    # Per-epoch metrics and weights were stored for every trial.
+    epochs = pd.read_sql("SELECT * FROM lab_epochs", f"sqlite:///{tmp_path}/studies.db")
+    assert len(epochs) == 8
+    weights = load_weights(connect(f"sqlite:///{tmp_path}/studies.db"), 1)
+    assert weights["conv0.weight"].shape == (6, 1, 5, 5)
+    # The study records where its numbers came from.
+    with sqlite3.connect(tmp_path / "studies.db") as db:
+        sweep, sha, sampler, packages = db.execute(
+            "SELECT sweep, sweep_sha256, sampler, packages FROM lab_studies").fetchone()
+    assert sweep == "pooling" and len(sha) == 64 and '"grid"' in sampler and '"mxnet"' in packages
+    # Rerunning the same command adds no trial.
+    again = lenet_lab("sweep", "pooling", "--subset", "2000", "--epochs", "2", "--seeds", "2",
+                      cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(results(tmp_path)) == 4
+
+
+def test_killed_run_resumes_to_the_full_set_without_duplicates(tmp_path: Path) -> None:
+    args = ["sweep", "pooling", "--subset", "3000", "--epochs", "3", "--seeds", "2",
+            "--engine", "torch", "-q"]
+    process = lenet_lab(*args, cwd=tmp_path, wait=False)
+    db = tmp_path / "studies.db"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a trial is mid-way (an epoch stored)
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT count(*) FROM lab_epochs").fetchone()[0] >= 1:
+                    break
+        except sqlite3.Error:
+            continue
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    frame = results(tmp_path)
+    assert "running" in set(frame.state)
+    done = lenet_lab(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    frame = results(tmp_path)
+    assert arm_seeds(frame) == POOLING  # complete, each arm x seed once
+    killed = frame[frame.state == "failed"]
+    assert len(killed) == 1 and "worker stopped" in killed.reason.iloc[0]
+
+
+def test_two_jobs_give_the_same_set(tmp_path: Path) -> None:
+    done = lenet_lab("sweep", "pooling", *QUICK, "--jobs", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    frame = results(tmp_path)
+    assert len(frame) == 4 and arm_seeds(frame) == POOLING
+
+
+def test_infeasible_and_diverged_trials_are_recorded_and_not_rerun(tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text(
+        'title = "Three convs, and a learning rate that blows up"\n'
+        '[space]\nconv_channels = [[6, 16], [6, 16, 32]]\nlr = [0.9, 1e9]\n'
+        '[fixed]\nactivation = "relu"\n')
+    done = lenet_lab("sweep", "mine.toml", *QUICK, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    frame = results(tmp_path)
+    assert len(frame) == 8 and set(frame.sweep) == {"mine"}
+    infeasible = frame[frame.state == "infeasible"]
+    assert len(infeasible) == 4 and infeasible.reason.str.contains("pool2 gets a 1x1 feature map").all()
+    diverged = frame[frame.state == "diverged"]
+    assert len(diverged) == 2 and diverged.reason.str.startswith("diverged at epoch 1").all()
+    assert lenet_lab("sweep", "mine.toml", *QUICK, cwd=tmp_path).returncode == 0
+    assert len(results(tmp_path)) == 8
+
+
+def test_a_search_with_pruning_registers_its_params(tmp_path: Path) -> None:
+    (tmp_path / "search.toml").write_text(
+        'title = "lr search"\n[run]\nsampler = "tpe"\ntrials = 3\nprune = true\n'
+        '[space]\nlr = { low = 0.05, high = 1.0, log = true }\npooling = ["avg", "max"]\n')
+    done = lenet_lab("sweep", "search.toml", *QUICK, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    frame = results(tmp_path)
+    assert len(frame) == 5 and frame.is_control.sum() == 2  # control x 2 seeds, then 3 searched
+    assert frame.lr.between(0.05, 1.0).all()
+    import optuna
+    study = optuna.load_study(study_name="search-torch-e1-n500", storage=f"sqlite:///{tmp_path}/studies.db")
+    assert all(set(t.params) == {"lr", "pooling"} for t in study.trials)
+
+
+def test_studies_and_export(tmp_path: Path, quick_study: Path) -> None:
+    shutil.copy(quick_study, tmp_path / "studies.db")
+    listing = lenet_lab("studies", cwd=tmp_path)
+    assert listing.returncode == 0 and "pooling-torch-e1-n500" in listing.stdout
+    assert "4 complete" in listing.stdout
+    for fmt in ("csv", "parquet"):
+        done = lenet_lab("export", "pooling-torch-e1-n500", "--format", fmt, "--out", str(tmp_path),
+                         cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    csv = pd.read_csv(tmp_path / "pooling-torch-e1-n500.csv")
+    parquet = pd.read_parquet(tmp_path / "pooling-torch-e1-n500.parquet")
+    assert len(csv) == len(parquet) == 4 and list(parquet.columns) == RESULT_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished small pooling study (checkpointed into one file) to copy into tests."""
+    folder = tmp_path_factory.mktemp("quick")
+    assert lenet_lab("sweep", "pooling", *QUICK, cwd=folder).returncode == 0
+    with sqlite3.connect(folder / "studies.db") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return folder / "studies.db"
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "pooling", "--seeds", "0"], "Invalid value for '--seeds'"),
+    (["sweep", "pooling", "--trials", "5"], "trials is for searches"),
+    (["sweep", "nope"], "no sweep named 'nope'"),
+    (["sweep", "pooling", "--device", "gpu:3"], "sees no GPU"),
+    (["sweep", "pooling", "--storage", "sqlite:///missing/dir/x.db"], "folder missing/dir does not exist"),
+    (["sweep", "pooling", "--study", "pooling-torch-e1-n500", "--engine", "torch", "--epochs", "2"],
+     "was run with other settings (epochs 1 -> 2; subset 500 -> None)"),
+    (["export", "nope"], "no study 'nope'"),
+])
+def test_rejected_commands_leave_the_database_unchanged(tmp_path: Path, args: list[str],
+                                                        message: str, quick_study: Path) -> None:
+    shutil.copy(quick_study, tmp_path / "studies.db")
+    before = _digest(tmp_path / "studies.db")
+    done = lenet_lab(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert _digest(tmp_path / "studies.db") == before
+
+
+def test_a_rejected_first_command_creates_no_database(tmp_path: Path) -> None:
+    done = lenet_lab("sweep", "pooling", "--epochs", "0", cwd=tmp_path)
+    assert done.returncode == 2 and not (tmp_path / "studies.db").exists()
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
+    args = ["sweep", "pooling", "--subset", "3000", "--epochs", "3", "--seeds", "1",
+            "--engine", "torch", "-q"]
+    process = lenet_lab(*args, cwd=tmp_path, wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(tmp_path / "studies.db") as conn:
+                if conn.execute("SELECT count(*) FROM lab_epochs").fetchone()[0] >= 1:
+                    break
+        except sqlite3.Error:
+            continue
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stderr.startswith("Interrupted: finished trials are kept")
+    with sqlite3.connect(tmp_path / "studies.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    frame = results(tmp_path)
+    assert (frame.reason == "interrupted").sum() == 1
+    assert lenet_lab(*args, cwd=tmp_path).returncode == 0
+    assert arm_seeds(results(tmp_path)) == [("pooling=avg", 0), ("pooling=max", 0)]
