@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import html
 import inspect
 import math
 import sys
@@ -412,6 +413,94 @@ def export(
     else:
         results.to_parquet(path, index=False)
     out.print(f"{len(results)} rows -> {path}")
+
+
+OutDir = Annotated[str, typer.Option("--out", help="folder for the HTML pages")]
+
+
+@app.command()
+def report(
+    study: Annotated[Optional[list[str]], typer.Argument(
+        help="studies to include [default: every study in the database]", show_default=False)] = None,
+    storage: StorageOpt = None,
+    out_dir: OutDir = "reports",
+    activations: Annotated[bool, typer.Option(
+        help="include exercise 10's activation maps (needs the study's engine)")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Write each study's answer and evidence as HTML: <out>/index.html and a page per study."""
+    from lenet_lab.report import build_report
+
+    progress = Progress(TextColumn("report {task.description}"), console=err, transient=True,
+                        disable=not err.is_terminal)
+    task = progress.add_task("")
+    with progress:
+        index = build_report(storage, study or None, out=out_dir, activations=activations,
+                             data_dir=data_dir,
+                             progress=lambda name: progress.update(task, description=name))
+    out.print(f"wrote {index} (open it in a browser; the folder works offline)")
+
+
+@app.command("activations")
+@with_spec_options(training=True)
+def activations_(
+    *, spec: LeNetSpec, config: TrainConfig,
+    study: Annotated[Optional[str], typer.Option(show_default=False,
+                                                 help="take a trained network from this study")] = None,
+    trial: Annotated[Optional[int], typer.Option(show_default=False,
+                                                 help="the trial number in --study")] = None,
+    classes: Annotated[str, typer.Option(help="test images of these classes, comma-separated")] =
+        "sweater,coat",
+    per_class: Annotated[int, typer.Option(min=1, max=8, help="images per class")] = 2,
+    engine: Engine = "mxnet", device: DeviceOpt = "auto", subset: Subset = None,
+    data_dir: DataDir = None, storage: StorageOpt = None, out_dir: OutDir = "reports",
+) -> None:
+    """Show the first and second conv layers' activations for test images (exercise 10).
+
+    With --study and --trial the stored weights of that trial are used; otherwise the
+    network given by the spec options is trained first (the book's by default).
+    """
+    from pathlib import Path
+
+    from lenet_lab.data import load_dataset
+    from lenet_lab.report import _figure, _page
+    from lenet_lab.report.activations import (Network, activation_figures, parse_classes,
+                                              sample_images, trial_network)
+    from lenet_lab.store import connect, storage_url
+
+    if (study is None) != (trial is None):
+        raise LabError("--study and --trial go together: name a study and one of its trials "
+                       "(see `lenet-lab export STUDY`), or neither to train the spec options")
+    network = None
+    if study is not None:
+        db = connect(storage_url(storage))
+        network = trial_network(db, study, trial, study)
+        db.dispose()
+        if network is None:
+            raise LabError(f"study {study!r} has no completed trial {trial} with stored weights "
+                           f"in {_safe_url(storage_url(storage))}")
+    dataset = network.dataset if network else config.dataset
+    wanted = parse_classes(dataset, classes.split(","))  # before any training: fail fast
+    if network is None:
+        out.print("no stored weights named: training the network first "
+                  f"({_describe(spec)}, {config.epochs} epochs)")
+        result = run_training(spec, config, engine=engine, device=device, subset=subset,
+                              data_dir=data_dir, keep_weights=True)
+        if result.status != "completed":
+            raise LabError(f"training {result.reason}: choose a smaller --lr")
+        network = Network(f"trained here (test acc {result.final.test_acc:.3f})", engine, spec,
+                          result.weights, dataset)
+    images, labels = sample_images(load_dataset(dataset, data_dir=data_dir), wanted, per_class)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    import plotly.offline
+
+    (folder / "plotly.min.js").write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
+    path = folder / "activations.html"
+    figures = "".join(_figure(f) for f in activation_figures([network], images, labels))
+    heading = html.escape(f"Activations of {network.label}")
+    path.write_text(_page("Activations", f"<h1>{heading}</h1>{figures}"), encoding="utf-8")
+    out.print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 Optuna owns its tables (`studies`, `trials`, ...). Ours are prefixed `lab_` and only
 lenet-lab writes them:
 
-- `lab_studies`: one row per study: sweep name, the sweep file and its SHA-256, engine,
-  sampler and its settings, run settings, package versions, creation time (UTC).
+- `lab_studies`: one row per study: sweep name, the sweep file and its SHA-256, engine
+  and framework version, device, sampler and its settings, run settings, package
+  versions, the command, creation time (UTC).
 - `lab_trials`: one row per trial: arm, seed, every spec and training field, status,
   reason, final metrics, worker host/pid and heartbeat.
 - `lab_epochs`: per-epoch metrics, written as each epoch ends.
@@ -48,7 +49,10 @@ lab_studies = sa.Table(
     sa.Column("sweep_file", sa.Text, nullable=False),  # the file's text as run
     sa.Column("sweep_sha256", sa.String(64), nullable=False),
     sa.Column("engine", sa.String(32), nullable=False),
-    sa.Column("sampler", sa.Text, nullable=False),  # JSON: class and settings
+    sa.Column("engine_version", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(32), nullable=False),  # of the first run; trials say their own
+    sa.Column("device_name", sa.String(256), nullable=False),
+    sa.Column("sampler", sa.Text, nullable=False),  # JSON: class, seed and settings
     sa.Column("settings", sa.Text, nullable=False),  # JSON: epochs, seeds, subset, ...
     sa.Column("packages", sa.Text, nullable=False),  # JSON: name -> version
     sa.Column("command", sa.Text, nullable=False),

@@ -70,6 +70,8 @@ class SweepPlan:
     study_name: str
     storage: str
     device: Device
+    device_name: str
+    engine_version: str
     gpu_count: int
     command: str = ""
 
@@ -143,7 +145,8 @@ def plan_sweep(sweep: Sweep, *, storage: str | None = None, study: str | None = 
         raise StorageError(f"--storage {url}: folder {os.path.dirname(path)} does not exist")
     study_name = study or default_study_name(sweep, **(name_overrides or {"epochs": None,
                                                                           "subset": None}))
-    plan = SweepPlan(sweep, study_name, url, chosen, backend.gpu_count(), command)
+    plan = SweepPlan(sweep, study_name, url, chosen, backend.device_name(chosen), backend.version(),
+                     backend.gpu_count(), command)
     _check_existing(plan)
     return plan
 
@@ -213,7 +216,9 @@ def open_study(plan: SweepPlan) -> tuple[Any, list[tuple[Arm, int]]]:
         store.record_study(engine, {
             "study_name": plan.study_name, "sweep": sweep.name, "title": sweep.title,
             "exercise": sweep.exercise, "sweep_file": sweep.text, "sweep_sha256": sweep.sha256,
-            "engine": sweep.run.engine, "sampler": json.dumps(plan.sampler_record()),
+            "engine": sweep.run.engine, "engine_version": plan.engine_version,
+            "device": str(plan.device), "device_name": plan.device_name,
+            "sampler": json.dumps(plan.sampler_record()),
             "settings": json.dumps(plan.settings()), "packages": json.dumps(_package_versions()),
             "command": plan.command})
     fail_stale_trials(study, rdb, engine)

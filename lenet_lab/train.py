@@ -10,7 +10,6 @@ NaN or infinite ends the run as diverged instead of raising.
 from __future__ import annotations
 
 import math
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -60,16 +59,6 @@ class TrainResult:
         return self.train_examples * len(self.epochs) / seconds if seconds else 0.0
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
           engine: str = "mxnet", device: str = "auto", data: Dataset | None = None,
           subset: int | None = None, data_dir: str | Path | None = None,
@@ -100,7 +89,7 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
     result = TrainResult(
         spec=spec, config=config, engine=engine, engine_version=backend.version(),
         device=str(session.device),
-        device_name=cpu_name() if session.device.kind == "cpu" else session.device_name,
+        device_name=backend.device_name(chosen),
         train_examples=n, test_examples=len(data.test_labels))
     if on_start:
         on_start(result, data)

@@ -60,9 +60,11 @@ def test_pooling_sweep_acceptance_run_and_rerun(tmp_path: Path) -> None:
     assert weights["conv0.weight"].shape == (6, 1, 5, 5)
     # The study records where its numbers came from.
     with sqlite3.connect(tmp_path / "studies.db") as db:
-        sweep, sha, sampler, packages = db.execute(
-            "SELECT sweep, sweep_sha256, sampler, packages FROM lab_studies").fetchone()
+        sweep, sha, sampler, packages, version, device = db.execute(
+            "SELECT sweep, sweep_sha256, sampler, packages, engine_version, device_name "
+            "FROM lab_studies").fetchone()
     assert sweep == "pooling" and len(sha) == 64 and '"grid"' in sampler and '"mxnet"' in packages
+    assert version == "1.9.1" and device and device == frame.device_name.iloc[0]
     # Rerunning the same command adds no trial.
     again = lenet_lab("sweep", "pooling", "--subset", "2000", "--epochs", "2", "--seeds", "2",
                       cwd=tmp_path)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import platform
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
@@ -72,7 +74,6 @@ class Session(Protocol):
     """A network built, initialised and placed on a device, with its data beside it."""
 
     device: Device
-    device_name: str
 
     def train_epoch(self, order: np.ndarray, *,
                     on_batch: Callable[[int], None] | None = None) -> EpochTotals:
@@ -97,11 +98,29 @@ class Engine(Protocol):
 
     def gpu_count(self) -> int: ...
 
+    def device_name(self, device: Device) -> str:
+        """What the device is, for the record: the CPU model or the GPU's name."""
+
+    def activations(self, spec: LeNetSpec, weights: dict[str, np.ndarray], images: np.ndarray,
+                    layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Outputs of the named layers (inference mode, on the CPU) for images (N, 1, 28, 28),
+        with the network's parameters set from `weights` (see Session.weights)."""
+
     def resolve_device(self, device: Device | None) -> Device:
         """The device to use (None: auto); raises DeviceError when it is not there."""
 
     def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
                 device: Device) -> Session: ...
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def _set_torch_threads() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     from mxnet.gluon import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, pick_device
+from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, cpu_name, pick_device
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
 ACTIVATIONS: dict[str, Callable[[], gluon.HybridBlock]] = {
@@ -89,6 +89,24 @@ class MXNetEngine:
     def resolve_device(self, device: Device | None) -> Device:
         return pick_device(device, self.gpu_count(), self.name)
 
+    def activations(self, spec: LeNetSpec, weights: dict[str, np.ndarray], images: np.ndarray,
+                    layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+        net = build(spec)
+        net.initialize()
+        net(mx.nd.zeros((1, 1, 28, 28)))  # Gluon infers parameter shapes on the first call
+        names = [layer.name for layer in spec.layer_shapes()]
+        for name, param in named_params(net, names):
+            param.set_data(mx.nd.array(weights[name]))
+        x, maps = mx.nd.array(images), {}
+        for name, block in zip(names, net):
+            x = block(x)
+            if name in layers:
+                maps[name] = x.asnumpy()
+        return maps
+
+    def device_name(self, device: Device) -> str:
+        return cpu_name() if device.kind == "cpu" else f"gpu({device.index})"  # MXNet has no names
+
     def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
                 device: Device) -> MXNetSession:
         return MXNetSession(spec, config, data, device)
@@ -99,7 +117,6 @@ class MXNetSession:
                  device: Device) -> None:
         self.device = device
         self.ctx = mx.cpu() if device.kind == "cpu" else mx.gpu(device.index)
-        self.device_name = str(self.ctx)
         mx.random.seed(config.seed, ctx="all")
         self.net = build(spec)
         self.layer_names = [layer.name for layer in spec.layer_shapes()]
@@ -150,19 +167,23 @@ class MXNetSession:
         return float(correct.asscalar()) / self.test_y.shape[0]
 
     def weights(self) -> dict[str, np.ndarray]:
-        weights = {}
-        for layer, block in zip(self.layer_names, self.net):
-            for child in (list(block) if isinstance(block, nn.HybridSequential) else [block]):
-                if isinstance(child, (nn.Conv2D, nn.Dense)):
-                    params = {"weight": child.weight, "bias": child.bias}
-                elif isinstance(child, nn.BatchNorm):
-                    params = {"bn_gamma": child.gamma, "bn_beta": child.beta,
-                              "bn_mean": child.running_mean, "bn_var": child.running_var}
-                else:
-                    continue
-                for name, param in params.items():
-                    weights[f"{layer}.{name}"] = param.data(self.ctx).asnumpy()
-        return weights
+        return {name: param.data(self.ctx).asnumpy()
+                for name, param in named_params(self.net, self.layer_names)}
+
+
+def named_params(net: nn.HybridSequential, names: list[str]) -> Iterator[tuple[str, gluon.Parameter]]:
+    """Every parameter and batch-norm statistic under its engine-neutral name."""
+    for layer, block in zip(names, net):
+        for child in (list(block) if isinstance(block, nn.HybridSequential) else [block]):
+            if isinstance(child, (nn.Conv2D, nn.Dense)):
+                params = {"weight": child.weight, "bias": child.bias}
+            elif isinstance(child, nn.BatchNorm):
+                params = {"bn_gamma": child.gamma, "bn_beta": child.beta,
+                          "bn_mean": child.running_mean, "bn_var": child.running_var}
+            else:
+                continue
+            for name, param in params.items():
+                yield f"{layer}.{name}", param
 
 
 ENGINE = MXNetEngine()

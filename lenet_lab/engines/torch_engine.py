@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, pick_device
+from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, cpu_name, pick_device
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -99,6 +99,22 @@ class TorchEngine:
     def resolve_device(self, device: Device | None) -> Device:
         return pick_device(device, self.gpu_count(), self.name)
 
+    def activations(self, spec: LeNetSpec, weights: dict[str, np.ndarray], images: np.ndarray,
+                    layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+        net = build(spec).eval()
+        with torch.no_grad():
+            for name, tensor in named_tensors(net):
+                tensor.copy_(torch.from_numpy(weights[name]))
+            x, maps = torch.from_numpy(images), {}
+            for name, block in net.named_children():
+                x = block(x)
+                if name in layers:
+                    maps[name] = x.numpy()
+        return maps
+
+    def device_name(self, device: Device) -> str:
+        return cpu_name() if device.kind == "cpu" else torch.cuda.get_device_name(device.index)
+
     def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
                 device: Device) -> TorchSession:
         return TorchSession(spec, config, data, device)
@@ -109,8 +125,6 @@ class TorchSession:
                  device: Device) -> None:
         self.device = device
         self.torch_device = torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
-        self.device_name = ("cpu" if device.kind == "cpu"
-                            else torch.cuda.get_device_name(self.torch_device))
         torch.manual_seed(config.seed)
         self.net = build(spec).to(self.torch_device)
         initialize(self.net, config.init)
@@ -161,19 +175,22 @@ class TorchSession:
         return correct.item() / len(self.test_y)
 
     def weights(self) -> dict[str, np.ndarray]:
-        weights = {}
-        for layer, block in self.net.named_children():
-            for module in block.modules():
-                if isinstance(module, (nn.Conv2d, nn.Linear)):
-                    tensors = {"weight": module.weight, "bias": module.bias}
-                elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                    tensors = {"bn_gamma": module.weight, "bn_beta": module.bias,
-                               "bn_mean": module.running_mean, "bn_var": module.running_var}
-                else:
-                    continue
-                for name, tensor in tensors.items():
-                    weights[f"{layer}.{name}"] = tensor.detach().cpu().numpy()
-        return weights
+        return {name: tensor.detach().cpu().numpy() for name, tensor in named_tensors(self.net)}
+
+
+def named_tensors(net: nn.Sequential) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and batch-norm statistic under its engine-neutral name."""
+    for layer, block in net.named_children():
+        for module in block.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                tensors = {"weight": module.weight, "bias": module.bias}
+            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                tensors = {"bn_gamma": module.weight, "bn_beta": module.bias,
+                           "bn_mean": module.running_mean, "bn_var": module.running_var}
+            else:
+                continue
+            for name, tensor in tensors.items():
+                yield f"{layer}.{name}", tensor
 
 
 ENGINE = TorchEngine()

@@ -1,0 +1,131 @@
+"""Exercise 10: the first and second conv layers' activations for chosen test images.
+
+Activations are the conv blocks' outputs after their activation function (before
+pooling), computed on the CPU from stored weights. The report shows them for the book's
+network (the control arm) and the study's best network side by side; `lenet-lab
+activations` does the same for any trial or any spec.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+
+from lenet_lab import store
+from lenet_lab.data import DATASET_INFO, Dataset
+from lenet_lab.engines import get_engine
+from lenet_lab.errors import LabError
+from lenet_lab.report import draw
+from lenet_lab.spec import LeNetSpec
+
+__all__ = ["DEFAULT_CLASSES", "Network", "activation_figures", "parse_classes", "sample_images",
+           "section", "trial_network"]
+
+LAYERS = ("conv0", "conv1")
+DEFAULT_CLASSES = ("sweater", "coat")
+ALIASES = {"sweater": "pullover", "jumper": "pullover", "tshirt": "t-shirt", "top": "t-shirt",
+           "boot": "ankle boot", "shoe": "sneaker"}
+
+
+@dataclass(frozen=True)
+class Network:
+    label: str  # e.g. "book (trial 0)"
+    engine: str
+    spec: LeNetSpec
+    weights: dict[str, np.ndarray]
+    dataset: str
+
+
+def parse_classes(dataset: str, names: list[str]) -> list[int]:
+    """Class indices from names, plural or singular (the book's 'sweaters, coats')."""
+    classes = DATASET_INFO[dataset].classes
+    chosen = []
+    for name in names:
+        key = name.strip().lower()
+        for candidate in (key, key.removesuffix("s"), key.removesuffix("es")):
+            candidate = ALIASES.get(candidate, candidate)
+            if candidate in classes:
+                chosen.append(classes.index(candidate))
+                break
+        else:
+            raise LabError(f"--classes: {name!r} is not a {DATASET_INFO[dataset].title} class; "
+                           f"choose from {', '.join(classes)} (or sweater for pullover)")
+    return chosen
+
+
+def sample_images(data: Dataset, classes: list[int], per_class: int = 2) -> tuple[np.ndarray, list[str]]:
+    """The first `per_class` test images of each class (the same ones every time)."""
+    indices, labels = [], []
+    for c in classes:
+        found = np.flatnonzero(data.test_labels == c)[:per_class]
+        indices += list(found)
+        labels += [f"{data.classes[c]} #{int(i)}" for i in found]
+    return data.test_images[indices], labels
+
+
+def activation_figures(networks: list[Network], images: np.ndarray, labels: list[str]) -> list:
+    """One figure per layer: a row per (network, image), a column per channel; the inputs first."""
+    inputs = draw.activation_maps({"input": [image[0] for image in images]}, "Input images",
+                                  column_titles=[html.escape(label) for label in labels])
+    figures = [inputs]
+    maps = {net.label: get_engine(net.engine).activations(net.spec, net.weights, images, LAYERS)
+            for net in networks}
+    for layer in LAYERS:
+        rows = {f"{html.escape(net.label)}<br>{label}": list(maps[net.label][layer][i])
+                for net in networks for i, label in enumerate(labels)}
+        figures.append(draw.activation_maps(rows, f"{layer}: one column per channel"))
+    return figures
+
+
+def trial_network(engine: sa.Engine, study: str, trial: int, label: str) -> Network | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(store.lab_trials).where(
+            store.lab_trials.c.study_name == study, store.lab_trials.c.number == trial)).first()
+    if row is None:
+        return None
+    weights = store.load_weights(engine, row.trial_id)
+    if weights is None:
+        return None
+    return Network(f"{label} (trial {trial})", row.engine, LeNetSpec.from_json(row.spec_json),
+                   weights, row.dataset)
+
+
+def study_networks(engine: sa.Engine, results) -> list[tuple[int, str]]:
+    """(trial, label) of the control arm's first completed trial and the best trial."""
+    done = results[results.state == "complete"]
+    if not len(done):
+        return []
+    picks = []
+    control = done[done.is_control.fillna(False).astype(bool)]
+    if len(control):
+        picks.append((int(control.trial.min()), "book's network"))
+    best = done.loc[done.test_acc.idxmax()]
+    if not picks or int(best.trial) != picks[0][0]:
+        picks.append((int(best.trial), f"best: {best.arm}"))
+    return picks
+
+
+def section(engine: sa.Engine, data, data_dir: str | None = None) -> str:
+    """The report's exercise-10 section for one study ('' when no weights are stored)."""
+    from lenet_lab.data import load_dataset
+    from lenet_lab.report import _figure
+
+    picks = study_networks(engine, data.results)
+    networks = [n for n in (trial_network(engine, data.name, t, label) for t, label in picks) if n]
+    if not networks:
+        return ""
+    dataset = networks[0].dataset
+    names = list(DEFAULT_CLASSES) if dataset == "fashion-mnist" else ["3", "8"]
+    try:
+        test = load_dataset(dataset, data_dir=data_dir, download_missing=False)
+    except LabError as exc:
+        return f"<h2>Activations</h2><p>{html.escape(str(exc))}</p>"
+    images, labels = sample_images(test, parse_classes(dataset, names))
+    figures = activation_figures(networks, images, labels)
+    return ("<h2>Activations of the first two layers (exercise 10)</h2>"
+            f"<p class=\"muted\">{html.escape(', '.join(n.label for n in networks))}; "
+            f"conv outputs after the activation, before pooling.</p>"
+            + "".join(_figure(f) for f in figures))

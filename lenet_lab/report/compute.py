@@ -1,0 +1,245 @@
+"""The numbers behind every figure and every answer: pure functions of lab_results rows.
+
+Nothing here draws or touches the database, so tests can check each number directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ArmStats", "Interval", "answer", "arm_stats", "difference", "failures",
+           "learning_curves", "mean_interval", "pareto_front", "t_quantile"]
+
+LEVEL = 0.95  # confidence level of every interval in the reports
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (Lentz's method)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for numerator in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                          -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Student's t distribution function."""
+    tail = 0.5 * _incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Inverse of t_cdf by bisection (no scipy: it would pin numpy against MXNet)."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, not p={p}, df={df}")
+    low, high = -1e4, 1e4
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        if t_cdf(middle, df) < p:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float  # NaN when there are too few values for an interval
+    high: float
+    n: int
+    sd: float = math.nan
+
+    @property
+    def known(self) -> bool:
+        return not math.isnan(self.low)
+
+
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean with its t-interval; with one value the interval is unknown."""
+    array = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    n = len(array)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(array.mean())
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, 1)
+    sd = float(array.std(ddof=1))
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, sd)
+
+
+def difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
+    """mean(a) - mean(b) with Welch's t-interval (unequal variances)."""
+    x, y = (np.asarray(v, dtype=float) for v in (a, b))
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    if len(x) == 0 or len(y) == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    diff = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return Interval(diff, math.nan, math.nan, min(len(x), len(y)))
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = math.sqrt(vx + vy)
+    if se == 0:
+        return Interval(diff, diff, diff, min(len(x), len(y)), 0.0)
+    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
+    half = t_quantile(0.5 + level / 2, df) * se
+    return Interval(diff, diff - half, diff + half, min(len(x), len(y)), se)
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    arm: str
+    is_control: bool
+    states: dict[str, int]
+    test_acc: Interval
+    train_acc: Interval
+    train_loss: Interval
+    examples_per_sec: Interval
+    param_count: int | None
+    test_accs: list[float] = field(default_factory=list)
+    vs_control: Interval | None = None  # test_acc difference to the control arm
+
+
+def arm_stats(results: pd.DataFrame) -> list[ArmStats]:
+    """One entry per arm, the control first, then by mean test accuracy (best first)."""
+    arms = []
+    for arm, rows in results.groupby("arm", sort=False, dropna=False):
+        done = rows[rows.state == "complete"]
+        params = done.param_count.dropna()
+        arms.append(ArmStats(
+            arm=str(arm), is_control=bool(rows.is_control.fillna(False).astype(bool).any()),
+            states={str(k): int(v) for k, v in rows.state.value_counts().sort_index().items()},
+            test_acc=mean_interval(done.test_acc), train_acc=mean_interval(done.train_acc),
+            train_loss=mean_interval(done.train_loss),
+            examples_per_sec=mean_interval(done.examples_per_sec),
+            param_count=int(params.iloc[0]) if len(params) else None,
+            test_accs=[float(v) for v in done.test_acc]))
+    control = next((a for a in arms if a.is_control), None)
+    if control is not None:
+        arms = [a if a is control else _with_difference(a, control) for a in arms]
+    return sorted(arms, key=lambda a: (not a.is_control, -_or(a.test_acc.mean, -1.0)))
+
+
+def _with_difference(arm: ArmStats, control: ArmStats) -> ArmStats:
+    from dataclasses import replace
+
+    return replace(arm, vs_control=difference(arm.test_accs, control.test_accs))
+
+
+def _or(value: float, default: float) -> float:
+    return default if math.isnan(value) else value
+
+
+def _fmt(interval: Interval) -> str:
+    spread = f" ± {interval.sd:.3f}" if not math.isnan(interval.sd) else ""
+    return f"{interval.mean:.3f}{spread}"
+
+
+def verdict(arm: ArmStats) -> str:
+    """One sentence comparing an arm with the control arm, honest about noise."""
+    d = arm.vs_control
+    seeds = f"{arm.test_acc.n} vs {d.n if d else 0}"
+    if d is None or math.isnan(d.mean):
+        return f"{arm.arm}: no completed trials to compare"
+    head = f"{arm.arm}: test accuracy {_fmt(arm.test_acc)}"
+    if not d.known:
+        return (f"{head}; difference {d.mean:+.3f} from the control, which cannot be told "
+                f"from noise with one seed: run more seeds (--seeds 3)")
+    ci = f"difference {d.mean:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}]"
+    if d.low <= 0 <= d.high:
+        return f"{head} ({ci}): not distinguishable from the control with the seeds run"
+    word = "better" if d.mean > 0 else "worse"
+    return f"{head} ({ci}): {word} than the control"
+
+
+def answer(arms: list[ArmStats]) -> str:
+    """The headline: the best arm against the control, with seeds and the interval."""
+    control = next((a for a in arms if a.is_control), None)
+    done = [a for a in arms if a.test_acc.n > 0]
+    if control is None or control.test_acc.n == 0:
+        if not done:
+            return "No completed trials yet."
+        best = max(done, key=lambda a: a.test_acc.mean)
+        return f"Best so far: {best.arm}, test accuracy {_fmt(best.test_acc)} (no control arm finished)."
+    others = [a for a in done if not a.is_control]
+    if not others:
+        return (f"Only the control arm has finished: test accuracy {_fmt(control.test_acc)} "
+                f"({control.test_acc.n} seeds).")
+    best = max(others, key=lambda a: a.test_acc.mean)
+    d = best.vs_control
+    base = (f"{best.arm}: test accuracy {_fmt(best.test_acc)} vs {_fmt(control.test_acc)} "
+            f"with the book's network ({best.test_acc.n} and {control.test_acc.n} seeds")
+    if d is None or not d.known:
+        return base + f"; difference {d.mean:+.3f}, which cannot be told from noise with so few seeds)."
+    base += f"; difference {d.mean:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}])"
+    if d.low <= 0 <= d.high:
+        return base + ": the difference cannot be told from noise with the seeds run."
+    return base + (": better than the book's network." if d.mean > 0
+                   else ": no arm beats the book's network; this is the closest.")
+
+
+def learning_curves(epochs: pd.DataFrame, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per arm: for each epoch the mean, min and max over seeds of each metric.
+
+    `epochs` has trial, epoch, train_loss, train_acc, test_acc; only completed trials count.
+    """
+    done = results[results.state == "complete"][["trial", "arm"]]
+    merged = epochs.merge(done, on="trial")
+    curves = {}
+    for arm, rows in merged.groupby("arm", sort=False):
+        grouped = rows.groupby("epoch")[["train_loss", "train_acc", "test_acc"]]
+        frame = grouped.agg(["mean", "min", "max"])
+        frame.columns = [f"{metric}_{stat}" for metric, stat in frame.columns]
+        frame["seeds"] = rows.groupby("epoch").size()
+        curves[str(arm)] = frame.reset_index()
+    return curves
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (both maximised)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(ox >= x and oy >= y and (ox > x or oy > y) for ox, oy in points)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def failures(results: pd.DataFrame) -> pd.DataFrame:
+    """Trials that did not complete, with their reason, in trial order."""
+    other = results[~results.state.isin(["complete"])]
+    return other[["trial", "arm", "seed", "state", "epochs_done", "reason"]].sort_values("trial")
+
+
+def summary_counts(results: pd.DataFrame) -> dict[str, Any]:
+    states = results.state.value_counts()
+    return {"trials": int(len(results)), **{str(k): int(v) for k, v in states.items()}}
