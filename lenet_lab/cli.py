@@ -234,12 +234,9 @@ StorageOpt = Annotated[Optional[str], typer.Option(
 
 
 def _safe_url(url: str) -> str:
-    import sqlalchemy as sa
+    from lenet_lab.store import safe_url
 
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url
+    return safe_url(url)
 
 
 @app.command()
@@ -415,6 +412,22 @@ def export(
     out.print(f"{len(results)} rows -> {path}")
 
 
+@app.command()
+def copy(
+    study: Annotated[str, typer.Argument(help="the study to copy (see `lenet-lab studies`)")],
+    to: Annotated[str, typer.Option("--to", help="database URL to copy into")],
+    storage: StorageOpt = None,
+    as_name: Annotated[Optional[str], typer.Option("--as", show_default=False,
+                                                   help="name of the copy [default: the same]")] = None,
+) -> None:
+    """Copy a study with all its trials, metrics and weights to another database."""
+    from lenet_lab.store import copy_study, safe_url, storage_url
+
+    count = copy_study(storage_url(storage), to, study, as_name)
+    out.print(f"copied {count} trials of {study!r} to {safe_url(to)}"
+              + (f" as {as_name!r}" if as_name else ""))
+
+
 OutDir = Annotated[str, typer.Option("--out", help="folder for the HTML pages")]
 
 
@@ -503,6 +516,55 @@ def activations_(
     out.print(f"wrote {path}")
 
 
+@app.command()
+def bench(
+    engine: Engine = "mxnet", device: DeviceOpt = "auto",
+    epochs: Annotated[int, typer.Option(min=1, help="measured epochs per path (median)")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="epochs per path run first, not measured")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="examples per minibatch")] = 256,
+    subset: Subset = None,
+    mode: Annotated[Optional[list[str]], typer.Option(
+        help="also time lenet-lab's path in this engine mode (torch: compile)",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Examples/sec of lenet-lab's training path against a book-style reference loop.
+
+    Default spec, same process, same device; device synchronised before each clock
+    read; warm-up epochs and evaluation excluded. See lenet_lab/bench.py.
+    """
+    import json
+
+    from lenet_lab.bench import run_bench
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=True,
+                        disable=not err.is_terminal)
+    task = progress.add_task("", total=warmup + epochs)
+    with progress:
+        result = run_bench(engine=engine, device=device, epochs=epochs, warmup=warmup,
+                           batch_size=batch_size, subset=subset, modes=tuple(mode or ()),
+                           data_dir=data_dir,
+                           progress=lambda path, k, total: progress.update(
+                               task, completed=k - 1, description=f"epoch {k}/{total}: {path}"))
+    if as_json:
+        out.print(json.dumps(result.to_dict(), indent=2), soft_wrap=True)
+        return
+    table = Table(title=f"{result.engine} {result.engine_version} on {result.device} "
+                        f"({result.device_name}), batch {result.batch_size}, "
+                        f"{result.train_examples} examples/epoch, median of {result.epochs} "
+                        f"epochs after {result.warmup} warm-up", title_justify="left", box=None)
+    for column in ("path", "examples/sec (median)", "min", "max", "warm-up epoch(s) s"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for timing in result.paths:
+        table.add_row(timing.path, f"{timing.median:,.1f}", f"{min(timing.examples_per_sec):,.1f}",
+                      f"{max(timing.examples_per_sec):,.1f}",
+                      ", ".join(f"{s:.1f}" for s in timing.warmup_seconds) or "-")
+    out.print(table)
+    out.print(f"ratio lenet-lab / reference: {result.ratio:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one line per error, never a traceback for bad input."""
     args = sys.argv[1:] if argv is None else argv
@@ -523,7 +585,26 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         err.print(f"Error: {exc}")
         return exc.exit_code
+    except Exception as exc:
+        reason = _database_trouble(exc)
+        if reason is None:
+            raise  # a bug: keep the traceback
+        err.print(f"Error: cannot use the database: {reason} (check --storage or "
+                  f"LENET_LAB_STORAGE, and that the server is up)")
+        return 1
     return code if isinstance(code, int) else 0
+
+
+def _database_trouble(exc: Exception) -> str | None:
+    """The first line of a database driver's error (it names no password), else None."""
+    import sqlalchemy as sa
+
+    if "optuna" in sys.modules and isinstance(exc, sys.modules["optuna"].exceptions.StorageInternalError):
+        exc = exc.__cause__ or exc
+    if isinstance(exc, sa.exc.DBAPIError):
+        text = str(exc.orig).strip() or type(exc.orig).__name__
+        return " ".join(text.split())
+    return None
 
 
 if __name__ == "__main__":

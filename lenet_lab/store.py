@@ -16,13 +16,15 @@ lenet-lab writes them:
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import sqlalchemy as sa
@@ -35,6 +37,7 @@ __all__ = ["DEFAULT_STORAGE", "HYPERPARAMETERS", "RESULT_COLUMNS", "connect", "e
            "read_results", "storage_url"]
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
+ADVISORY_KEY = 0x1E7E7  # lenet-lab's PostgreSQL advisory lock
 HYPERPARAMETERS = [f.name for f in fields(LeNetSpec)] + [f.name for f in fields(TrainConfig)]
 SQLITE_TIMEOUT_S = 60  # writers wait this long for the lock before failing
 
@@ -114,9 +117,9 @@ lab_weights = sa.Table(
 
 # One row per trial. `state` is Optuna's, lower-cased, with its "fail" told apart:
 # diverged, infeasible, or failed (crashed, killed, interrupted).
-_STATE = """CASE WHEN t.state = 'FAIL' THEN
+_STATE = """CASE WHEN CAST(t.state AS VARCHAR(16)) = 'FAIL' THEN
     CASE WHEN lt.status IN ('diverged', 'infeasible') THEN lt.status ELSE 'failed' END
-    ELSE lower(t.state) END"""
+    ELSE lower(CAST(t.state AS VARCHAR(16))) END"""  # PostgreSQL stores an enum: cast it
 _VIEW_COLUMNS = [
     ("s.study_name", "study"), ("ls.sweep", "sweep"), ("t.number", "trial"), (_STATE, "state"),
     *((f"lt.{name}", name) for name in (
@@ -156,10 +159,60 @@ def connect(url: str) -> Engine:
         raise LabError(f"--storage {url!r} is not a database URL: use e.g. sqlite:///studies.db") from None
     connect_args = {"timeout": SQLITE_TIMEOUT_S} if parsed.get_backend_name() == "sqlite" else {}
     try:
-        return sa.create_engine(url, connect_args=connect_args)
+        # pre_ping replaces connections that died with a database restart.
+        return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
-        raise LabError(f"--storage {parsed.render_as_string(hide_password=True)} needs a driver "
-                       f"that is not installed ({exc})") from None
+        hint = ' (pip install "lenet-lab[postgres]")' if parsed.get_backend_name() == "postgresql" else ""
+        raise LabError(f"--storage {safe_url(url)} needs a database driver that is not "
+                       f"installed{hint}: {exc}") from None
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for everything that is printed or stored."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def redact(text: str, url: str) -> str:
+    """`text` with the password of `url` masked wherever it appears."""
+    password = sa.engine.make_url(url).password
+    return text.replace(url, safe_url(url)).replace(password, "***") if password else text
+
+
+@contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """One process at a time creates tables, studies and queued trials in a database.
+
+    Optuna's schema creation races on a fresh database, and two machines enqueueing the
+    same grid at once would queue each arm x seed twice. PostgreSQL: an advisory lock;
+    SQLite: an exclusive flock on `<database>-lock` beside the database file. Never on
+    the database file itself: closing any descriptor of it would drop the POSIX locks
+    SQLite holds in this process.
+    """
+    backend = sa.engine.make_url(url).get_backend_name()
+    path = sqlite_path(url)
+    if backend == "postgresql":
+        engine = connect(url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_KEY})")
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_KEY})")
+        finally:
+            engine.dispose()
+    elif path:
+        with open(f"{path}-lock", "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -200,7 +253,8 @@ def study_row(engine: Engine, study_name: str) -> dict[str, Any] | None:
 def start_trial(engine: Engine, *, trial_id: int, study_name: str, number: int, arm: str,
                 is_control: bool, spec_values: dict[str, Any], run: dict[str, Any]) -> None:
     """Record a trial as running before its spec is built (it may turn out infeasible)."""
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # delete first: a retried write after a lost ack is harmless
+        conn.execute(lab_trials.delete().where(lab_trials.c.trial_id == trial_id))
         conn.execute(lab_trials.insert().values(
             trial_id=trial_id, study_name=study_name, number=number, arm=arm, is_control=is_control,
             spec_json=json.dumps(spec_values["spec"], sort_keys=True),
@@ -231,7 +285,9 @@ def update_trial(engine: Engine, trial_id: int, **values: Any) -> None:
 
 
 def add_epoch(engine: Engine, trial_id: int, **metrics: Any) -> None:
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # idempotent, like start_trial
+        conn.execute(lab_epochs.delete().where(lab_epochs.c.trial_id == trial_id,
+                                               lab_epochs.c.epoch == metrics["epoch"]))
         conn.execute(lab_epochs.insert().values(trial_id=trial_id, **metrics))
         conn.execute(lab_trials.update().where(lab_trials.c.trial_id == trial_id)
                      .values(heartbeat_at=utcnow()))
@@ -240,7 +296,8 @@ def add_epoch(engine: Engine, trial_id: int, **metrics: Any) -> None:
 def save_weights(engine: Engine, trial_id: int, weights: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **weights)
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # idempotent, like start_trial
+        conn.execute(lab_weights.delete().where(lab_weights.c.trial_id == trial_id))
         conn.execute(lab_weights.insert().values(trial_id=trial_id, npz=buffer.getvalue()))
 
 
@@ -305,6 +362,54 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
             return studies
     finally:
         engine.dispose()
+
+
+def copy_study(source: str, target: str, study: str, target_name: str | None = None) -> int:
+    """Copy a study, Optuna's part and ours, between storages (SQLite <-> PostgreSQL).
+
+    Returns the number of trials copied. Trial ids differ between databases, so our rows
+    are matched to the copies by trial number, which optuna.copy_study keeps.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    name = target_name or study
+    with creation_lock(target):
+        try:
+            optuna.copy_study(from_study_name=study, from_storage=source, to_storage=target,
+                              to_study_name=name)
+        except optuna.exceptions.DuplicatedStudyError:
+            raise LabError(f"{safe_url(target)} already has a study {name!r}: pass --as NEW_NAME") from None
+        except KeyError:
+            raise LabError(f"no study {study!r} in {safe_url(source)} (`lenet-lab studies`)") from None
+        src, dst = connect(source), connect(target)
+        try:
+            ensure_schema(dst)
+            new_ids = {t.number: t._trial_id
+                       for t in optuna.load_study(study_name=name, storage=target).get_trials(deepcopy=False)}
+            with src.connect() as read:
+                if not sa.inspect(read).has_table("lab_trials"):
+                    return len(new_ids)
+                trials = [dict(r._mapping) for r in read.execute(
+                    sa.select(lab_trials).where(lab_trials.c.study_name == study))]
+                ids = {row["trial_id"]: new_ids[row["number"]] for row in trials}
+                epochs = [dict(r._mapping) for r in read.execute(
+                    sa.select(lab_epochs).where(lab_epochs.c.trial_id.in_(list(ids))))]
+                weights = [dict(r._mapping) for r in read.execute(
+                    sa.select(lab_weights).where(lab_weights.c.trial_id.in_(list(ids))))]
+                meta = read.execute(sa.select(lab_studies).where(lab_studies.c.study_name == study)).first()
+            with dst.begin() as write:
+                if meta is not None:
+                    write.execute(lab_studies.insert().values({**dict(meta._mapping), "study_name": name}))
+                for rows, table in ((trials, lab_trials), (epochs, lab_epochs), (weights, lab_weights)):
+                    if rows:
+                        write.execute(table.insert(), [
+                            {**row, "trial_id": ids[row["trial_id"]],
+                             **({"study_name": name} if table is lab_trials else {})} for row in rows])
+        finally:
+            src.dispose()
+            dst.dispose()
+    return len(new_ids)
 
 
 def read_results(storage: str | None = None, study: str | None = None):

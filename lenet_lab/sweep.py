@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import sqlalchemy as sa
@@ -37,7 +38,12 @@ from lenet_lab.train import EpochMetrics, train
 __all__ = ["SweepPlan", "plan_sweep", "run_sweep"]
 
 HEARTBEAT_S = 10.0
-GRACE_S = 120.0  # a RUNNING trial whose worker was silent this long is taken as dead
+# A RUNNING trial whose worker was silent this long is taken as dead (a worker on this
+# machine is known dead at once, by its pid).
+GRACE_S = float(os.environ.get("LENET_LAB_GRACE_S", 120))
+# How long a worker waits for a database that went away before it gives up.
+DB_WAIT_S = float(os.environ.get("LENET_LAB_DB_WAIT_S", 300))
+IDLE_POLL_S = 2.0  # a worker with nothing queued checks this often whether others died
 DONE_STATES = ("COMPLETE", "PRUNED")
 KEPT_FAILURES = ("diverged", "infeasible")  # deterministic outcomes: not rerun
 
@@ -146,7 +152,7 @@ def plan_sweep(sweep: Sweep, *, storage: str | None = None, study: str | None = 
     study_name = study or default_study_name(sweep, **(name_overrides or {"epochs": None,
                                                                           "subset": None}))
     plan = SweepPlan(sweep, study_name, url, chosen, backend.device_name(chosen), backend.version(),
-                     backend.gpu_count(), command)
+                     backend.gpu_count(), store.redact(command, url))
     _check_existing(plan)
     return plan
 
@@ -204,6 +210,11 @@ def open_study(plan: SweepPlan) -> tuple[Any, list[tuple[Arm, int]]]:
     Runs once, in the main process, before any worker starts (concurrent schema
     creation on a fresh database races). Returns the study and what was enqueued.
     """
+    with store.creation_lock(plan.storage):
+        return _open_study(plan)
+
+
+def _open_study(plan: SweepPlan) -> tuple[Any, list[tuple[Arm, int]]]:
     optuna = _optuna()
     rdb = _rdb(plan.storage)
     engine = store.connect(plan.storage)
@@ -234,7 +245,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed child not yet reaped is a zombie: dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def fail_stale_trials(study, rdb, engine) -> list[int]:
@@ -342,6 +356,32 @@ def _pop_waiting(study, rdb):
     return None
 
 
+def _db(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a database call, waiting with backoff while the database is unreachable."""
+    optuna = _optuna()
+    waited, delay = 0.0, 0.5
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError,
+                optuna.exceptions.StorageInternalError) as exc:
+            if waited >= DB_WAIT_S:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise StorageError(
+                    f"lost the database for {waited:.0f} s ({reason}); everything finished so far "
+                    f"is kept: run the same command again to continue") from None
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 10.0)
+
+
+def _reconcile(plan: SweepPlan, study, rdb, engine) -> None:
+    """Fail trials of dead workers and queue their arm x seed again (under the lock)."""
+    with store.creation_lock(plan.storage):
+        fail_stale_trials(study, rdb, engine)
+        _enqueue_missing(plan, study, engine)
+
+
 def _searched_count(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if "arm" not in t.user_attrs)
 
@@ -362,11 +402,22 @@ def work(plan: SweepPlan, *, worker: int = 0, data_dir: str | None = None,
     run = plan.sweep.run
     count = 0
     while True:
-        trial = _pop_waiting(study, rdb)
+        trial = _db(_pop_waiting, study, rdb)
+        if trial is None and run.sampler != "grid" and \
+                _db(_searched_count, study) < (run.trials or 0):
+            trial = _db(study.ask)
         if trial is None:
-            if run.sampler == "grid" or _searched_count(study) >= (run.trials or 0):
-                break
-            trial = study.ask()
+            # Nothing queued: another worker may have died mid-trial. Take its arm x seed
+            # over, or wait while others are still running, or stop when all is done.
+            _db(_reconcile, plan, study, rdb, engine)
+            trial = _db(_pop_waiting, study, rdb)
+            if trial is None:
+                running = _db(study.get_trials, deepcopy=False,
+                              states=(optuna.trial.TrialState.RUNNING,))
+                if not running:
+                    break
+                time.sleep(IDLE_POLL_S)
+                continue
         _run_trial(plan, study, trial, engine, device, cache, data_dir, events)
         count += 1
     engine.dispose()
@@ -406,15 +457,14 @@ def _run_trial(plan: SweepPlan, study, trial, engine, device: Device, cache: dic
     except SpecError as exc:  # e.g. three unpadded convs: a result, recorded as such
         problem, columns = exc, store.raw_columns({**full, "seed": seed})
     meta = {"engine": run.engine, "device": str(device), "subset": run.subset}
-    store.start_trial(engine, trial_id=trial._trial_id, study_name=plan.study_name,
-                      number=trial.number, arm=label, is_control=is_control, spec_values=columns,
-                      run=meta)
+    _db(store.start_trial, engine, trial_id=trial._trial_id, study_name=plan.study_name,
+        number=trial.number, arm=label, is_control=is_control, spec_values=columns, run=meta)
     if events.on_trial:
         events.on_trial(trial.number, label)
     if problem is not None:
         kind = "infeasible" if isinstance(problem, InfeasibleSpec) else "failed"
-        store.update_trial(engine, trial._trial_id, status=kind, reason=f"{kind}: {problem}")
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _db(store.update_trial, engine, trial._trial_id, status=kind, reason=f"{kind}: {problem}")
+        _tell(study, trial, state=optuna.trial.TrialState.FAIL)
         return
 
     dataset = config.dataset
@@ -423,14 +473,14 @@ def _run_trial(plan: SweepPlan, study, trial, engine, device: Device, cache: dic
         cache[dataset] = data.subset(run.subset) if run.subset else data
 
     def on_epoch(m: EpochMetrics) -> None:
-        store.add_epoch(engine, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
-                        train_acc=m.train_acc, test_acc=m.test_acc,
-                        examples_per_sec=m.examples_per_sec, seconds=m.seconds)
+        _db(store.add_epoch, engine, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
+            train_acc=m.train_acc, test_acc=m.test_acc, examples_per_sec=m.examples_per_sec,
+            seconds=m.seconds)
         if events.on_epoch:
             events.on_epoch(trial.number, m)
         if run.prune:
-            trial.report(m.test_acc, m.epoch)
-            if trial.should_prune():
+            _db(trial.report, m.test_acc, m.epoch)
+            if _db(trial.should_prune):
                 raise optuna.TrialPruned(f"pruned after epoch {m.epoch}: test acc {m.test_acc:.3f} "
                                          f"below the median of earlier trials")
 
@@ -441,26 +491,34 @@ def _run_trial(plan: SweepPlan, study, trial, engine, device: Device, cache: dic
                            data=cache[dataset], keep_weights=True,
                            on_epoch=lambda m: (epochs.append(m), on_epoch(m)))
     except optuna.TrialPruned as exc:
-        store.update_trial(engine, trial._trial_id, status="pruned", reason=str(exc),
-                           **_finals(epochs))
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        _db(store.update_trial, engine, trial._trial_id, status="pruned", reason=str(exc),
+            **_finals(epochs))
+        _tell(study, trial, state=optuna.trial.TrialState.PRUNED)
         return
+    except StorageError:  # the database is gone: nothing more can be recorded
+        raise
     except BaseException as exc:  # interrupted or crashed: record, then let it propagate
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
             f"{type(exc).__name__}: {exc}"
         store.update_trial(engine, trial._trial_id, status="failed", reason=reason, **_finals(epochs))
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _tell(study, trial, state=optuna.trial.TrialState.FAIL)
         raise
     finals = {**_finals(result.epochs), "engine_version": result.engine_version,
               "device_name": result.device_name}
     if result.status == "diverged":
-        store.update_trial(engine, trial._trial_id, status="diverged", reason=result.reason, **finals)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _db(store.update_trial, engine, trial._trial_id, status="diverged", reason=result.reason,
+            **finals)
+        _tell(study, trial, state=optuna.trial.TrialState.FAIL)
         return
-    store.save_weights(engine, trial._trial_id, result.weights)
-    store.update_trial(engine, trial._trial_id, status="complete", **finals)
+    _db(store.save_weights, engine, trial._trial_id, result.weights)
+    _db(store.update_trial, engine, trial._trial_id, status="complete", **finals)
     objective = {"test_acc": result.final.test_acc, "examples_per_sec": result.examples_per_sec}
-    study.tell(trial, [objective[name] for name in run.objectives])
+    _tell(study, trial, [objective[name] for name in run.objectives])
+
+
+def _tell(study, trial, values=None, *, state=None) -> None:
+    # skip_if_finished: a tell retried after a lost acknowledgement is not an error.
+    _db(study.tell, trial, values, state=state, skip_if_finished=True)
 
 
 def _finals(epochs: list[EpochMetrics]) -> dict[str, Any]:

@@ -82,6 +82,11 @@ class Session(Protocol):
     def evaluate(self) -> float:
         """Accuracy on the test set (inference mode)."""
 
+    def reference_epoch(self, order: np.ndarray, images: np.ndarray,
+                        labels: np.ndarray) -> EpochTotals:
+        """The book's train_ch5 loop over host arrays, per-batch copies and host syncs
+        (what `lenet-lab bench` compares train_epoch with)."""
+
     def weights(self) -> dict[str, np.ndarray]:
         """Trained parameters as numpy arrays under engine-neutral names:
         `<layer>.weight`, `<layer>.bias`, and with batch norm `<layer>.bn_gamma`,
@@ -110,7 +115,9 @@ class Engine(Protocol):
         """The device to use (None: auto); raises DeviceError when it is not there."""
 
     def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
-                device: Device) -> Session: ...
+                device: Device, *, mode: str = "default") -> Session:
+        """mode: "default" (lenet-lab's path), "book" (as the book builds the network:
+        MXNet not hybridized), or an engine's own, e.g. torch's "compile"."""
 
 
 def cpu_name() -> str:

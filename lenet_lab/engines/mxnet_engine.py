@@ -17,6 +17,7 @@ with warnings.catch_warnings():
 
 from lenet_lab.data import Dataset
 from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, cpu_name, pick_device
+from lenet_lab.errors import SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
 ACTIVATIONS: dict[str, Callable[[], gluon.HybridBlock]] = {
@@ -108,20 +109,29 @@ class MXNetEngine:
         return cpu_name() if device.kind == "cpu" else f"gpu({device.index})"  # MXNet has no names
 
     def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
-                device: Device) -> MXNetSession:
-        return MXNetSession(spec, config, data, device)
+                device: Device, *, mode: str = "default") -> MXNetSession:
+        if mode not in MODES:
+            raise SpecError(f"the mxnet engine's modes are {', '.join(MODES)}, not {mode!r}")
+        return MXNetSession(spec, config, data, device, mode=mode)
+
+
+MODES = ("default", "book")  # default: hybridized with static allocation; book: imperative
 
 
 class MXNetSession:
     def __init__(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
-                 device: Device) -> None:
+                 device: Device, *, mode: str = "default") -> None:
         self.device = device
         self.ctx = mx.cpu() if device.kind == "cpu" else mx.gpu(device.index)
         mx.random.seed(config.seed, ctx="all")
         self.net = build(spec)
         self.layer_names = [layer.name for layer in spec.layer_shapes()]
         self.net.initialize(INITS[config.init](), ctx=self.ctx)
-        self.net.hybridize(static_alloc=True)
+        # Gluon draws the initial weights at the first forward pass, from the global RNG:
+        # draw them now, right after seeding, so that other sessions cannot shift them.
+        self.net(mx.nd.zeros((1, 1, 28, 28), ctx=self.ctx))
+        if mode == "default":
+            self.net.hybridize(static_alloc=True)
         options = {"learning_rate": config.lr, "wd": config.weight_decay}
         if config.optimizer == "momentum":
             options["momentum"] = 0.9
@@ -158,6 +168,27 @@ class MXNetSession:
         mx.nd.waitall()
         seconds = time.perf_counter() - start
         return EpochTotals(float(totals[0]), int(totals[1]), len(order), seconds)
+
+    def reference_epoch(self, order: np.ndarray, images: np.ndarray,
+                        labels: np.ndarray) -> EpochTotals:
+        """The book's train_ch5 loop, for comparison: host batches copied to the device one
+        by one (as_in_context), and the metrics read back to the host after every batch."""
+        loss_sum, correct = 0.0, 0
+        mx.nd.waitall()
+        start = time.perf_counter()
+        for first in range(0, len(order), self.batch_size):
+            index = order[first:first + self.batch_size]
+            x = mx.nd.array(images[index]).as_in_context(self.ctx)
+            y = mx.nd.array(labels[index]).as_in_context(self.ctx)
+            with autograd.record():
+                y_hat = self.net(x)
+                loss = self.loss(y_hat, y)
+            loss.backward()
+            self.trainer.step(len(index))
+            loss_sum += float(loss.sum().asscalar())
+            correct += int((y_hat.argmax(axis=1) == y).sum().asscalar())
+        mx.nd.waitall()
+        return EpochTotals(loss_sum, correct, len(order), time.perf_counter() - start)
 
     def evaluate(self) -> float:
         correct = mx.nd.zeros((1,), ctx=self.ctx)

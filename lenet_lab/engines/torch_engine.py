@@ -12,6 +12,7 @@ from torch import nn
 
 from lenet_lab.data import Dataset
 from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, cpu_name, pick_device
+from lenet_lab.errors import SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -116,18 +117,25 @@ class TorchEngine:
         return cpu_name() if device.kind == "cpu" else torch.cuda.get_device_name(device.index)
 
     def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
-                device: Device) -> TorchSession:
-        return TorchSession(spec, config, data, device)
+                device: Device, *, mode: str = "default") -> TorchSession:
+        if mode not in MODES:
+            raise SpecError(f"the torch engine's modes are {', '.join(MODES)}, not {mode!r}")
+        return TorchSession(spec, config, data, device, mode=mode)
+
+
+MODES = ("default", "book", "compile")  # book: as default (eager); compile: torch.compile
 
 
 class TorchSession:
     def __init__(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
-                 device: Device) -> None:
+                 device: Device, *, mode: str = "default") -> None:
         self.device = device
         self.torch_device = torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
         torch.manual_seed(config.seed)
         self.net = build(spec).to(self.torch_device)
         initialize(self.net, config.init)
+        # torch.compile traces on the first batch of each shape; its cost lands in epoch 1.
+        self.forward = torch.compile(self.net) if mode == "compile" else self.net
         self.optimizer = _optimizer(self.net, config)
         self.loss = nn.CrossEntropyLoss()
         self.batch_size = config.batch_size
@@ -152,7 +160,7 @@ class TorchSession:
         for batch, first in enumerate(range(0, len(order), self.batch_size)):
             index = order_t[first:first + self.batch_size]
             x, y = self.train_x[index], self.train_y[index]  # (B, 1, 28, 28), (B,)
-            y_hat = self.net(x)
+            y_hat = self.forward(x)
             loss = self.loss(y_hat, y)  # mean over the batch, like Gluon's step(batch_size)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -164,6 +172,28 @@ class TorchSession:
         self._sync()
         seconds = time.perf_counter() - start
         return EpochTotals(loss_sum.item(), int(correct.item()), len(order), seconds)
+
+    def reference_epoch(self, order: np.ndarray, images: np.ndarray,
+                        labels: np.ndarray) -> EpochTotals:
+        """The book's train_ch5 loop, for comparison: host batches copied to the device one
+        by one, and the metrics read back to the host after every batch."""
+        self.net.train()
+        loss_sum, correct = 0.0, 0
+        self._sync()
+        start = time.perf_counter()
+        for first in range(0, len(order), self.batch_size):
+            index = order[first:first + self.batch_size]
+            x = torch.from_numpy(images[index]).to(self.torch_device)
+            y = torch.from_numpy(labels[index].astype(np.int64)).to(self.torch_device)
+            y_hat = self.net(x)
+            loss = self.loss(y_hat, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * len(index)
+            correct += int((y_hat.argmax(dim=1) == y).sum().item())
+        self._sync()
+        return EpochTotals(loss_sum, correct, len(order), time.perf_counter() - start)
 
     def evaluate(self) -> float:
         self.net.eval()

@@ -1,0 +1,111 @@
+"""`lenet-lab bench`: lenet-lab's training path against a book-style reference loop.
+
+Both train the default spec (the book's LeNet) on Fashion-MNIST in the same process, on
+the same device, with the same batch size:
+
+- reference: the structure of the book's `train_ch5`, labelled as such. The network is
+  built as the book builds it (MXNet: not hybridized), every batch is gathered on the
+  host and copied to the device, and the loss and accuracy are read back to the host
+  after every batch (the book's Accumulator).
+- lenet-lab: the path every `train` and `sweep` uses. The dataset is on the device once,
+  batches are gathered there by index, metrics stay on the device until the epoch ends,
+  MXNet's network is hybridized with static allocation.
+- optional engine modes (torch: `compile`) run lenet-lab's path with that mode.
+
+Timing: each epoch is timed from a synchronised device to a synchronised device;
+evaluation is not run; the first `warmup` epochs of each path are excluded from the
+median (and reported apart: a compile mode's one-time cost shows there). Measured
+epochs of the paths alternate, so drift on a busy machine hits all paths alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lenet_lab.data import load_dataset
+from lenet_lab.engines import get_engine, parse_device
+from lenet_lab.errors import SpecError
+from lenet_lab.spec import LeNetSpec, TrainConfig
+
+__all__ = ["BenchResult", "PathTiming", "run_bench"]
+
+REFERENCE = "book-style reference loop"
+OURS = "lenet-lab"
+
+
+@dataclass
+class PathTiming:
+    path: str  # REFERENCE, OURS, or "lenet-lab (<mode>)"
+    mode: str
+    warmup_seconds: list[float] = field(default_factory=list)
+    examples_per_sec: list[float] = field(default_factory=list)  # measured epochs
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.examples_per_sec) if self.examples_per_sec else 0.0
+
+
+@dataclass
+class BenchResult:
+    engine: str
+    engine_version: str
+    device: str
+    device_name: str
+    batch_size: int
+    train_examples: int
+    epochs: int
+    warmup: int
+    paths: list[PathTiming]
+
+    @property
+    def ratio(self) -> float:
+        """lenet-lab's median examples/sec over the reference loop's."""
+        reference = next(p for p in self.paths if p.path == REFERENCE)
+        ours = next(p for p in self.paths if p.path == OURS)
+        return ours.median / reference.median if reference.median else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["ratio"] = self.ratio
+        for timing, path in zip(data["paths"], self.paths):
+            timing["median_examples_per_sec"] = path.median
+        return data
+
+
+def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, warmup: int = 1,
+              batch_size: int = 256, subset: int | None = None, modes: tuple[str, ...] = (),
+              data_dir: str | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> BenchResult:
+    """Median examples/sec of the reference loop, lenet-lab's path and any extra modes."""
+    if epochs < 1 or warmup < 0:
+        raise SpecError("bench needs --epochs >= 1 and --warmup >= 0")
+    backend = get_engine(engine)
+    chosen = backend.resolve_device(parse_device(device))
+    data = load_dataset("fashion-mnist", data_dir=data_dir)
+    if subset:
+        data = data.subset(subset)
+    spec, config = LeNetSpec(), TrainConfig(batch_size=batch_size, epochs=warmup + epochs)
+    plans = [(REFERENCE, "book"), (OURS, "default")] + [(f"{OURS} ({m})", m) for m in modes]
+    sessions = [(PathTiming(name, mode), backend.session(spec, config, data, chosen, mode=mode))
+                for name, mode in plans]
+    rng = np.random.default_rng(0)
+    n = len(data.train_labels)
+    for epoch in range(warmup + epochs):
+        order = rng.permutation(n)
+        for timing, session in sessions:
+            if progress:
+                progress(timing.path, epoch + 1, warmup + epochs)
+            if timing.path == REFERENCE:
+                totals = session.reference_epoch(order, data.train_images, data.train_labels)
+            else:
+                totals = session.train_epoch(order)
+            if epoch < warmup:
+                timing.warmup_seconds.append(totals.seconds)
+            else:
+                timing.examples_per_sec.append(totals.examples / totals.seconds)
+    return BenchResult(engine, backend.version(), str(chosen), backend.device_name(chosen),
+                       batch_size, n, epochs, warmup, [timing for timing, _ in sessions])
