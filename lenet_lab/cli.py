@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import html
 import inspect
 import math
 import sys
@@ -314,7 +313,8 @@ class _SweepMonitor:
             except Exception:  # tables not created yet, or a busy database: try again
                 continue
             done = sum(n for state, n in now["states"].items() if state not in ("running", "waiting"))
-            running = ", ".join(f"#{n} epoch {e}" for n, e in now["running"])
+            # (trial number, epochs finished): show the epoch under way
+            running = ", ".join(f"trial #{n} in epoch {e + 1}" for n, e in now["running"])
             best = f"best {now['best']:.3f}" if now["best"] is not None else ""
             self.progress.update(self.task, completed=done, detail=f"{running}  {best}".strip())
         engine.dispose()
@@ -476,9 +476,8 @@ def activations_(
     from pathlib import Path
 
     from lenet_lab.data import load_dataset
-    from lenet_lab.report import _figure, _page
-    from lenet_lab.report.activations import (Network, activation_figures, parse_classes,
-                                              sample_images, trial_network)
+    from lenet_lab.report.activations import (Network, parse_classes, trial_network,
+                                              write_activation_page)
     from lenet_lab.store import connect, storage_url
 
     if (study is None) != (trial is None):
@@ -503,16 +502,8 @@ def activations_(
             raise LabError(f"training {result.reason}: choose a smaller --lr")
         network = Network(f"trained here (test acc {result.final.test_acc:.3f})", engine, spec,
                           result.weights, dataset)
-    images, labels = sample_images(load_dataset(dataset, data_dir=data_dir), wanted, per_class)
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    import plotly.offline
-
-    (folder / "plotly.min.js").write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
-    path = folder / "activations.html"
-    figures = "".join(_figure(f) for f in activation_figures([network], images, labels))
-    heading = html.escape(f"Activations of {network.label}")
-    path.write_text(_page("Activations", f"<h1>{heading}</h1>{figures}"), encoding="utf-8")
+    path = write_activation_page(network, load_dataset(dataset, data_dir=data_dir), wanted,
+                                 per_class, Path(out_dir))
     out.print(f"wrote {path}")
 
 

@@ -80,7 +80,7 @@ code, pre { background: #f6f6f6; padding: 0.1rem 0.3rem; }
 """
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(title)}</title><style>{STYLE}</style>"
             f"<script src=\"plotly.min.js\"></script></head><body>\n{body}\n</body></html>\n")
@@ -95,7 +95,7 @@ def _table(header: list[str], rows: list[list[Any]], text_columns: tuple[int, ..
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _figure(figure) -> str:
+def figure_html(figure) -> str:
     return figure.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
 
 
@@ -149,7 +149,7 @@ def _search_figures(storage: str, data: StudyData) -> list[str]:
                     target_name="test accuracy"))
             except (RuntimeError, ValueError):  # too few distinct values to rank
                 pass
-    return [_figure(f) for f in figures]
+    return [figure_html(f) for f in figures]
 
 
 def study_page(data: StudyData, storage: str, *,
@@ -174,14 +174,14 @@ def study_page(data: StudyData, storage: str, *,
         parts.append("<ul>" + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
     parts.append("<h2>Arms</h2>" + arms_section(arms))
     if arms:
-        parts.append(_figure(draw.arm_bars(arms)))
+        parts.append(figure_html(draw.arm_bars(arms)))
     curves = compute.learning_curves(data.epochs, results) if len(data.epochs) else {}
     if curves:
-        parts.append("<h2>Learning curves</h2>" + _figure(draw.learning_curves(curves)))
+        parts.append("<h2>Learning curves</h2>" + figure_html(draw.learning_curves(curves)))
     done = results[results.state == "complete"].reset_index(drop=True)
     if len(done):
         front = compute.pareto_front(list(zip(done.examples_per_sec, done.test_acc)))
-        parts.append("<h2>Accuracy and speed</h2>" + _figure(draw.accuracy_vs_speed(results, front)))
+        parts.append("<h2>Accuracy and speed</h2>" + figure_html(draw.accuracy_vs_speed(results, front)))
     if settings.get("sampler", "grid") != "grid":
         figures = _search_figures(storage, data)
         if figures:
@@ -194,7 +194,7 @@ def study_page(data: StudyData, storage: str, *,
                [[r.trial, r.arm, r.seed, r.state, r.epochs_done, r.reason or ""]
                 for r in failed.itertuples()], (1, 3, 5)) if len(failed) else "<p>None.</p>"))
     parts.append("<h2>Environment</h2>" + _environment(data))
-    return _page(data.title, "\n".join(parts)), headline, arms
+    return page(data.title, "\n".join(parts)), headline, arms
 
 
 def _question(sweep_file: str | None) -> str | None:
@@ -241,7 +241,7 @@ def index_page(entries: list[dict[str, Any]]) -> str:
         f"<th>answer</th></tr></thead><tbody>{rows}</tbody></table>",
     ]
     body += comparisons(entries)
-    return _page("lenet-lab report", "\n".join(body))
+    return page("lenet-lab report", "\n".join(body))
 
 
 def comparisons(entries: list[dict[str, Any]]) -> list[str]:
@@ -273,12 +273,10 @@ def build_report(storage: str | None = None, studies: list[str] | None = None, *
                  out: str | Path = "reports", activations: bool = True,
                  data_dir: str | None = None, progress: Callable[[str], None] | None = None) -> Path:
     """Write index.html and one page per study into `out`; returns the index's path."""
-    import plotly.offline
-
     url = store.storage_url(storage)
     known = [row["study"] for row in store.list_studies(url)]
     if not known:
-        raise LabError(f"no studies in {sa.engine.make_url(url).render_as_string(hide_password=True)}: "
+        raise LabError(f"no studies in {store.safe_url(url)}: "
                        f"run `lenet-lab sweep pooling` first, or pass --storage")
     chosen = studies or known
     missing = [s for s in chosen if s not in known]
@@ -286,8 +284,6 @@ def build_report(storage: str | None = None, studies: list[str] | None = None, *
         raise LabError(f"no study {missing[0]!r} in the database: known studies are "
                        f"{', '.join(known)} (`lenet-lab studies`)")
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "plotly.min.js").write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
     engine = store.connect(url)
     from lenet_lab.report.activations import section as activation_section
 
@@ -297,19 +293,33 @@ def build_report(storage: str | None = None, studies: list[str] | None = None, *
             if progress:
                 progress(name)
             data = load_study(engine, name)
-            page = page_name(name)
+            file_name = page_name(name)
             content, headline, arms = study_page(
                 data, url, activations=(lambda d: activation_section(engine, d, data_dir)) if activations else None)
-            (folder / page).write_text(content, encoding="utf-8")
+            write_page(folder, file_name, content)
             counts = compute.summary_counts(data.results)
             entries.append({
-                "study": name, "page": page, "title": data.title, "sweep": data.meta.get("sweep"),
+                "study": name, "page": file_name, "title": data.title, "sweep": data.meta.get("sweep"),
                 "exercise": data.meta.get("exercise"), "headline": headline,
                 "status": ", ".join(f"{v} {k}" for k, v in counts.items() if k != "trials")
                           or "no trials", "arms": arms})
     finally:
         engine.dispose()
     entries.sort(key=lambda x: (x["exercise"] or 99, x["study"]))
-    index = folder / "index.html"
-    index.write_text(index_page(entries), encoding="utf-8")
-    return index
+    return write_page(folder, "index.html", index_page(entries))
+
+
+_SCRIPT_WRITTEN: set[Path] = set()
+
+
+def write_page(folder: Path, name: str, content: str) -> Path:
+    """Write one page, with plotly.min.js beside it so the folder works offline."""
+    import plotly.offline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.resolve() not in _SCRIPT_WRITTEN:  # once per folder and run, matching plotly
+        (folder / "plotly.min.js").write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
+        _SCRIPT_WRITTEN.add(folder.resolve())
+    path = folder / name
+    path.write_text(content, encoding="utf-8")
+    return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from lenet_lab.report import draw
 from lenet_lab.spec import LeNetSpec
 
 __all__ = ["DEFAULT_CLASSES", "Network", "activation_figures", "parse_classes", "sample_images",
-           "section", "trial_network"]
+           "section", "trial_network", "write_activation_page"]
 
 LAYERS = ("conv0", "conv1")
 DEFAULT_CLASSES = ("sweater", "coat")
@@ -111,7 +112,7 @@ def study_networks(engine: sa.Engine, results) -> list[tuple[int, str]]:
 def section(engine: sa.Engine, data, data_dir: str | None = None) -> str:
     """The report's exercise-10 section for one study ('' when no weights are stored)."""
     from lenet_lab.data import load_dataset
-    from lenet_lab.report import _figure
+    from lenet_lab.report import figure_html
 
     picks = study_networks(engine, data.results)
     networks = [n for n in (trial_network(engine, data.name, t, label) for t, label in picks) if n]
@@ -128,4 +129,15 @@ def section(engine: sa.Engine, data, data_dir: str | None = None) -> str:
     return ("<h2>Activations of the first two layers (exercise 10)</h2>"
             f"<p class=\"muted\">{html.escape(', '.join(n.label for n in networks))}; "
             f"conv outputs after the activation, before pooling.</p>"
-            + "".join(_figure(f) for f in figures))
+            + "".join(figure_html(f) for f in figures))
+
+
+def write_activation_page(network: Network, data: Dataset, classes: list[int], per_class: int,
+                          folder: Path) -> Path:
+    """`<folder>/activations.html` for one network (the `lenet-lab activations` page)."""
+    from lenet_lab.report import figure_html, page, write_page
+
+    images, labels = sample_images(data, classes, per_class)
+    figures = "".join(figure_html(f) for f in activation_figures([network], images, labels))
+    heading = html.escape(f"Activations of {network.label}")
+    return write_page(folder, "activations.html", page("Activations", f"<h1>{heading}</h1>{figures}"))

@@ -202,7 +202,8 @@ def answer(arms: list[ArmStats]) -> str:
         return base + f"; difference {d.mean:+.3f}, which cannot be told from noise with so few seeds)."
     base += f"; difference {d.mean:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}])"
     if d.low <= 0 <= d.high:
-        return base + ": the difference cannot be told from noise with the seeds run."
+        return base + (": the difference cannot be told from noise with the seeds run "
+                       "(rerun the sweep with more --seeds to narrow the interval).")
     return base + (": better than the book's network." if d.mean > 0
                    else ": no arm beats the book's network; this is the closest.")
 
