@@ -51,3 +51,16 @@ def test_bench_command_json_and_errors(tmp_path) -> None:
     bad = lenet_lab("bench", "--engine", "mxnet", "--mode", "compile", "--subset", "500",
                     cwd=tmp_path)
     assert bad.returncode == 2 and "the mxnet engine's modes are default, book" in bad.stderr
+
+
+def test_torch_compile_mode_trains_the_same_numbers(fashion) -> None:
+    # The opt-in compiled path (its one-time compile lands in the first epoch) against eager.
+    data = fashion.subset(1000)
+    config = TrainConfig(lr=0.1, epochs=1, seed=5)
+    backend = get_engine("torch")
+    eager = backend.session(LeNetSpec(), config, data, Device("cpu"))
+    compiled = backend.session(LeNetSpec(), config, data, Device("cpu"), mode="compile")
+    order = np.random.default_rng(1).permutation(1000)
+    a, b = eager.train_epoch(order), compiled.train_epoch(order)
+    assert b.loss_sum == pytest.approx(a.loss_sum, rel=1e-4) and abs(a.correct - b.correct) <= 2
+    assert compiled.evaluate() == pytest.approx(eager.evaluate(), abs=0.005)
