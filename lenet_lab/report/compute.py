@@ -6,7 +6,7 @@ Nothing here draws or touches the database, so tests can check each number direc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -150,8 +150,6 @@ def arm_stats(results: pd.DataFrame) -> list[ArmStats]:
 
 
 def _with_difference(arm: ArmStats, control: ArmStats) -> ArmStats:
-    from dataclasses import replace
-
     return replace(arm, vs_control=difference(arm.test_accs, control.test_accs))
 
 
