@@ -343,7 +343,11 @@ def progress(engine: Engine, study: str) -> dict[str, Any]:
 
 def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
     """One entry per study: sweep, engine, trials by state, best test accuracy."""
-    engine = connect(storage_url(storage))
+    url = storage_url(storage)
+    path = sqlite_path(url)
+    if path and not os.path.exists(path):
+        return []  # reading must not leave an empty database file behind
+    engine = connect(url)
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("studies"):

@@ -204,24 +204,26 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def open_study(plan: SweepPlan) -> tuple[Any, list[tuple[Arm, int]]]:
+def open_study(plan: SweepPlan) -> None:
     """Create or load the study, fail stale trials, enqueue missing work.
 
-    Runs once, in the main process, before any worker starts (concurrent schema
-    creation on a fresh database races). Returns the study and what was enqueued.
+    Runs in the main process before its workers start, under the creation lock
+    (concurrent schema creation on a fresh database races).
     """
-    with store.creation_lock(plan.storage):
-        return _open_study(plan)
-
-
-def _open_study(plan: SweepPlan) -> tuple[Any, list[tuple[Arm, int]]]:
     optuna = _optuna()
-    rdb = _rdb(plan.storage)
     engine = store.connect(plan.storage)
+    with store.creation_lock(plan.storage):
+        rdb = _rdb(plan.storage)  # creates Optuna's schema on a fresh database: inside the lock
+        _create_study(plan, optuna, rdb, engine)
+        _fail_stale_and_enqueue(plan, optuna.load_study(study_name=plan.study_name, storage=rdb),
+                                rdb, engine)
+    engine.dispose()
+
+
+def _create_study(plan: SweepPlan, optuna, rdb, engine) -> None:
     store.ensure_schema(engine)
-    study = optuna.create_study(storage=rdb, study_name=plan.study_name, load_if_exists=True,
-                                directions=plan.directions, sampler=plan.sampler(),
-                                pruner=plan.pruner())
+    optuna.create_study(storage=rdb, study_name=plan.study_name, load_if_exists=True,
+                        directions=plan.directions)
     if store.study_row(engine, plan.study_name) is None:
         sweep = plan.sweep
         store.record_study(engine, {
@@ -232,10 +234,6 @@ def _open_study(plan: SweepPlan) -> tuple[Any, list[tuple[Arm, int]]]:
             "sampler": json.dumps(plan.sampler_record()),
             "settings": json.dumps(plan.settings()), "packages": json.dumps(_package_versions()),
             "command": plan.command})
-    fail_stale_trials(study, rdb, engine)
-    enqueued = _enqueue_missing(plan, study, engine)
-    engine.dispose()
-    return study, enqueued
 
 
 def _pid_alive(pid: int) -> bool:
@@ -276,7 +274,7 @@ def fail_stale_trials(study, rdb, engine) -> list[int]:
     return failed
 
 
-def _enqueue_missing(plan: SweepPlan, study, engine) -> list[tuple[Arm, int]]:
+def _enqueue_missing(plan: SweepPlan, study, engine) -> None:
     optuna = _optuna()
     sweep = plan.sweep
     arms = sweep.grid_arms() if sweep.run.sampler == "grid" else [Arm(())]
@@ -292,7 +290,6 @@ def _enqueue_missing(plan: SweepPlan, study, engine) -> list[tuple[Arm, int]]:
                 or (t.state == State.FAIL and statuses.get(t._trial_id) in KEPT_FAILURES))
         if kept:
             taken.add((t.user_attrs["arm"], t.user_attrs["seed"]))
-    enqueued = []
     for arm in arms:
         for seed in range(sweep.run.seeds):
             if (arm.label, seed) in taken:
@@ -304,19 +301,9 @@ def _enqueue_missing(plan: SweepPlan, study, engine) -> list[tuple[Arm, int]]:
                 "arm": arm.label, "seed": seed, "values": json.dumps(
                     {k: _encode(v) for k, v in values.items()}),
                 "control": sweep.is_control(values)})
-            enqueued.append((arm, seed))
-    return enqueued
 
 
 # --- working -----------------------------------------------------------------------------
-
-@dataclass
-class WorkerEvents:
-    """Optional hooks for an in-process worker (progress display)."""
-
-    on_trial: Callable[[int, str], None] | None = None  # trial number, arm
-    on_epoch: Callable[[int, EpochMetrics], None] | None = None
-
 
 @dataclass
 class _Heartbeat:
@@ -378,19 +365,21 @@ def _db(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def _reconcile(plan: SweepPlan, study, rdb, engine) -> None:
     """Fail trials of dead workers and queue their arm x seed again (under the lock)."""
     with store.creation_lock(plan.storage):
-        fail_stale_trials(study, rdb, engine)
-        _enqueue_missing(plan, study, engine)
+        _fail_stale_and_enqueue(plan, study, rdb, engine)
+
+
+def _fail_stale_and_enqueue(plan: SweepPlan, study, rdb, engine) -> None:
+    fail_stale_trials(study, rdb, engine)
+    _enqueue_missing(plan, study, engine)
 
 
 def _searched_count(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if "arm" not in t.user_attrs)
 
 
-def work(plan: SweepPlan, *, worker: int = 0, data_dir: str | None = None,
-         events: WorkerEvents | None = None) -> int:
+def work(plan: SweepPlan, *, worker: int = 0, data_dir: str | None = None) -> int:
     """Run trials until the queue (and a search's budget) is exhausted; returns trials run."""
     optuna = _optuna()
-    events = events or WorkerEvents()
     rdb = _rdb(plan.storage)
     study = optuna.load_study(study_name=plan.study_name, storage=rdb, sampler=plan.sampler(),
                               pruner=plan.pruner())
@@ -418,7 +407,7 @@ def work(plan: SweepPlan, *, worker: int = 0, data_dir: str | None = None,
                     break
                 time.sleep(IDLE_POLL_S)
                 continue
-        _run_trial(plan, study, trial, engine, device, cache, data_dir, events)
+        _run_trial(plan, study, trial, engine, device, cache, data_dir)
         count += 1
     engine.dispose()
     return count
@@ -435,7 +424,7 @@ def _suggest(trial, key: str, dimension: list[Any] | Distribution) -> Any:
 
 
 def _run_trial(plan: SweepPlan, study, trial, engine, device: Device, cache: dict[str, Dataset],
-               data_dir: str | None, events: WorkerEvents) -> None:
+               data_dir: str | None) -> None:
     optuna = _optuna()
     sweep, run = plan.sweep, plan.sweep.run
     attrs = trial.user_attrs
@@ -459,8 +448,6 @@ def _run_trial(plan: SweepPlan, study, trial, engine, device: Device, cache: dic
     meta = {"engine": run.engine, "device": str(device), "subset": run.subset}
     _db(store.start_trial, engine, trial_id=trial._trial_id, study_name=plan.study_name,
         number=trial.number, arm=label, is_control=is_control, spec_values=columns, run=meta)
-    if events.on_trial:
-        events.on_trial(trial.number, label)
     if problem is not None:
         kind = "infeasible" if isinstance(problem, InfeasibleSpec) else "failed"
         _db(store.update_trial, engine, trial._trial_id, status=kind, reason=f"{kind}: {problem}")
@@ -476,8 +463,6 @@ def _run_trial(plan: SweepPlan, study, trial, engine, device: Device, cache: dic
         _db(store.add_epoch, engine, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
             train_acc=m.train_acc, test_acc=m.test_acc, examples_per_sec=m.examples_per_sec,
             seconds=m.seconds)
-        if events.on_epoch:
-            events.on_epoch(trial.number, m)
         if run.prune:
             _db(trial.report, m.test_acc, m.epoch)
             if _db(trial.should_prune):
@@ -549,11 +534,10 @@ def _worker_process(plan: SweepPlan, worker: int, threads: int, data_dir: str | 
         sys.exit(1)
 
 
-def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
-                events: WorkerEvents | None = None, poll: Callable[[], None] | None = None) -> None:
+def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None) -> None:
     """Run `jobs` workers: in this process for 1, else as separate processes."""
     if jobs == 1:
-        work(plan, data_dir=data_dir, events=events)
+        work(plan, data_dir=data_dir)
         return
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
@@ -562,10 +546,8 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
     for process in processes:
         process.start()
     try:
-        while any(p.is_alive() for p in processes):
-            if poll:
-                poll()
-            time.sleep(0.5)
+        for process in processes:
+            process.join()
     except KeyboardInterrupt:
         for process in processes:
             process.join(timeout=30)
@@ -577,7 +559,6 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
                        f"again to continue the study")
 
 
-def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
-              events: WorkerEvents | None = None, poll: Callable[[], None] | None = None) -> None:
+def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None) -> None:
     open_study(plan)
-    run_workers(plan, jobs=jobs, data_dir=data_dir, events=events, poll=poll)
+    run_workers(plan, jobs=jobs, data_dir=data_dir)

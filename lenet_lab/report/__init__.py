@@ -160,7 +160,7 @@ def study_page(data: StudyData, storage: str, *,
     arms = compute.arm_stats(results) if len(results) else []
     headline = compute.answer(arms)
     settings = data.settings
-    parts = [f"<p><a href=\"index.html\">&larr; all studies</a></p>",
+    parts = ["<p><a href=\"index.html\">&larr; all studies</a></p>",
              f"<h1>{e(data.title)}</h1>",
              f"<p class=\"muted\">study <code>{e(data.name)}</code>"
              f"{' &middot; exercise ' + e(str(data.meta['exercise'])) if data.meta.get('exercise') else ''}"

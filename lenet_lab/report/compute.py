@@ -165,7 +165,6 @@ def _fmt(interval: Interval) -> str:
 def verdict(arm: ArmStats) -> str:
     """One sentence comparing an arm with the control arm, honest about noise."""
     d = arm.vs_control
-    seeds = f"{arm.test_acc.n} vs {d.n if d else 0}"
     if d is None or math.isnan(d.mean):
         return f"{arm.arm}: no completed trials to compare"
     head = f"{arm.arm}: test accuracy {_fmt(arm.test_acc)}"
@@ -193,10 +192,10 @@ def answer(arms: list[ArmStats]) -> str:
         return (f"Only the control arm has finished: test accuracy {_fmt(control.test_acc)} "
                 f"({control.test_acc.n} seeds).")
     best = max(others, key=lambda a: a.test_acc.mean)
-    d = best.vs_control
+    d = best.vs_control  # set for every arm but the control
     base = (f"{best.arm}: test accuracy {_fmt(best.test_acc)} vs {_fmt(control.test_acc)} "
             f"with the book's network ({best.test_acc.n} and {control.test_acc.n} seeds")
-    if d is None or not d.known:
+    if not d.known:
         return base + f"; difference {d.mean:+.3f}, which cannot be told from noise with so few seeds)."
     base += f"; difference {d.mean:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}])"
     if d.low <= 0 <= d.high:
