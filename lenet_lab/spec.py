@@ -9,6 +9,11 @@ Padding rule: a padded conv uses (kernel_size - 1) // 2 on each side, which keep
 size for odd kernels (2 for the book's 5x5). `padding="first"` pads only the first conv
 (the book), `"all"` pads every conv, `"none"` pads none.
 
+Each field carries its help text as metadata (the CLI's option help, README's table),
+and its kind (`field_kind`) decides how it is typed everywhere else: command-line
+parsing, sweep-file distributions and SQL columns. Width lists are written as text
+one way only (`format_widths`/`parse_widths`: "6,16", "none" for no layers).
+
 Every block ends in its activation; a pooling layer (pool_size 2, stride 2, floor)
 follows every conv block; the hidden dense blocks are followed by dropout when
 `dropout > 0`; batch normalisation, when on, sits between a layer and its activation.
@@ -16,9 +21,10 @@ follows every conv block; the hidden dense blocks are followed by dropout when
 
 from __future__ import annotations
 
+import enum
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from lenet_lab.errors import InfeasibleSpec, SpecError
@@ -34,7 +40,12 @@ __all__ = [
     "INPUT_SHAPE",
     "LayerShape",
     "LeNetSpec",
+    "SPEC_FIELDS",
+    "Status",
     "TrainConfig",
+    "field_kind",
+    "format_widths",
+    "parse_widths",
 ]
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "leaky_relu", "elu", "gelu")
@@ -47,6 +58,41 @@ INPUT_SHAPE = (1, 28, 28)  # (channels, height, width) of both datasets
 POOL_SIZE = 2  # the book's 2x2 windows with stride 2
 CHOICES = {"padding": PADDINGS, "pooling": POOLINGS, "activation": ACTIVATIONS,
            "optimizer": OPTIMIZERS, "init": INITS, "dataset": DATASETS}
+
+
+class Status(str, enum.Enum):
+    """One vocabulary for a trial's state, from training to the database to the report."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    DIVERGED = "diverged"  # the loss turned NaN or infinite: a result, not rerun
+    INFEASIBLE = "infeasible"  # the spec's feature maps shrink away: a result, not rerun
+    FAILED = "failed"  # crashed, killed or interrupted: its arm x seed runs again
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def format_widths(widths: tuple[int, ...] | list[int]) -> str:
+    """(6, 16) -> "6,16"; () -> "none" (the text form on the command line and in SQL)."""
+    return ",".join(map(str, widths)) or "none"
+
+
+def parse_widths(text: str, name: str = "widths") -> tuple[int, ...]:
+    """ "6,16" -> (6, 16); "none" or "" -> ()."""
+    if str(text).strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise SpecError(f"{name}: {text!r} is not a comma-separated list of whole numbers "
+                        f"(e.g. 6,16)") from None
+
+
+def _help(text: str, default: Any) -> Any:
+    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
@@ -83,15 +129,18 @@ def _as_tuple(value: Any) -> Any:
 class LeNetSpec:
     """A LeNet-style network: conv blocks (conv, activation, 2x2 pool), then dense blocks."""
 
-    conv_channels: tuple[int, ...] = (6, 16)
-    kernel_size: int = 5
-    padding: str = "first"
-    pooling: str = "avg"
-    activation: str = "sigmoid"
-    dense_units: tuple[int, ...] = (120, 84)  # hidden widths; the output layer is num_classes
-    num_classes: int = 10
-    batch_norm: bool = False
-    dropout: float = 0.0
+    conv_channels: tuple[int, ...] = _help(
+        "output channels of each conv layer, comma-separated (one layer per number)", (6, 16))
+    kernel_size: int = _help("conv window size (square)", 5)
+    padding: str = _help("which convs are padded by (k-1)//2: first (the book), all or none",
+                         "first")
+    pooling: str = _help("2x2 stride-2 pooling after each conv", "avg")
+    activation: str = _help("activation after every conv and hidden dense layer", "sigmoid")
+    dense_units: tuple[int, ...] = _help(  # hidden widths; the output layer is num_classes
+        "hidden dense widths, comma-separated; 'none' for no hidden layer", (120, 84))
+    num_classes: int = _help("outputs of the last dense layer", 10)
+    batch_norm: bool = _help("batch normalisation before each activation", False)
+    dropout: float = _help("dropout rate after each hidden dense layer", 0.0)
 
     def __post_init__(self) -> None:
         # Lists (from JSON or TOML) become tuples so specs stay hashable and comparable.
@@ -159,6 +208,14 @@ class LeNetSpec:
     def param_count(self) -> int:
         return sum(layer.params for layer in self.layer_shapes())
 
+    def describe(self) -> str:
+        """One line, e.g. "conv 6,16 k5 avg-pool sigmoid, dense 120,84; 61,706 parameters"."""
+        extras = (", batch norm" if self.batch_norm else "") + (
+            f", dropout {self.dropout}" if self.dropout else "")
+        return (f"conv {format_widths(self.conv_channels)} k{self.kernel_size} {self.pooling}-pool "
+                f"{self.activation}, dense {format_widths(self.dense_units)}{extras}; "
+                f"{self.param_count:,} parameters")
+
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
 
@@ -178,14 +235,15 @@ class LeNetSpec:
 class TrainConfig:
     """How to train: the book's train_ch5 with a few more knobs for the exercises."""
 
-    lr: float = 0.9
-    epochs: int = 10
-    batch_size: int = 256
-    optimizer: str = "sgd"  # sgd | momentum (SGD with momentum 0.9) | adam
-    init: str = "xavier"  # xavier (Glorot uniform) | normal (sigma 0.01) | kaiming (He normal)
-    weight_decay: float = 0.0  # L2 penalty added to the gradient, as MXNet's wd
-    seed: int = 0
-    dataset: str = "fashion-mnist"
+    lr: float = _help("learning rate", 0.9)
+    epochs: int = _help("passes over the training set", 10)
+    batch_size: int = _help("examples per minibatch", 256)
+    optimizer: str = _help("sgd, momentum (SGD with momentum 0.9) or adam", "sgd")
+    init: str = _help("weight initialisation: xavier (the book), normal (sigma 0.01) or kaiming",
+                      "xavier")
+    weight_decay: float = _help("L2 penalty on all parameters", 0.0)  # added to the gradient
+    seed: int = _help("seed for initialisation and shuffling", 0)
+    dataset: str = _help("training and test data", "fashion-mnist")
 
     def __post_init__(self) -> None:
         _check_number("lr", self.lr, rule="> 0", ok=lambda v: v > 0)
@@ -220,3 +278,14 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
         raise SpecError(f"unknown {cls.__name__} field(s) {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(known))}")
     return cls(**data)
+
+
+SPEC_FIELDS: dict[str, Field] = {f.name: f for cls in (LeNetSpec, TrainConfig) for f in fields(cls)}
+_KINDS = {"tuple[int, ...]": "widths", "int": "int", "float": "float", "bool": "bool", "str": "text"}
+
+
+def field_kind(name: str) -> str:
+    """widths, int, float, bool, choice or text: read off the dataclass field's type."""
+    kind = _KINDS[str(SPEC_FIELDS[name].type)]
+    return "choice" if name in CHOICES else kind
+

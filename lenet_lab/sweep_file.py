@@ -1,41 +1,20 @@
 """Sweep files: one TOML file per exercise, parsed and validated into a Sweep.
 
-```toml
-title = "Replace the average pooling with max pooling. What happens?"  # the book's words
-exercise = 1
-question = "..."              # optional: what the sweep measures and how it stays fair
-
-[run]                         # every key can be overridden on the command line
-engine = "mxnet"              # mxnet | torch
-epochs = 10
-seeds = 3                     # repeats of every arm (grid) or of the control arm (search)
-sampler = "grid"              # grid | random | tpe | nsga2
-sampler_seed = 0
-trials = 40                   # searched trials beyond the control arm (not for grid)
-objectives = ["test_acc"]     # and/or "examples_per_sec" (a Pareto front)
-prune = false                 # median pruning on test accuracy per epoch (one objective)
-subset = 5000                 # optional: N training / up to N test examples
-
-[fixed]                       # spec and training fields set for every arm
-dataset = "mnist"
-
-[space]                       # grid: lists; search: lists (categorical) or distributions
-pooling = ["avg", "max"]
-lr = { low = 0.01, high = 1.0, log = true }
-
-[[arms]]                      # instead of [space]: named arms, each a set of fields
-name = "improved"
-activation = "relu"
-```
+Keys (README's "Sweep files" has an annotated example): `title`, `exercise`, `question`;
+`[run]` (engine, epochs, seeds, sampler, sampler_seed, trials, objectives, prune, subset),
+every key of which the command line can override; `[fixed]` (spec and training fields
+set for every arm); `[space]` (grid: lists; search: lists or distributions such as
+`lr = { low = 0.01, high = 1.0, log = true }`) or instead named `[[arms]]`.
 
 The control arm is the book's network with [fixed] applied. It is part of every sweep:
-a grid that lacks it gets it as one more arm, and a search runs it first.
-"""
+a grid that lacks it gets it as one more arm, and a search runs it first. A file is
+wholly validated, naming file and key, before any database is touched."""
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.resources
 import itertools
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -44,17 +23,18 @@ from typing import Any
 
 from lenet_lab.engines import ENGINES
 from lenet_lab.errors import InfeasibleSpec, SpecError, SweepError
-from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.spec import LeNetSpec, TrainConfig, field_kind, format_widths
 
-__all__ = ["Arm", "Distribution", "RunSettings", "Sweep", "find_sweep", "list_sweeps", "load_sweep"]
+__all__ = ["Arm", "Distribution", "RunSettings", "Sweep", "build", "bundled_dir", "find_sweep",
+           "list_sweeps", "load_sweep", "load_sweeps"]
 
-BUNDLED = Path(__file__).resolve().parent.parent / "sweeps"  # the ones in this repository
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 OBJECTIVES = ("test_acc", "examples_per_sec")
-SPEC_FIELDS = {f.name for f in fields(LeNetSpec)}
+NETWORK_FIELDS = {f.name for f in fields(LeNetSpec)}
 CONFIG_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed"}  # seeds come from [run]
-FIELDS = SPEC_FIELDS | CONFIG_FIELDS
-TUPLE_FIELDS = ("conv_channels", "dense_units")
+FIELDS = NETWORK_FIELDS | CONFIG_FIELDS
+# Fields a search may draw from a distribution (num_classes is the dataset's to decide).
+NUMERIC = {name for name in FIELDS if field_kind(name) in ("int", "float")} - {"num_classes"}
 TOP_KEYS = {"title", "exercise", "question", "run", "fixed", "space", "arms"}
 
 
@@ -98,9 +78,7 @@ class Arm:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value)) or "none"
-    return str(value)
+    return format_widths(value) if isinstance(value, (list, tuple)) else str(value)
 
 
 @dataclass(frozen=True)
@@ -155,20 +133,43 @@ class Sweep:
     def is_control(self, values: dict[str, Any]) -> bool:
         return {**self.control(), **values} == self.control()
 
+    def expected_trials(self) -> int:
+        """Every arm x seed of a grid; a search's control seeds plus its budget."""
+        if self.run.sampler == "grid":
+            return len(self.grid_arms()) * self.run.seeds
+        return self.run.seeds + (self.run.trials or 0)
+
+    def datasets(self) -> set[str]:
+        """Every dataset an arm of this sweep can train on."""
+        found = {self.control()["dataset"]} | set(self.space.get("dataset", []))
+        return found | {arm.as_dict()["dataset"] for arm in self.arms if "dataset" in arm.as_dict()}
+
 
 def build(values: dict[str, Any], seed: int) -> tuple[LeNetSpec, TrainConfig]:
     """Spec and config from field values; raises InfeasibleSpec or SpecError."""
-    spec = LeNetSpec(**{k: v for k, v in values.items() if k in SPEC_FIELDS})
+    spec = LeNetSpec(**{k: v for k, v in values.items() if k in NETWORK_FIELDS})
     config = TrainConfig(seed=seed, **{k: v for k, v in values.items() if k in CONFIG_FIELDS})
     return spec, config
 
 
 # --- loading ---------------------------------------------------------------------------
 
+def bundled_dir() -> Path:
+    """The sweep files that ship with lenet-lab.
+
+    The wheel maps the repository's top-level `sweeps/` into the package as
+    `lenet_lab.sweeps` (pyproject.toml); a source checkout reads `sweeps/` itself.
+    """
+    packaged = importlib.resources.files("lenet_lab") / "sweeps"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "sweeps"
+
+
 def sweep_dirs() -> list[Path]:
     """./sweeps (your own) first, then the ones that ship with lenet-lab."""
-    local = Path("sweeps").resolve()
-    return [local] + ([BUNDLED] if BUNDLED != local else [])
+    local, bundled = Path("sweeps").resolve(), bundled_dir().resolve()
+    return [local] + ([bundled] if bundled != local else [])
 
 
 def list_sweeps() -> list[Path]:
@@ -177,6 +178,12 @@ def list_sweeps() -> list[Path]:
         for path in sorted(directory.glob("*.toml")):
             found.setdefault(path.stem, path)
     return sorted(found.values(), key=lambda p: p.stem)
+
+
+def load_sweeps() -> list[Sweep]:
+    """Every sweep that `lenet-lab sweep NAME` finds, in the book's exercise order."""
+    return sorted((load_sweep(str(path)) for path in list_sweeps()),
+                  key=lambda sweep: (sweep.exercise or 99, sweep.name))
 
 
 def find_sweep(name_or_path: str) -> Path:
@@ -223,12 +230,12 @@ def _table(data: dict, key: str, where: str) -> dict:
 
 def _check_field_value(name: str, value: Any, where: str) -> Any:
     """One field value, checked on its own (infeasible shapes are left to the arms)."""
-    if name in TUPLE_FIELDS:
+    if field_kind(name) == "widths":
         if not isinstance(value, list):
             raise SweepError(f"{where}: {name} takes a list of whole numbers such as [6, 16], "
                              f"not {value!r}")
         value = tuple(value)
-    target = LeNetSpec if name in SPEC_FIELDS else TrainConfig
+    target = LeNetSpec if name in NETWORK_FIELDS else TrainConfig
     try:
         target(**{name: value})
     except InfeasibleSpec:
@@ -328,7 +335,7 @@ def _parse_dimension(key: str, value: Any, where: str) -> list[Any] | Distributi
         for k in value:
             if k not in allowed:
                 raise _unknown(where, k, allowed)
-        if key not in ("lr", "dropout", "weight_decay", "kernel_size", "batch_size", "epochs"):
+        if key not in NUMERIC:
             raise SweepError(f"{where}: only numeric fields take a distribution; give a list "
                              f"of values instead")
         low, high = value.get("low"), value.get("high")
@@ -345,7 +352,7 @@ def _parse_dimension(key: str, value: Any, where: str) -> list[Any] | Distributi
         if step is not None and (log or isinstance(step, bool) or not isinstance(step, (int, float))
                                  or step <= 0):
             raise SweepError(f"{where}: step must be a positive number and cannot go with log")
-        integer = key in ("kernel_size", "batch_size", "epochs")
+        integer = field_kind(key) == "int"
         for number in (low, high):
             _check_field_value(key, int(number) if integer else float(number), where)
         return Distribution(float(low), float(high), log, step, integer)

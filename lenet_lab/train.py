@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from lenet_lab.data import Dataset, load_dataset
+from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine, parse_device
-from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.spec import LeNetSpec, Status, TrainConfig
 
 __all__ = ["EpochMetrics", "TrainResult", "train"]
 
@@ -32,6 +32,11 @@ class EpochMetrics:
     examples_per_sec: float
     seconds: float  # training time of this epoch
 
+    def line(self, epochs: int) -> str:
+        return (f"epoch {self.epoch:>2}/{epochs}  loss {self.train_loss:.3f}, train acc "
+                f"{self.train_acc:.3f}, test acc {self.test_acc:.3f}  "
+                f"{self.examples_per_sec:,.1f} examples/sec  {self.seconds:.1f}s")
+
 
 @dataclass
 class TrainResult:
@@ -44,13 +49,27 @@ class TrainResult:
     train_examples: int
     test_examples: int
     epochs: list[EpochMetrics] = field(default_factory=list)
-    status: str = "completed"  # completed | diverged
+    status: Status = Status.COMPLETE  # COMPLETE or DIVERGED
     reason: str | None = None
     weights: dict[str, np.ndarray] | None = field(default=None, repr=False)  # see keep_weights
 
     @property
     def final(self) -> EpochMetrics:
         return self.epochs[-1]
+
+    def intro(self, data: Dataset, *, subset: bool = False) -> str:
+        """What is trained, on what, where: the lines `lenet-lab train` starts with."""
+        sample = f"{self.train_examples} train / {self.test_examples} test"
+        return (f"{self.spec.describe()}\n{DATASET_INFO[self.config.dataset].title} from "
+                f"{data.source} ({'subset of ' if subset else ''}{sample}); {self.engine} "
+                f"{self.engine_version} on {self.device}")
+
+    def closing_lines(self) -> list[str]:
+        """The book's two closing lines."""
+        final = self.final
+        return [f"loss {final.train_loss:.3f}, train acc {final.train_acc:.3f}, "
+                f"test acc {final.test_acc:.3f}",
+                f"{self.examples_per_sec:.1f} examples/sec on {self.device} ({self.device_name})"]
 
     @property
     def examples_per_sec(self) -> float:
@@ -101,7 +120,7 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
         if not math.isfinite(train_loss):
             result.epochs.append(EpochMetrics(epoch, train_loss, totals.correct / totals.examples,
                                               math.nan, speed, totals.seconds))
-            result.status = "diverged"
+            result.status = Status.DIVERGED
             result.reason = (f"diverged at epoch {epoch}: train loss is {train_loss} "
                              f"(lr {config.lr} with {config.optimizer} may be too large)")
             break
@@ -110,6 +129,6 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
         result.epochs.append(metrics)
         if on_epoch:
             on_epoch(metrics)
-    if keep_weights and result.status == "completed":
+    if keep_weights and result.status is Status.COMPLETE:
         result.weights = session.weights()
     return result

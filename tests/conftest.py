@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from hypothesis import strategies as st
 
 from lenet_lab.data import Dataset, load_dataset
+from lenet_lab.errors import SpecError
+from lenet_lab.spec import CHOICES, LeNetSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("LENET_LAB_DATA") or ROOT.parent / "shared" / "data")
@@ -31,3 +37,49 @@ def fashion() -> Dataset:
         pytest.fail(f"real Fashion-MNIST files expected in {DATA_DIR}/fashion-mnist "
                     f"(set LENET_LAB_DATA)")
     return load_dataset("fashion-mnist", data_dir=DATA_DIR)
+
+
+BOOK_SHAPES = [("conv0", (1, 6, 28, 28)), ("pool0", (1, 6, 14, 14)), ("conv1", (1, 16, 10, 10)),
+               ("pool1", (1, 16, 5, 5)), ("dense0", (1, 120)), ("dense1", (1, 84)),
+               ("dense2", (1, 10))]
+QUICK = ["--subset", "500", "--epochs", "1", "--seeds", "2", "--engine", "torch", "-q"]
+POOLING = [("pooling=avg", 0), ("pooling=avg", 1), ("pooling=max", 0), ("pooling=max", 1)]
+
+
+def lenet_lab(*args: str, cwd: Path, wait: bool = True, **env: str):
+    """The real command in a fresh process, as a user's shell runs it."""
+    command = [sys.executable, "-m", "lenet_lab", *args]
+    environment = {**os.environ, **env}
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=600)
+
+
+def results(cwd: Path) -> pd.DataFrame:
+    return pd.read_sql("SELECT * FROM lab_results ORDER BY trial", f"sqlite:///{cwd}/studies.db")
+
+
+def arm_seeds(frame: pd.DataFrame, state: str = "complete") -> list[tuple[str, int]]:
+    return sorted(zip(frame[frame.state == state].arm, frame[frame.state == state].seed))
+
+
+def _feasible(**fields) -> LeNetSpec | None:
+    try:
+        return LeNetSpec(**fields)
+    except SpecError:
+        return None
+
+
+specs = st.builds(
+    _feasible,
+    conv_channels=st.lists(st.integers(1, 64), min_size=1, max_size=3).map(tuple),
+    kernel_size=st.integers(1, 7),
+    padding=st.sampled_from(CHOICES["padding"]),
+    pooling=st.sampled_from(CHOICES["pooling"]),
+    activation=st.sampled_from(CHOICES["activation"]),
+    dense_units=st.lists(st.integers(1, 256), max_size=3).map(tuple),
+    batch_norm=st.booleans(),
+    dropout=st.sampled_from([0.0, 0.25, 0.5]),
+).filter(lambda spec: spec is not None)

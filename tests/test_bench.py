@@ -11,7 +11,9 @@ from lenet_lab.bench import OURS, REFERENCE, run_bench
 from lenet_lab.engines import Device, get_engine
 from lenet_lab.spec import LeNetSpec, TrainConfig
 from tests.conftest import ENGINES
-from tests.test_sweep import lenet_lab
+from tests.conftest import lenet_lab
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("engine", ENGINES)

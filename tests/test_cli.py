@@ -6,11 +6,9 @@ import subprocess
 import sys
 
 import pytest
-import typer
 
 from lenet_lab.cli import app, main
-from tests.conftest import ENGINES
-from tests.test_spec import BOOK_SHAPES
+from tests.conftest import BOOK_SHAPES, ENGINES
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -27,6 +25,7 @@ def test_inspect_prints_the_books_table(engine: str, capsys: pytest.CaptureFixtu
     assert [p for *_, p in rows] == ["156", "0", "2,416", "0", "48,120", "10,164", "850"]
 
 
+@pytest.mark.slow
 def test_train_prints_epochs_and_the_books_closing_lines() -> None:
     done = run("train", "--engine", "torch", "--subset", "1000", "--epochs", "2",
                "--activation", "relu", "--optimizer", "adam", "--lr", "0.001")
@@ -71,6 +70,7 @@ def test_missing_data_offline_is_one_line(tmp_path, monkeypatch: pytest.MonkeyPa
     assert err.count("\n") == 1 and err.startswith("Error: Fashion-MNIST not found (looked in ")
 
 
+@pytest.mark.slow
 def test_divergence_exits_with_status_3(capsys: pytest.CaptureFixture) -> None:
     code = main(["train", "--engine", "torch", "--subset", "200", "--epochs", "2", "--lr", "1e9",
                  "--activation", "relu"])
@@ -106,4 +106,5 @@ def test_spec_options_are_the_field_names_in_kebab_case(capsys: pytest.CaptureFi
 def test_version_and_no_arguments(capsys: pytest.CaptureFixture) -> None:
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("lenet-lab ")
     assert main([]) == 0 and "Commands" in capsys.readouterr().out
-    assert isinstance(app, typer.Typer)
+    assert sorted(COMMANDS) == ["activations", "bench", "copy", "export", "inspect", "report",
+                                "studies", "sweep", "sweeps", "train"]

@@ -14,7 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests import postgres
-from tests.test_sweep import POOLING, arm_seeds, lenet_lab
+from tests.conftest import POOLING, arm_seeds, lenet_lab
+
+pytestmark = pytest.mark.slow
 
 ALL = sorted(POOLING + [("pooling=avg", 2), ("pooling=max", 2)])
 
@@ -113,6 +115,7 @@ def test_database_restart_mid_sweep_loses_nothing(pg, tmp_path: Path) -> None:
         except sa.exc.DBAPIError:
             continue
     engine.dispose()
+    assert epochs_before > 0, "no epoch was recorded before the restart"
     pg.stop()
     try:
         time.sleep(4)

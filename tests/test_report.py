@@ -13,7 +13,9 @@ from lenet_lab.engines import get_engine
 from lenet_lab.report.activations import parse_classes, sample_images
 from lenet_lab.spec import LeNetSpec, TrainConfig
 from lenet_lab.train import train
-from tests.test_sweep import lenet_lab
+from tests.conftest import lenet_lab
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 XSS = "<script>alert(1)</script>"

@@ -4,14 +4,12 @@ import json
 import re
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 from lenet_lab.errors import SpecError
-from lenet_lab.spec import CHOICES, LeNetSpec, TrainConfig
+from lenet_lab.spec import LeNetSpec, TrainConfig
 
-BOOK_SHAPES = [("conv0", (1, 6, 28, 28)), ("pool0", (1, 6, 14, 14)), ("conv1", (1, 16, 10, 10)),
-               ("pool1", (1, 16, 5, 5)), ("dense0", (1, 120)), ("dense1", (1, 84)),
-               ("dense2", (1, 10))]
+from tests.conftest import BOOK_SHAPES, specs
 
 
 def test_defaults_are_the_books_network_and_run() -> None:
@@ -73,26 +71,6 @@ def test_feature_map_that_vanishes_is_rejected_naming_layer_and_sizes() -> None:
     # Padding every conv keeps three (and four) blocks feasible.
     assert LeNetSpec(conv_channels=(6, 16, 32), padding="all").layer_shapes()[-4].output_shape == (1, 32, 3, 3)
     assert LeNetSpec(conv_channels=(6, 16, 32, 64), padding="all").param_count > 0
-
-
-def _feasible(**fields) -> LeNetSpec | None:
-    try:
-        return LeNetSpec(**fields)
-    except SpecError:
-        return None
-
-
-specs = st.builds(
-    _feasible,
-    conv_channels=st.lists(st.integers(1, 64), min_size=1, max_size=3).map(tuple),
-    kernel_size=st.integers(1, 7),
-    padding=st.sampled_from(CHOICES["padding"]),
-    pooling=st.sampled_from(CHOICES["pooling"]),
-    activation=st.sampled_from(CHOICES["activation"]),
-    dense_units=st.lists(st.integers(1, 256), max_size=3).map(tuple),
-    batch_norm=st.booleans(),
-    dropout=st.sampled_from([0.0, 0.25, 0.5]),
-).filter(lambda spec: spec is not None)
 
 
 @given(specs)

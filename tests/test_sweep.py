@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from lenet_lab.store import RESULT_COLUMNS, load_weights, connect
+from lenet_lab.store import RESULT_COLUMNS, connect, load_weights
+from tests.conftest import POOLING, QUICK, arm_seeds, lenet_lab, results
 
-QUICK = ["--subset", "500", "--epochs", "1", "--seeds", "2", "--engine", "torch", "-q"]
-
-
-def lenet_lab(*args: str, cwd: Path, wait: bool = True, **env: str):
-    command = [sys.executable, "-m", "lenet_lab", *args]
-    environment = {**os.environ, **env}
-    if not wait:
-        return subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=600)
-
-
-def results(cwd: Path) -> pd.DataFrame:
-    return pd.read_sql("SELECT * FROM lab_results ORDER BY trial", f"sqlite:///{cwd}/studies.db")
-
-
-def arm_seeds(frame: pd.DataFrame, state: str = "complete") -> list[tuple[str, int]]:
-    return sorted(zip(frame[frame.state == state].arm, frame[frame.state == state].seed))
-
-
-POOLING = [("pooling=avg", 0), ("pooling=avg", 1), ("pooling=max", 0), ("pooling=max", 1)]
-
+pytestmark = pytest.mark.slow
 
 def test_pooling_sweep_acceptance_run_and_rerun(tmp_path: Path) -> None:
     # The command, on the default engine (MXNet) and the default storage.

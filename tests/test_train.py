@@ -7,9 +7,11 @@ import re
 
 import pytest
 
-from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.spec import LeNetSpec, Status, TrainConfig
 from lenet_lab.train import EpochMetrics, train
 from tests.conftest import ENGINES
+
+pytestmark = pytest.mark.slow
 
 # Sigmoid LeNet with the book's SGD sits near chance for its first full epoch; ReLU with
 # Adam learns visibly within two epochs of 3,000 examples (test acc about 0.6 on both engines).
@@ -23,7 +25,7 @@ def test_short_real_run_learns(engine: str, fashion) -> None:
     epochs: list[EpochMetrics] = []
     result = train(QUICK, QUICK_CONFIG, engine=engine, device="cpu", data=small,
                    on_epoch=epochs.append)
-    assert result.status == "completed" and result.epochs == epochs and len(epochs) == 2
+    assert result.status == Status.COMPLETE and result.epochs == epochs and len(epochs) == 2
     assert epochs[1].train_loss < epochs[0].train_loss - 0.3
     assert result.final.test_acc > 0.45  # chance is 0.1
     assert result.train_examples == 3000 and result.test_examples == 3000
@@ -60,7 +62,7 @@ def test_divergence_is_recorded_not_raised(engine: str, fashion) -> None:
 ])
 def test_every_option_trains(engine: str, spec: LeNetSpec, config: TrainConfig, fashion) -> None:
     result = train(spec, config, engine=engine, device="cpu", data=fashion.subset(500))
-    assert result.status == "completed" and 0.0 <= result.final.test_acc <= 1.0
+    assert result.status == Status.COMPLETE and 0.0 <= result.final.test_acc <= 1.0
     assert math.isfinite(result.final.train_loss)
 
 

@@ -15,7 +15,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from lenet_lab.data import Dataset
 from lenet_lab.errors import DeviceError, EngineUnavailable, SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
-__all__ = ["ENGINES", "Device", "Engine", "EpochTotals", "Session", "get_engine", "parse_device"]
+__all__ = ["ENGINES", "Device", "DeviceChoice", "neutral_names", "Engine", "EpochTotals", "Session", "get_engine", "parse_device"]
 
 ENGINES = ("mxnet", "torch")
 EVAL_BATCH = 1024  # evaluation batch size; it changes speed, not the accuracy
@@ -58,6 +58,36 @@ def pick_device(device: Device | None, visible: int, engine: str) -> Device:
         raise DeviceError(f"{engine} sees {seen}, so {device} is not available: "
                           f"use --device cpu or --device auto")
     return device
+
+
+NEUTRAL_NAMES = {2: ("weight", "bias"), 4: ("bn_gamma", "bn_beta", "bn_mean", "bn_var")}
+
+
+def neutral_names(layers: Iterable[tuple[str, Iterable[Any]]],
+                  tensors: Callable[[Any], tuple | None]) -> Iterator[tuple[str, Any]]:
+    """Each layer's parameters and batch-norm statistics under engine-neutral names.
+
+    `layers` gives (layer name, its modules); `tensors(module)` gives a conv or dense
+    module's (weight, bias), a batch norm's (gamma, beta, running mean, running var), or
+    None for modules without parameters.
+    """
+    for layer, modules in layers:
+        for module in modules:
+            found = tensors(module)
+            for name, tensor in zip(NEUTRAL_NAMES[len(found)] if found else (), found or ()):
+                yield f"{layer}.{name}", tensor
+
+
+class DeviceChoice:
+    """Engines' shared device rule: `pick_device` over the GPUs the engine sees."""
+
+    name: str
+
+    def gpu_count(self) -> int:
+        raise NotImplementedError
+
+    def resolve_device(self, device: Device | None) -> Device:
+        return pick_device(device, self.gpu_count(), self.name)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ with warnings.catch_warnings():
     from mxnet.gluon import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, cpu_name, pick_device
+from lenet_lab.engines import (EVAL_BATCH, Device, DeviceChoice, EpochTotals, cpu_name,
+                               neutral_names)
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
@@ -67,7 +68,7 @@ def _trainable(block: gluon.Block) -> int:
     return sum(int(np.prod(p.shape)) for p in block.collect_params().values() if p.grad_req != "null")
 
 
-class MXNetEngine:
+class MXNetEngine(DeviceChoice):
     name = "mxnet"
 
     def version(self) -> str:
@@ -87,8 +88,6 @@ class MXNetEngine:
     def gpu_count(self) -> int:
         return mx.context.num_gpus()
 
-    def resolve_device(self, device: Device | None) -> Device:
-        return pick_device(device, self.gpu_count(), self.name)
 
     def activations(self, spec: LeNetSpec, weights: dict[str, np.ndarray], images: np.ndarray,
                     layers: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -204,17 +203,16 @@ class MXNetSession:
 
 def named_params(net: nn.HybridSequential, names: list[str]) -> Iterator[tuple[str, gluon.Parameter]]:
     """Every parameter and batch-norm statistic under its engine-neutral name."""
-    for layer, block in zip(names, net):
-        for child in (list(block) if isinstance(block, nn.HybridSequential) else [block]):
-            if isinstance(child, (nn.Conv2D, nn.Dense)):
-                params = {"weight": child.weight, "bias": child.bias}
-            elif isinstance(child, nn.BatchNorm):
-                params = {"bn_gamma": child.gamma, "bn_beta": child.beta,
-                          "bn_mean": child.running_mean, "bn_var": child.running_var}
-            else:
-                continue
-            for name, param in params.items():
-                yield f"{layer}.{name}", param
+    def tensors(child):
+        if isinstance(child, (nn.Conv2D, nn.Dense)):
+            return child.weight, child.bias
+        if isinstance(child, nn.BatchNorm):
+            return child.gamma, child.beta, child.running_mean, child.running_var
+        return None
+
+    blocks = ((layer, list(block) if isinstance(block, nn.HybridSequential) else [block])
+              for layer, block in zip(names, net))
+    return neutral_names(blocks, tensors)
 
 
 ENGINE = MXNetEngine()

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, cpu_name, pick_device
+from lenet_lab.engines import (EVAL_BATCH, Device, DeviceChoice, EpochTotals, cpu_name,
+                               neutral_names)
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
@@ -77,7 +78,7 @@ def _optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=config.lr, momentum=momentum, weight_decay=wd)
 
 
-class TorchEngine:
+class TorchEngine(DeviceChoice):
     name = "torch"
 
     def version(self) -> str:
@@ -97,8 +98,6 @@ class TorchEngine:
     def gpu_count(self) -> int:
         return torch.cuda.device_count()
 
-    def resolve_device(self, device: Device | None) -> Device:
-        return pick_device(device, self.gpu_count(), self.name)
 
     def activations(self, spec: LeNetSpec, weights: dict[str, np.ndarray], images: np.ndarray,
                     layers: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -210,17 +209,15 @@ class TorchSession:
 
 def named_tensors(net: nn.Sequential) -> Iterator[tuple[str, torch.Tensor]]:
     """Every parameter and batch-norm statistic under its engine-neutral name."""
-    for layer, block in net.named_children():
-        for module in block.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                tensors = {"weight": module.weight, "bias": module.bias}
-            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                tensors = {"bn_gamma": module.weight, "bn_beta": module.bias,
-                           "bn_mean": module.running_mean, "bn_var": module.running_var}
-            else:
-                continue
-            for name, tensor in tensors.items():
-                yield f"{layer}.{name}", tensor
+    def tensors(module):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            return module.weight, module.bias
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return module.weight, module.bias, module.running_mean, module.running_var
+        return None
+
+    return neutral_names(((layer, block.modules()) for layer, block in net.named_children()),
+                         tensors)
 
 
 ENGINE = TorchEngine()

@@ -11,19 +11,21 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import sqlalchemy as sa
 
 from lenet_lab import store
-from lenet_lab.data import DATASET_INFO, Dataset
+from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine
 from lenet_lab.errors import LabError
 from lenet_lab.report import draw
-from lenet_lab.spec import LeNetSpec
+from lenet_lab.report.pages import figure_html, page, write_page
+from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.train import train
 
-__all__ = ["DEFAULT_CLASSES", "Network", "activation_figures", "parse_classes", "sample_images",
-           "section", "trial_network", "write_activation_page"]
+__all__ = ["DEFAULT_CLASSES", "Network", "activation_figures", "activations_page", "parse_classes",
+           "sample_images", "section", "trial_network", "write_activation_page"]
 
 LAYERS = ("conv0", "conv1")
 DEFAULT_CLASSES = ("sweater", "coat")
@@ -81,22 +83,18 @@ def activation_figures(networks: list[Network], images: np.ndarray, labels: list
     return figures
 
 
-def trial_network(engine: sa.Engine, study: str, trial: int, label: str) -> Network | None:
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(store.lab_trials).where(
-            store.lab_trials.c.study_name == study, store.lab_trials.c.number == trial)).first()
-    if row is None:
-        return None
-    weights = store.load_weights(engine, row.trial_id)
+def trial_network(db, study: str, trial: int, label: str) -> Network | None:
+    row = store.trial_record(db, study, trial)
+    weights = store.load_weights(db, row["trial_id"]) if row else None
     if weights is None:
         return None
-    return Network(f"{label} (trial {trial})", row.engine, LeNetSpec.from_json(row.spec_json),
-                   weights, row.dataset)
+    return Network(f"{label} (trial {trial})", row["engine"], LeNetSpec.from_json(row["spec_json"]),
+                   weights, row["dataset"])
 
 
-def study_networks(engine: sa.Engine, results) -> list[tuple[int, str]]:
+def study_networks(results) -> list[tuple[int, str]]:
     """(trial, label) of the control arm's first completed trial and the best trial."""
-    done = results[results.state == "complete"]
+    done = results[results.state == Status.COMPLETE]
     if not len(done):
         return []
     picks = []
@@ -109,13 +107,10 @@ def study_networks(engine: sa.Engine, results) -> list[tuple[int, str]]:
     return picks
 
 
-def section(engine: sa.Engine, data, data_dir: str | None = None) -> str:
+def section(db, data, data_dir: str | None = None) -> str:
     """The report's exercise-10 section for one study ('' when no weights are stored)."""
-    from lenet_lab.data import load_dataset
-    from lenet_lab.report import figure_html
-
-    picks = study_networks(engine, data.results)
-    networks = [n for n in (trial_network(engine, data.name, t, label) for t, label in picks) if n]
+    picks = study_networks(data.results)
+    networks = [n for n in (trial_network(db, data.name, t, label) for t, label in picks) if n]
     if not networks:
         return ""
     dataset = networks[0].dataset
@@ -135,9 +130,46 @@ def section(engine: sa.Engine, data, data_dir: str | None = None) -> str:
 def write_activation_page(network: Network, data: Dataset, classes: list[int], per_class: int,
                           folder: Path) -> Path:
     """`<folder>/activations.html` for one network (the `lenet-lab activations` page)."""
-    from lenet_lab.report import figure_html, page, write_page
-
     images, labels = sample_images(data, classes, per_class)
     figures = "".join(figure_html(f) for f in activation_figures([network], images, labels))
     heading = html.escape(f"Activations of {network.label}")
     return write_page(folder, "activations.html", page("Activations", f"<h1>{heading}</h1>{figures}"))
+
+
+def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str], per_class: int,
+                     out: str | Path, study: str | None = None, trial: int | None = None,
+                     storage: str | None = None, engine: str = "mxnet", device: str = "auto",
+                     subset: int | None = None, data_dir: str | None = None,
+                     on_train: Callable[[], None] | None = None) -> Path:
+    """`lenet-lab activations`: a stored trial's network, or `spec` trained first.
+
+    `on_train` is called before training, when no stored network was named.
+    """
+    if (study is None) != (trial is None):
+        raise LabError("--study and --trial go together: name a study and one of its trials "
+                       "(see `lenet-lab export STUDY`), or neither to train the spec options")
+    network = None
+    if study is not None:
+        where = store.parse_storage(storage)
+        db = store.connect(where)
+        try:
+            network = trial_network(db, study, trial, study)
+        finally:
+            db.dispose()
+        if network is None:
+            raise LabError(f"study {study!r} has no completed trial {trial} with stored weights "
+                           f"in {where.safe}")
+    dataset = network.dataset if network else config.dataset
+    wanted = parse_classes(dataset, classes)  # before any training: fail fast
+    if network is None:
+        if on_train:
+            on_train()
+        result = train(spec, config, engine=engine, device=device, subset=subset,
+                       data_dir=data_dir, keep_weights=True)
+        if result.status is not Status.COMPLETE:
+            raise LabError(f"training {result.reason}: choose a smaller --lr")
+        network = Network(f"trained here (test acc {result.final.test_acc:.3f})", engine, spec,
+                          result.weights, dataset)
+    return write_activation_page(network, load_dataset(dataset, data_dir=data_dir), wanted,
+                                 per_class, Path(out))
+

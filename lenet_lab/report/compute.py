@@ -12,62 +12,23 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from lenet_lab.spec import Status
+
 __all__ = ["ArmStats", "Interval", "answer", "arm_stats", "difference", "failures",
-           "learning_curves", "mean_interval", "pareto_front", "t_quantile"]
+           "learning_curves", "mean_interval", "pareto_front", "summary_counts", "summary_rows",
+           "t_quantile",
+           "verdict"]
 
 LEVEL = 0.95  # confidence level of every interval in the reports
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (Lentz's method)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for numerator in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                          -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-14:
-            break
-    return h
-
-
-def _incomplete_beta(a: float, b: float, x: float) -> float:
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                     + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """Student's t distribution function."""
-    tail = 0.5 * _incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
 def t_quantile(p: float, df: float) -> float:
-    """Inverse of t_cdf by bisection (no scipy: it would pin numpy against MXNet)."""
+    """Student's t quantile (scipy)."""
     if not 0.0 < p < 1.0 or df <= 0:
         raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, not p={p}, df={df}")
-    low, high = -1e4, 1e4
-    for _ in range(200):
-        middle = (low + high) / 2.0
-        if t_cdf(middle, df) < p:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2.0
+    from scipy import stats
+
+    return float(stats.t.ppf(p, df))
 
 
 @dataclass(frozen=True)
@@ -133,7 +94,7 @@ def arm_stats(results: pd.DataFrame) -> list[ArmStats]:
     """One entry per arm, the control first, then by mean test accuracy (best first)."""
     arms = []
     for arm, rows in results.groupby("arm", sort=False, dropna=False):
-        done = rows[rows.state == "complete"]
+        done = rows[rows.state == Status.COMPLETE]
         params = done.param_count.dropna()
         arms.append(ArmStats(
             arm=str(arm), is_control=bool(rows.is_control.fillna(False).astype(bool).any()),
@@ -210,7 +171,7 @@ def learning_curves(epochs: pd.DataFrame, results: pd.DataFrame) -> dict[str, pd
 
     `epochs` has trial, epoch, train_loss, train_acc, test_acc; only completed trials count.
     """
-    done = results[results.state == "complete"][["trial", "arm"]]
+    done = results[results.state == Status.COMPLETE][["trial", "arm"]]
     merged = epochs.merge(done, on="trial")
     curves = {}
     for arm, rows in merged.groupby("arm", sort=False):
@@ -234,8 +195,25 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def failures(results: pd.DataFrame) -> pd.DataFrame:
     """Trials that did not complete, with their reason, in trial order."""
-    other = results[~results.state.isin(["complete"])]
+    other = results[results.state != Status.COMPLETE]
     return other[["trial", "arm", "seed", "state", "epochs_done", "reason"]].sort_values("trial")
+
+
+SUMMARY_HEADER = ["arm", "complete", "test acc mean", "sd", "min", "max", "examples/sec", "other"]
+
+
+def summary_rows(arms: list[ArmStats]) -> list[list[str]]:
+    """The end-of-sweep table: one row per arm (see SUMMARY_HEADER)."""
+    def number(value: float, form: str = ".4f") -> str:
+        return "-" if math.isnan(value) else format(value, form)
+
+    return [[f"{arm.arm}{' (control)' if arm.is_control else ''}", str(arm.test_acc.n),
+             number(arm.test_acc.mean), number(arm.test_acc.sd),
+             number(min(arm.test_accs, default=math.nan)),
+             number(max(arm.test_accs, default=math.nan)),
+             number(arm.examples_per_sec.mean, ",.0f"),
+             ", ".join(f"{n} {state}" for state, n in arm.states.items() if state != Status.COMPLETE)]
+            for arm in arms]
 
 
 def summary_counts(results: pd.DataFrame) -> dict[str, Any]:

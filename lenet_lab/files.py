@@ -1,0 +1,42 @@
+"""Files that lenet-lab writes: one safe name for any user string, written atomically.
+
+Every output (report pages, exports, copies) is written under a temporary name in its
+own folder and renamed into place, so a full disk or a kill leaves the previous file
+whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write", "slug"]
+
+
+def slug(name: str, *, limit: int = 80) -> str:
+    """A file-name part that is safe on every file system; distinct names stay distinct.
+
+    Names that are already safe are kept as they are; others get a short hash of the
+    original so that "a/b" and "a_b" do not collide.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:limit]
+    if safe == name:
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def atomic_write(path: Path, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

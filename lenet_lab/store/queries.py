@@ -1,0 +1,164 @@
+"""Every read: plain rows, dicts and DataFrames for the sweep, the CLI and the report."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from lenet_lab.spec import Status
+from lenet_lab.store.connection import StorageUrl, connect, parse_storage, retrying
+from lenet_lab.store.schema import lab_epochs, lab_studies, lab_trials, lab_weights
+
+__all__ = ["has_studies", "list_studies", "load_weights", "progress", "read_results",
+           "running_workers", "study_frames", "study_row", "trial_record", "trial_statuses", "waiting_trial_ids"]
+
+
+def has_studies(where: StorageUrl) -> bool:
+    """Whether a database exists and holds Optuna's tables (checking creates nothing)."""
+    if where.sqlite_path and not os.path.exists(where.sqlite_path):
+        return False
+    db = connect(where)
+    try:
+        return sa.inspect(db).has_table("studies")
+    finally:
+        db.dispose()
+
+
+def study_row(db: Engine, study_name: str) -> dict[str, Any] | None:
+    with db.connect() as conn:
+        if not sa.inspect(conn).has_table("lab_studies"):
+            return None
+        row = conn.execute(sa.select(lab_studies)
+                           .where(lab_studies.c.study_name == study_name)).first()
+    return dict(row._mapping) if row else None
+
+
+@retrying
+def waiting_trial_ids(db: Engine, study_name: str) -> list[int]:
+    """Optuna's WAITING trials of a study, oldest first (candidates for a claim)."""
+    with db.connect() as conn:
+        return list(conn.execute(sa.text(
+            "SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "WHERE s.study_name = :s AND CAST(t.state AS VARCHAR(16)) = 'WAITING' "
+            "ORDER BY t.number"), {"s": study_name}).scalars())
+
+
+@retrying
+def running_workers(db: Engine, study_name: str) -> dict[int, tuple[str, int]]:
+    """trial_id -> (host, pid) of the study's trials that Optuna holds as RUNNING."""
+    with db.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT lt.trial_id, lt.host, lt.pid FROM lab_trials lt JOIN trials t "
+            "ON t.trial_id = lt.trial_id WHERE lt.study_name = :s "
+            "AND CAST(t.state AS VARCHAR(16)) = 'RUNNING'"), {"s": study_name}).all()
+    return {trial_id: (host, pid) for trial_id, host, pid in rows}
+
+
+@retrying
+def trial_statuses(db: Engine, trial_ids: list[int]) -> dict[int, str]:
+    if not trial_ids:
+        return {}
+    with db.connect() as conn:
+        return dict(conn.execute(sa.select(lab_trials.c.trial_id, lab_trials.c.status)
+                                 .where(lab_trials.c.trial_id.in_(trial_ids))).all())
+
+
+def _states_and_best(conn: sa.Connection, study: str) -> tuple[dict[str, int], float | None]:
+    states = dict(conn.execute(sa.text(
+        "SELECT state, count(*) FROM lab_results WHERE study = :s GROUP BY state"),
+        {"s": study}).all())
+    best = conn.execute(sa.text(
+        "SELECT max(test_acc) FROM lab_results WHERE study = :s AND state = :done"),
+        {"s": study, "done": Status.COMPLETE.value}).scalar()
+    return states, best
+
+
+def progress(db: Engine, study: str) -> dict[str, Any]:
+    """Counts by state, best test accuracy and the running trials' epochs, for a live display."""
+    with db.connect() as conn:
+        states, best = _states_and_best(conn, study)
+        running = conn.execute(
+            sa.select(lab_trials.c.number, lab_trials.c.arm, sa.func.max(lab_epochs.c.epoch))
+            .select_from(lab_trials.outerjoin(lab_epochs,
+                                              lab_epochs.c.trial_id == lab_trials.c.trial_id))
+            .where(lab_trials.c.study_name == study,
+                   lab_trials.c.status == Status.RUNNING.value)
+            .group_by(lab_trials.c.number, lab_trials.c.arm)).all()
+    return {"states": states, "best": best,
+            "running": [(number, arm, epoch or 0) for number, arm, epoch in running]}
+
+
+def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
+    """One entry per study: sweep, engine, trials by state, best test accuracy."""
+    where = parse_storage(storage)
+    if not has_studies(where):
+        return []  # reading must not leave an empty database file behind
+    db = connect(where)
+    try:
+        with db.connect() as conn:
+            inspector = sa.inspect(conn)
+            rows = conn.execute(sa.text(
+                "SELECT s.study_name, ls.sweep, ls.engine, ls.title FROM studies s "
+                "LEFT JOIN lab_studies ls ON ls.study_name = s.study_name ORDER BY s.study_name")
+                if inspector.has_table("lab_studies") else sa.text(
+                "SELECT study_name, NULL, NULL, NULL FROM studies ORDER BY study_name")).all()
+            has_view = "lab_results" in inspector.get_view_names()
+            studies = []
+            for name, sweep, engine, title in rows:
+                states, best = _states_and_best(conn, name) if has_view else ({}, None)
+                studies.append({"study": name, "sweep": sweep, "engine": engine,
+                                "title": title, "states": states, "best_test_acc": best})
+            return studies
+    finally:
+        db.dispose()
+
+
+def read_results(storage: str | None = None, study: str | None = None):
+    """`lab_results` as a pandas DataFrame (optionally one study's rows)."""
+    import pandas as pd
+
+    db = connect(parse_storage(storage))
+    query = "SELECT * FROM lab_results" + (" WHERE study = :study" if study else "") + \
+        " ORDER BY study, trial"
+    try:
+        with db.connect() as conn:
+            return pd.read_sql(sa.text(query), conn, params={"study": study} if study else None)
+    finally:
+        db.dispose()
+
+
+def study_frames(db: Engine, name: str):
+    """(lab_results rows, per-epoch rows with the trial number) of one study."""
+    import pandas as pd
+
+    with db.connect() as conn:
+        results = pd.read_sql(sa.text("SELECT * FROM lab_results WHERE study = :s ORDER BY trial"),
+                              conn, params={"s": name})
+        epochs = pd.read_sql(sa.text(
+            "SELECT lt.number AS trial, e.* FROM lab_epochs e JOIN lab_trials lt "
+            "ON lt.trial_id = e.trial_id WHERE lt.study_name = :s ORDER BY lt.number, e.epoch"),
+            conn, params={"s": name})
+    return results, epochs
+
+
+def trial_record(db: Engine, study: str, number: int) -> dict[str, Any] | None:
+    """Our row of one trial, found by study and trial number."""
+    with db.connect() as conn:
+        row = conn.execute(sa.select(lab_trials).where(
+            lab_trials.c.study_name == study, lab_trials.c.number == number)).first()
+    return dict(row._mapping) if row else None
+
+
+def load_weights(db: Engine, trial_id: int) -> dict[str, np.ndarray] | None:
+    with db.connect() as conn:
+        blob = conn.execute(sa.select(lab_weights.c.npz)
+                            .where(lab_weights.c.trial_id == trial_id)).scalar()
+    if blob is None:
+        return None
+    with np.load(io.BytesIO(blob)) as archive:
+        return {name: archive[name] for name in archive.files}

@@ -1,0 +1,89 @@
+"""Every write of our tables: a study's record, a trial's start, epochs, end and weights.
+
+Each write is one transaction and idempotent (delete, then insert), so the retry after a
+lost acknowledgement is harmless.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from lenet_lab.spec import SPEC_FIELDS, LeNetSpec, Status, TrainConfig, field_kind, format_widths
+from lenet_lab.store.connection import retrying
+from lenet_lab.store.schema import HYPERPARAMETERS, lab_epochs, lab_studies, lab_trials, lab_weights
+
+__all__ = ["add_epoch", "finish_trial", "record_study", "start_trial", "trial_columns", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@retrying
+def record_study(db: Engine, row: dict[str, Any]) -> None:
+    with db.begin() as conn:
+        conn.execute(lab_studies.insert().values(created_at=utcnow(), **row))
+
+
+def trial_columns(values: dict[str, Any], spec: LeNetSpec | None = None,
+                  config: TrainConfig | None = None) -> dict[str, Any]:
+    """A trial's fields as stored: the spec and config as JSON, one column per field.
+
+    Without a spec (one that could not be built), the fields are stored as given.
+    """
+    if spec is not None and config is not None:
+        values = {**spec.to_dict(), **config.to_dict()}
+    columns = {name: values.get(name) for name in HYPERPARAMETERS}
+    for name, value in columns.items():
+        if field_kind(name) == "widths" and isinstance(value, (list, tuple)):
+            columns[name] = format_widths(value)
+    parts = {"spec": {}, "config": {}}
+    for name, value in values.items():
+        if name in SPEC_FIELDS:
+            kind = "spec" if name in LeNetSpec.__dataclass_fields__ else "config"
+            parts[kind][name] = list(value) if isinstance(value, tuple) else value
+    return {"spec_json": json.dumps(parts["spec"], sort_keys=True),
+            "config_json": json.dumps(parts["config"], sort_keys=True),
+            "param_count": spec.param_count if spec is not None else None, **columns}
+
+
+@retrying
+def start_trial(db: Engine, *, trial_id: int, study_name: str, number: int, arm: str,
+                is_control: bool, columns: dict[str, Any], run: dict[str, Any]) -> None:
+    """Record a trial as running before its spec is built (it may turn out infeasible)."""
+    with db.begin() as conn:
+        conn.execute(lab_trials.delete().where(lab_trials.c.trial_id == trial_id))
+        conn.execute(lab_trials.insert().values(
+            trial_id=trial_id, study_name=study_name, number=number, arm=arm,
+            is_control=is_control, status=Status.RUNNING.value, host=socket.gethostname(),
+            pid=os.getpid(), **run, **columns))
+
+
+@retrying
+def finish_trial(db: Engine, trial_id: int, status: Status, *,
+                 weights: dict[str, np.ndarray] | None = None, **values: Any) -> None:
+    """A trial's end in one transaction: status, reason, final metrics and its weights."""
+    with db.begin() as conn:
+        conn.execute(lab_trials.update().where(lab_trials.c.trial_id == trial_id)
+                     .values(status=status.value, **values))
+        if weights is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, **weights)  # float32 weights barely compress; zlib costs 5 ms
+            conn.execute(lab_weights.delete().where(lab_weights.c.trial_id == trial_id))
+            conn.execute(lab_weights.insert().values(trial_id=trial_id, npz=buffer.getvalue()))
+
+
+@retrying
+def add_epoch(db: Engine, trial_id: int, **metrics: Any) -> None:
+    with db.begin() as conn:
+        conn.execute(lab_epochs.delete().where(lab_epochs.c.trial_id == trial_id,
+                                               lab_epochs.c.epoch == metrics["epoch"]))
+        conn.execute(lab_epochs.insert().values(trial_id=trial_id, **metrics))

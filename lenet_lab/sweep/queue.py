@@ -1,0 +1,194 @@
+"""The arm x seed queue: create the study, enqueue, claim atomically, reconcile the dead.
+
+Every arm x seed of a grid (and the control arm's seeds of a search) is enqueued as a
+WAITING trial before any worker starts; workers claim waiting trials one at a time,
+which the storage hands out atomically, so no arm x seed runs twice.
+
+Dead workers are found two ways. Optuna's RDB storage records each running trial's
+heartbeat with the database's clock and reports trials silent for longer than the grace
+period ($LENET_LAB_GRACE_S, default 120 s); its stale-trial callback here records why
+and queues the arm x seed again. On the worker's own host the pid says more, and
+sooner: a dead pid fails its trial at once, and a live one is never declared dead (its
+heartbeat is renewed on its behalf) even when its writes were held up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lenet_lab import store
+from lenet_lab.spec import Status
+from lenet_lab.sweep.plan import SweepPlan, encode_param
+from lenet_lab.sweep_file import Arm
+
+__all__ = ["claim", "on_stale", "open_study", "reconcile", "searched_left"]
+
+DONE_STATES = ("COMPLETE", "PRUNED")
+KEPT_FAILURES = (Status.DIVERGED.value, Status.INFEASIBLE.value)  # results: not rerun
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for name in ("lenet-lab", "optuna", "sqlalchemy", "numpy", "pandas", "mxnet", "mxnet-cu112",
+                 "torch"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def open_study(plan: SweepPlan) -> None:
+    """Create or load the study, fail stale trials, enqueue missing work.
+
+    Runs once before the workers start, under the creation lock (concurrent schema
+    creation on a fresh database races).
+    """
+    import optuna
+
+    db = store.connect(plan.storage)
+    try:
+        with store.creation_lock(plan.storage):
+            rdb = store.optuna_storage(plan.storage, on_stale=on_stale(db))  # Optuna's schema
+            store.ensure_schema(db)
+            study = optuna.create_study(storage=rdb, study_name=plan.study_name,
+                                        load_if_exists=True, directions=plan.directions)
+            if store.study_row(db, plan.study_name) is None:
+                store.record_study(db, _study_record(plan))
+            _reconcile_locked(plan, study, rdb, db)
+    finally:
+        db.dispose()
+
+
+def _study_record(plan: SweepPlan) -> dict[str, Any]:
+    sweep = plan.sweep
+    return {"study_name": plan.study_name, "sweep": sweep.name, "title": sweep.title,
+            "exercise": sweep.exercise, "sweep_file": sweep.text, "sweep_sha256": sweep.sha256,
+            "engine": sweep.run.engine, "engine_version": plan.engine_version,
+            "device": str(plan.device), "device_name": plan.device_name,
+            "sampler": json.dumps(plan.sampler_record()),
+            "settings": json.dumps(plan.settings()),
+            "packages": json.dumps(_package_versions()), "command": plan.command}
+
+
+def _enqueue_missing(plan: SweepPlan, study, db) -> None:
+    """Queue every arm x seed that is neither done, kept as a result, queued nor running."""
+    sweep = plan.sweep
+    trials = study.get_trials(deepcopy=False)
+    statuses = store.trial_statuses(db, [t._trial_id for t in trials])
+    taken = set()
+    for t in trials:
+        failed_for_good = t.state.name == "FAIL" and statuses.get(t._trial_id) in KEPT_FAILURES
+        if "arm" in t.user_attrs and (t.state.name in (*DONE_STATES, "WAITING", "RUNNING")
+                                      or failed_for_good):
+            taken.add((t.user_attrs["arm"], t.user_attrs["seed"]))
+    arms = sweep.grid_arms() if sweep.run.sampler == "grid" else [Arm(())]
+    for arm in arms:
+        for seed in range(sweep.run.seeds):
+            if (arm.label, seed) in taken:
+                continue
+            values = arm.as_dict()
+            params = {} if sweep.run.sampler == "grid" else {
+                key: encode_param(sweep.control()[key]) for key in sweep.space}
+            study.enqueue_trial(params, user_attrs={
+                "arm": arm.label, "seed": seed, "control": sweep.is_control(values),
+                "values": json.dumps({k: encode_param(v) for k, v in values.items()})})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped is a zombie: dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _fail(db, trial_id: int, why: str) -> None:
+    store.finish_trial(db, trial_id, Status.FAILED,
+                       reason=f"worker stopped ({why}) before the trial finished; "
+                              f"its arm x seed runs again")
+
+
+def on_stale(db):
+    """Optuna's stale-trial callback: record why the trial failed (it is requeued next)."""
+    def record(study, trial) -> None:
+        grace = store.env_seconds("LENET_LAB_GRACE_S", store.DEFAULT_GRACE_S)
+        _fail(db, trial._trial_id, f"no heartbeat for over {grace:g} s")
+
+    return record
+
+
+def _reconcile_locked(plan: SweepPlan, study, rdb, db) -> None:
+    """Fail the trials of dead workers, then queue every missing arm x seed again."""
+    import optuna
+
+    host = socket.gethostname()
+    for trial_id, (worker_host, pid) in store.running_workers(db, plan.study_name).items():
+        if worker_host != host or pid is None:
+            continue
+        if _pid_alive(pid):
+            rdb.record_heartbeat(trial_id)  # seen alive here: never declared dead
+        elif rdb.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+            _fail(db, trial_id, f"pid {pid} on {worker_host}")
+    with warnings.catch_warnings():  # fail_stale_trials is "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # calls on_stale for each
+    _enqueue_missing(plan, study, db)
+
+
+@store.retrying
+def reconcile(plan: SweepPlan, study, rdb, db) -> None:
+    """`_reconcile_locked` under the creation lock, so that two workers queue once."""
+    with store.creation_lock(plan.storage):
+        _reconcile_locked(plan, study, rdb, db)
+
+
+@store.retrying
+def claim(plan: SweepPlan, study, rdb, db):
+    """The next queued trial, taken atomically, or None when the queue is empty.
+
+    Unlike study.ask(), this never makes up a new trial when the queue is empty.
+    """
+    import optuna
+
+    for trial_id in store.waiting_trial_ids(db, plan.study_name):
+        try:  # the storage moves WAITING -> RUNNING for one caller only
+            if rdb.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+                rdb.record_heartbeat(trial_id)  # from now on its worker can be seen to die
+                run = plan.sweep.run
+                if run.sampler != "grid" or run.prune:  # the trial will suggest or report:
+                    # Optuna's trial cache must know it (an incremental read of the unfinished)
+                    study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                return optuna.Trial(study, trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+@store.retrying
+def searched_left(plan: SweepPlan, study, db) -> int:
+    """How many more trials a search may ask its sampler for.
+
+    Trials whose worker died do not count: the search asks for others in their place.
+    """
+    budget = plan.sweep.run.trials or 0
+    if plan.sweep.run.sampler == "grid" or not budget:
+        return 0
+    searched = [t for t in study.get_trials(deepcopy=False) if "arm" not in t.user_attrs]
+    statuses = store.trial_statuses(db, [t._trial_id for t in searched])
+    lost = sum(1 for t in searched if t.state.name == "FAIL"
+               and statuses.get(t._trial_id) == Status.FAILED.value)
+    return budget - (len(searched) - lost)

@@ -1,0 +1,177 @@
+"""A worker: the loop that claims and runs trials, and the pool of worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from lenet_lab import store
+from lenet_lab.data import Dataset
+from lenet_lab.engines import Device
+from lenet_lab.errors import LabError
+from lenet_lab.spec import Status
+from lenet_lab.sweep import queue
+from lenet_lab.sweep.plan import SweepPlan, load_cached
+from lenet_lab.sweep.trial import run_trial
+from lenet_lab.train import TrainResult, train
+
+__all__ = ["Trainer", "Worker", "run_sweep", "run_workers", "watch"]
+
+IDLE_POLL_S = 2.0  # a worker with nothing queued checks this often whether others died
+Trainer = Callable[..., TrainResult]  # lenet_lab.train.train's signature
+
+
+class Worker:
+    """Holds the plan, the study, the database handles, the device and the datasets.
+
+    `trainer` trains one network (lenet_lab.train.train); tests pass a stand-in to check
+    the queue and resume logic without training.
+    """
+
+    def __init__(self, plan: SweepPlan, *, index: int = 0, data_dir: str | None = None,
+                 trainer: Trainer = train) -> None:
+        import optuna
+
+        self.plan, self.data_dir, self.trainer = plan, data_dir, trainer
+        self.db = store.connect(plan.storage)
+        self.rdb = store.optuna_storage(plan.storage, on_stale=queue.on_stale(self.db))
+        self.study = optuna.load_study(study_name=plan.study_name, storage=self.rdb,
+                                       sampler=plan.sampler(), pruner=plan.pruner())
+        self.device = plan.device
+        if plan.device.kind == "gpu" and plan.gpu_count > 1:
+            self.device = Device("gpu", index % plan.gpu_count)  # spread workers over GPUs
+        self.datasets: dict[str, Dataset] = {}
+
+    def dataset(self, name: str) -> Dataset:
+        if name not in self.datasets:
+            data = load_cached(name, self.data_dir)
+            subset = self.plan.sweep.run.subset
+            self.datasets[name] = data.subset(subset) if subset else data
+        return self.datasets[name]
+
+    def tell(self, trial, values: list[float] | None = None, *, state: str | None = None) -> None:
+        import optuna
+
+        # skip_if_finished: a tell retried after a lost acknowledgement is not an error.
+        store.retrying(self.study.tell)(trial, values, skip_if_finished=True,
+                                        state=state and optuna.trial.TrialState[state])
+
+    def next_trial(self):
+        """A queued trial, else a new one from a search's sampler, else None when all is done.
+
+        With nothing queued, another worker may have died mid-trial: take its arm x seed
+        over, or wait while others are still running, or stop when all is done.
+        """
+        plan, study, db = self.plan, self.study, self.db
+        while True:
+            trial = queue.claim(plan, study, self.rdb, db)
+            if trial is None and queue.searched_left(plan, study, db) > 0:
+                with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for
+                    warnings.simplefilter("ignore", UserWarning)  # optimize(); we beat ourselves
+                    trial = store.retrying(study.ask)()
+            if trial is not None:
+                return trial
+            queue.reconcile(plan, study, self.rdb, db)
+            trial = queue.claim(plan, study, self.rdb, db)
+            if trial is not None:
+                return trial
+            if not store.running_workers(db, plan.study_name):
+                return None
+            time.sleep(IDLE_POLL_S)
+
+    def run(self) -> int:
+        """Run trials until the queue (and a search's budget) is exhausted; returns how many."""
+        count = 0
+        try:
+            while (trial := self.next_trial()) is not None:
+                run_trial(self, trial)
+                count += 1
+        finally:
+            self.db.dispose()
+        return count
+
+
+def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | None) -> None:
+    # Each worker gets its share of the cores; set before any framework is imported.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        Worker(plan, index=index, data_dir=data_dir).run()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except LabError as exc:
+        print(f"Error: worker {index}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
+                trainer: Trainer = train) -> None:
+    """Run `jobs` workers: in this process for 1, else as separate processes."""
+    if jobs == 1:
+        Worker(plan, data_dir=data_dir, trainer=trainer).run()
+        return
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
+    processes = [context.Process(target=_worker_process, args=(plan, i, threads, data_dir),
+                                 name=f"lenet-lab-worker-{i}") for i in range(jobs)]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)
+        raise
+    failed = [p for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        raise LabError(f"{len(failed)} of {jobs} workers stopped with an error (exit codes "
+                       f"{', '.join(str(p.exitcode) for p in failed)}); run the same command "
+                       f"again to continue the study")
+
+
+def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
+              trainer: Trainer = train) -> None:
+    queue.open_study(plan)
+    run_workers(plan, jobs=jobs, data_dir=data_dir, trainer=trainer)
+
+
+
+
+@contextmanager
+def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
+          enabled: bool = True) -> Iterator[None]:
+    """Poll the study once a second from a thread: `on_update(finished trials, detail)`.
+
+    Works for any number of workers and machines, since it reads the database.
+    """
+    stop = threading.Event()
+
+    def poll() -> None:
+        db = store.connect(plan.storage)
+        while not stop.wait(1.0):
+            try:
+                now = store.progress(db, plan.study_name)
+            except Exception:  # tables not created yet, or a busy database: try again
+                continue
+            done = sum(n for state, n in now["states"].items()
+                       if state not in (Status.RUNNING, Status.WAITING))
+            running = ", ".join(f"#{n} epoch {e + 1}" for n, _, e in now["running"])
+            best = f"best {now['best']:.3f}" if now["best"] is not None else ""
+            on_update(done, f"{running}  {best}".strip())
+        db.dispose()
+
+    thread = threading.Thread(target=poll, daemon=True)
+    if enabled:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if enabled:
+            thread.join()

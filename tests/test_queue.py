@@ -1,0 +1,181 @@
+"""The queue, resume and dead-worker logic, in process, with a stand-in trainer (fast).
+
+The stand-in returns made-up metrics instead of training, so each test runs whole sweeps
+in seconds against a real SQLite file and Optuna's real storage; tests/test_sweep.py runs
+the same paths with real training.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from lenet_lab import store
+from lenet_lab.sweep import Worker, plan_sweep, run_sweep
+from lenet_lab.sweep.queue import claim, open_study, reconcile
+from lenet_lab.sweep_file import load_sweep
+from lenet_lab.train import EpochMetrics, TrainResult
+
+GRID = [("pooling=avg", 0), ("pooling=avg", 1), ("pooling=max", 0), ("pooling=max", 1)]
+
+
+class StandIn:
+    """Trains nothing: test accuracy 0.5 + seed/100 (+0.1 for max pooling), one call each."""
+
+    def __init__(self, *, stop_after: int | None = None) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.stop_after = stop_after
+
+    def __call__(self, spec, config, *, on_epoch=None, **_) -> TrainResult:
+        if self.stop_after is not None and len(self.calls) == self.stop_after:
+            raise KeyboardInterrupt
+        self.calls.append((spec.pooling, config.seed))
+        result = TrainResult(spec, config, "torch", "stand-in", "cpu", "none", 100, 100,
+                             weights={"conv0.weight": [[0.0]]})
+        for epoch in range(1, config.epochs + 1):
+            accuracy = 0.5 + config.seed / 100 + (0.1 if spec.pooling == "max" else 0)
+            metrics = EpochMetrics(epoch, 1.0 / epoch, accuracy, accuracy, 1000.0, 0.1)
+            result.epochs.append(metrics)
+            if on_epoch:
+                on_epoch(metrics)
+        return result
+
+
+def plan_for(folder: Path, name: str = "pooling", epochs: int = 2):
+    sweep = load_sweep(name).with_run(engine="torch", epochs=epochs, seeds=2, subset=200)
+    return plan_sweep(sweep, storage=f"sqlite:///{folder}/studies.db", device="cpu")
+
+
+def rows(folder: Path) -> pd.DataFrame:
+    return pd.read_sql("SELECT * FROM lab_results ORDER BY trial", f"sqlite:///{folder}/studies.db")
+
+
+def done(frame: pd.DataFrame) -> list[tuple[str, int]]:
+    complete = frame[frame.state == "complete"]
+    return sorted(zip(complete.arm, complete.seed))
+
+
+def test_a_grid_runs_every_arm_seed_once_and_a_rerun_adds_nothing(tmp_path: Path) -> None:
+    plan, trainer = plan_for(tmp_path), StandIn()
+    run_sweep(plan, trainer=trainer)
+    assert sorted(trainer.calls) == [("avg", 0), ("avg", 1), ("max", 0), ("max", 1)]
+    frame = rows(tmp_path)
+    assert done(frame) == GRID and len(frame) == 4
+    assert frame.test_acc.tolist() == pytest.approx([0.5, 0.51, 0.6, 0.61])
+    assert (frame.epochs_done == 2).all() and frame.is_control.sum() == 2
+    run_sweep(plan, trainer=trainer)
+    assert len(trainer.calls) == 4 and len(rows(tmp_path)) == 4
+
+
+def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, trainer=StandIn(stop_after=2))
+    frame = rows(tmp_path)
+    assert len(done(frame)) == 2 and frame[frame.state == "failed"].reason.tolist() == ["interrupted"]
+    trainer = StandIn()
+    run_sweep(plan, trainer=trainer)
+    assert len(trainer.calls) == 2  # only the missing two ran
+    assert done(rows(tmp_path)) == GRID
+
+
+def _running_trial(plan, host: str, pid: int) -> tuple[Worker, int]:
+    """A claimed trial recorded as run by (host, pid), as a worker leaves it mid-way."""
+    open_study(plan)
+    worker = Worker(plan)
+    trial = claim(plan, worker.study, worker.rdb, worker.db)
+    store.start_trial(worker.db, trial_id=trial._trial_id, study_name=plan.study_name,
+                      number=trial.number, arm=trial.user_attrs["arm"], is_control=True,
+                      columns=store.trial_columns({"seed": 0}), run={"engine": "torch"})
+    with worker.db.begin() as conn:
+        conn.execute(sa.text("UPDATE lab_trials SET host = :h, pid = :p WHERE trial_id = :t"),
+                     {"h": host, "p": pid, "t": trial._trial_id})
+    return worker, trial._trial_id
+
+
+def _age_heartbeat(worker: Worker, trial_id: int, seconds: int) -> None:
+    with worker.db.begin() as conn:
+        conn.execute(sa.text("UPDATE trial_heartbeats SET heartbeat = datetime('now', :age) "
+                             "WHERE trial_id = :t"), {"age": f"-{seconds} seconds", "t": trial_id})
+
+
+def test_a_dead_pid_on_this_host_is_failed_at_once_and_requeued(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    worker, trial_id = _running_trial(plan, socket.gethostname(), dead.pid)
+    reconcile(plan, worker.study, worker.rdb, worker.db)
+    frame = rows(tmp_path)
+    failed = frame[frame.state == "failed"]
+    assert failed.reason.tolist() == [f"worker stopped (pid {dead.pid} on {socket.gethostname()}) "
+                                      "before the trial finished; its arm x seed runs again"]
+    assert (frame.state == "waiting").sum() == 4  # its arm x seed is queued again
+    run_sweep(plan, trainer=StandIn())
+    assert done(rows(tmp_path)) == GRID
+
+
+def test_a_silent_worker_elsewhere_is_failed_by_optunas_heartbeat(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LENET_LAB_GRACE_S", "30")
+    plan = plan_for(tmp_path)
+    worker, trial_id = _running_trial(plan, "another-machine", 12345)
+    _age_heartbeat(worker, trial_id, 20)  # within the grace period: alive
+    reconcile(plan, worker.study, worker.rdb, worker.db)
+    assert (rows(tmp_path).state == "running").sum() == 1
+    _age_heartbeat(worker, trial_id, 40)  # silent for longer than the grace period
+    reconcile(plan, worker.study, worker.rdb, worker.db)
+    frame = rows(tmp_path)
+    assert frame[frame.state == "failed"].reason.tolist() == [
+        "worker stopped (no heartbeat for over 30 s) before the trial finished; "
+        "its arm x seed runs again"]
+    assert (frame.state == "waiting").sum() == 4
+
+
+def test_a_live_worker_on_this_host_is_never_declared_dead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LENET_LAB_GRACE_S", "11")
+    plan = plan_for(tmp_path)
+    worker, trial_id = _running_trial(plan, socket.gethostname(), os.getpid())
+    _age_heartbeat(worker, trial_id, 3600)  # its writes were held up for an hour
+    reconcile(plan, worker.study, worker.rdb, worker.db)
+    frame = rows(tmp_path)
+    assert (frame.state == "running").sum() == 1 and (frame.state == "failed").sum() == 0
+
+
+def test_the_grace_period_must_exceed_the_heartbeat(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LENET_LAB_GRACE_S", "5")
+    with pytest.raises(Exception, match="must exceed the heartbeat interval"):
+        run_sweep(plan_for(tmp_path), trainer=StandIn())
+
+
+def test_a_search_asks_its_sampler_until_the_budget_is_spent(tmp_path: Path) -> None:
+    (tmp_path / "search.toml").write_text(
+        'title = "a search"\n[run]\nsampler = "random"\ntrials = 3\n'
+        '[space]\npooling = ["avg", "max"]\nlr = { low = 0.1, high = 1.0 }\n')
+    plan, trainer = plan_for(tmp_path, str(tmp_path / "search.toml")), StandIn()
+    run_sweep(plan, trainer=trainer)
+    frame = rows(tmp_path)
+    assert len(frame) == 5 and frame.is_control.sum() == 2 and (frame.state == "complete").all()
+    assert frame.lr.between(0.1, 1.0).all()
+
+
+@pytest.mark.parametrize("epochs", [2, 1])
+def test_pruning_stops_trials_early_but_never_after_their_last_epoch(tmp_path: Path,
+                                                                    epochs: int) -> None:
+    (tmp_path / "prune.toml").write_text(
+        'title = "a pruned search"\n[run]\nsampler = "random"\ntrials = 8\nprune = true\n'
+        '[space]\npooling = ["avg", "max"]\n')
+    run_sweep(plan_for(tmp_path, str(tmp_path / "prune.toml"), epochs), trainer=StandIn())
+    frame = rows(tmp_path)
+    pruned = frame[frame.state == "pruned"]
+    # avg pooling scores below the median of the earlier trials at every epoch
+    assert len(frame) == 10 and (pruned.epochs_done < epochs).all()
+    assert (frame[frame.state != "pruned"].state == "complete").all()
+    assert len(pruned) > 0 if epochs > 1 else pruned.empty
