@@ -8,6 +8,7 @@ the same paths with real training.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from lenet_lab import store
+from lenet_lab.errors import LabError
 from lenet_lab.sweep import Worker, plan_sweep, run_sweep
 from lenet_lab.sweep.queue import claim, open_study, reconcile
 from lenet_lab.sweep_file import load_sweep
@@ -148,11 +150,18 @@ def test_a_live_worker_on_this_host_is_never_declared_dead(
     assert (frame.state == "running").sum() == 1 and (frame.state == "failed").sum() == 0
 
 
-def test_the_grace_period_must_exceed_the_heartbeat(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LENET_LAB_GRACE_S", "5")
-    with pytest.raises(Exception, match="must exceed the heartbeat interval"):
-        run_sweep(plan_for(tmp_path), trainer=StandIn())
+@pytest.mark.parametrize("name, value, message", [
+    ("LENET_LAB_GRACE_S", "5", "LENET_LAB_GRACE_S=5 must exceed the heartbeat interval (10 s)"),
+    ("LENET_LAB_GRACE_S", "abc", "LENET_LAB_GRACE_S='abc' is not a positive number of seconds"),
+    ("LENET_LAB_DB_WAIT_S", "-1", "LENET_LAB_DB_WAIT_S='-1' is not a positive number of seconds"),
+])
+def test_bad_timing_settings_are_refused_before_the_database_is_touched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+        message: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(LabError, match=re.escape(message)):
+        plan_for(tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_search_asks_its_sampler_until_the_budget_is_spent(tmp_path: Path) -> None:

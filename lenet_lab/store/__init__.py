@@ -13,8 +13,8 @@ Callers hold a database handle, called `db` everywhere (a SQLAlchemy Engine).
 from __future__ import annotations
 
 from lenet_lab.store.connection import (DEFAULT_GRACE_S, DEFAULT_STORAGE, HEARTBEAT_S,
-                                        StorageUrl, connect, creation_lock, database_error,
-                                        env_seconds,
+                                        StorageUrl, check_environment, connect, creation_lock,
+                                        database_error, env_seconds, grace_seconds,
                                         optuna_storage, parse_storage, redact, retrying, safe_url,
                                         storage_url)
 from lenet_lab.store.queries import (has_studies, list_studies, load_weights, progress,
@@ -26,8 +26,8 @@ from lenet_lab.store.writes import add_epoch, finish_trial, record_study, start_
 
 __all__ = [
     "DEFAULT_GRACE_S", "DEFAULT_STORAGE", "EXPORT_FORMATS", "HEARTBEAT_S", "env_seconds", "HYPERPARAMETERS", "RESULT_COLUMNS", "StorageUrl",
-    "add_epoch", "connect", "copy_study", "creation_lock", "database_error", "ensure_schema", "export_study",
-    "finish_trial", "has_studies", "list_studies", "load_weights", "optuna_storage",
+    "add_epoch", "check_environment", "connect", "copy_study", "creation_lock", "database_error", "ensure_schema", "export_study",
+    "finish_trial", "grace_seconds", "has_studies", "list_studies", "load_weights", "optuna_storage",
     "parse_storage", "progress", "read_results", "record_study", "redact", "retrying",
     "running_workers", "safe_url", "start_trial", "storage_url",
     "study_frames", "study_row", "trial_columns", "trial_record", "trial_statuses",

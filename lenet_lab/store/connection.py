@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from lenet_lab.errors import LabError, StorageError
 
-__all__ = ["DEFAULT_GRACE_S", "DEFAULT_STORAGE", "HEARTBEAT_S", "database_error", "env_seconds", "StorageUrl", "connect", "creation_lock", "optuna_storage",
+__all__ = ["DEFAULT_GRACE_S", "DEFAULT_STORAGE", "HEARTBEAT_S", "check_environment",
+           "database_error", "env_seconds", "grace_seconds", "StorageUrl", "connect", "creation_lock", "optuna_storage",
            "parse_storage", "redact", "retrying", "safe_url", "storage_url"]
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
@@ -25,6 +26,7 @@ ADVISORY_KEY = 0x1E7E7  # lenet-lab's PostgreSQL advisory lock
 SQLITE_TIMEOUT_S = 60  # writers wait this long for SQLite's lock before failing
 HEARTBEAT_S = 10  # Optuna records a running trial's heartbeat this often (whole seconds)
 DEFAULT_GRACE_S = 120  # a running trial silent this long is taken as dead
+DB_WAIT_S = 300  # a worker waits this long for a database that went away
 
 
 def env_seconds(name: str, default: float) -> float:
@@ -120,6 +122,21 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def grace_seconds() -> float:
+    """$LENET_LAB_GRACE_S, checked: it must exceed the heartbeat interval."""
+    grace = env_seconds("LENET_LAB_GRACE_S", DEFAULT_GRACE_S)
+    if grace <= HEARTBEAT_S:
+        raise LabError(f"LENET_LAB_GRACE_S={grace:g} must exceed the heartbeat interval "
+                       f"({HEARTBEAT_S} s), or live trials would be declared dead")
+    return grace
+
+
+def check_environment() -> None:
+    """Fail on a bad $LENET_LAB_GRACE_S or $LENET_LAB_DB_WAIT_S before anything is written."""
+    grace_seconds()
+    env_seconds("LENET_LAB_DB_WAIT_S", DB_WAIT_S)
+
+
 def optuna_storage(url: str | StorageUrl, *, on_stale: Callable[..., None] | None = None):
     """Optuna's RDBStorage on the same database.
 
@@ -135,11 +152,7 @@ def optuna_storage(url: str | StorageUrl, *, on_stale: Callable[..., None] | Non
         if where.backend == "sqlite" else {}
     options: dict[str, Any] = {}
     if on_stale is not None:
-        grace = env_seconds("LENET_LAB_GRACE_S", DEFAULT_GRACE_S)
-        if grace <= HEARTBEAT_S:
-            raise LabError(f"LENET_LAB_GRACE_S={grace:g} must exceed the heartbeat interval "
-                           f"({HEARTBEAT_S} s), or live trials would be declared dead")
-        options = {"heartbeat_interval": HEARTBEAT_S, "grace_period": math.ceil(grace),
+        options = {"heartbeat_interval": HEARTBEAT_S, "grace_period": math.ceil(grace_seconds()),
                    "heartbeat_stale_trial_callback": on_stale}
     import warnings
 
@@ -204,7 +217,7 @@ def retrying(call: F) -> F:
 
         transient = (sa.exc.OperationalError, sa.exc.InterfaceError,
                      optuna.exceptions.StorageInternalError)
-        limit = env_seconds("LENET_LAB_DB_WAIT_S", 300)
+        limit = env_seconds("LENET_LAB_DB_WAIT_S", DB_WAIT_S)
         waited, delay = 0.0, 0.5
         while True:
             _depth.level = 1

@@ -111,6 +111,7 @@ def plan_sweep(sweep: Sweep, *, storage: str | None = None, study: str | None = 
                device: str = "auto", data_dir: str | None = None, command: str = "",
                name_overrides: dict[str, int | None] | None = None) -> SweepPlan:
     """Check everything that can be checked before the database is touched."""
+    store.check_environment()
     backend = get_engine(sweep.run.engine)
     chosen = backend.resolve_device(parse_device(device))
     for name in sorted(sweep.datasets()):

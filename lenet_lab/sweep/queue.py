@@ -123,8 +123,7 @@ def _fail(db, trial_id: int, why: str) -> None:
 def on_stale(db):
     """Optuna's stale-trial callback: record why the trial failed (it is requeued next)."""
     def record(study, trial) -> None:
-        grace = store.env_seconds("LENET_LAB_GRACE_S", store.DEFAULT_GRACE_S)
-        _fail(db, trial._trial_id, f"no heartbeat for over {grace:g} s")
+        _fail(db, trial._trial_id, f"no heartbeat for over {store.grace_seconds():g} s")
 
     return record
 
