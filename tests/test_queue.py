@@ -188,3 +188,17 @@ def test_pruning_stops_trials_early_but_never_after_their_last_epoch(tmp_path: P
     assert len(frame) == 10 and (pruned.epochs_done < epochs).all()
     assert (frame[frame.state != "pruned"].state == "complete").all()
     assert len(pruned) > 0 if epochs > 1 else pruned.empty
+
+
+def test_a_search_replaces_a_trial_cut_short_and_keeps_its_budget(tmp_path: Path) -> None:
+    (tmp_path / "search.toml").write_text(
+        'title = "a search"\n[run]\nsampler = "random"\ntrials = 3\n'
+        '[space]\npooling = ["avg", "max"]\n')
+    plan = plan_for(tmp_path, str(tmp_path / "search.toml"))
+    with pytest.raises(KeyboardInterrupt):  # the control's 2 seeds, then Ctrl-C
+        run_sweep(plan, trainer=StandIn(stop_after=3))
+    run_sweep(plan, trainer=StandIn())
+    frame = rows(tmp_path)
+    # the control's 2 seeds and the search's budget of 3, despite the interruption
+    assert (frame.state == "complete").sum() == 2 + 3 and len(frame) == 6
+    assert frame[frame.state == "failed"].reason.tolist() == ["interrupted"]

@@ -49,23 +49,29 @@ def waiting_trial_ids(db: Engine, study_name: str) -> list[int]:
 
 
 @retrying
-def running_workers(db: Engine, study_name: str) -> dict[int, tuple[str, int]]:
-    """trial_id -> (host, pid) of the study's trials that Optuna holds as RUNNING."""
+def running_workers(db: Engine, study_name: str) -> dict[int, tuple[str | None, int | None]]:
+    """trial_id -> (host, pid) of every trial Optuna holds as RUNNING; (None, None) for
+    one claimed a moment ago whose worker has not recorded itself yet."""
     with db.connect() as conn:
         rows = conn.execute(sa.text(
-            "SELECT lt.trial_id, lt.host, lt.pid FROM lab_trials lt JOIN trials t "
-            "ON t.trial_id = lt.trial_id WHERE lt.study_name = :s "
-            "AND CAST(t.state AS VARCHAR(16)) = 'RUNNING'"), {"s": study_name}).all()
+            "SELECT t.trial_id, lt.host, lt.pid FROM trials t "
+            "JOIN studies s ON s.study_id = t.study_id "
+            "LEFT JOIN lab_trials lt ON lt.trial_id = t.trial_id "
+            "WHERE s.study_name = :s AND CAST(t.state AS VARCHAR(16)) = 'RUNNING'"),
+            {"s": study_name}).all()
     return {trial_id: (host, pid) for trial_id, host, pid in rows}
 
 
 @retrying
-def trial_statuses(db: Engine, trial_ids: list[int]) -> dict[int, str]:
+def trial_statuses(db: Engine, trial_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+    """trial_id -> (status, reason) from our record of each trial."""
     if not trial_ids:
         return {}
     with db.connect() as conn:
-        return dict(conn.execute(sa.select(lab_trials.c.trial_id, lab_trials.c.status)
-                                 .where(lab_trials.c.trial_id.in_(trial_ids))).all())
+        rows = conn.execute(sa.select(lab_trials.c.trial_id, lab_trials.c.status,
+                                      lab_trials.c.reason)
+                            .where(lab_trials.c.trial_id.in_(trial_ids))).all()
+    return {trial_id: (status, reason) for trial_id, status, reason in rows}
 
 
 def _states_and_best(conn: sa.Connection, study: str) -> tuple[dict[str, int], float | None]:

@@ -84,7 +84,8 @@ def _enqueue_missing(plan: SweepPlan, study, db) -> None:
     statuses = store.trial_statuses(db, [t._trial_id for t in trials])
     taken = set()
     for t in trials:
-        failed_for_good = t.state.name == "FAIL" and statuses.get(t._trial_id) in KEPT_FAILURES
+        status = statuses.get(t._trial_id, (None, None))[0]
+        failed_for_good = t.state.name == "FAIL" and status in KEPT_FAILURES
         if "arm" in t.user_attrs and (t.state.name in (*DONE_STATES, "WAITING", "RUNNING")
                                       or failed_for_good):
             taken.add((t.user_attrs["arm"], t.user_attrs["seed"]))
@@ -114,10 +115,19 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+WORKER_STOPPED = "worker stopped"
+
+
 def _fail(db, trial_id: int, why: str) -> None:
     store.finish_trial(db, trial_id, Status.FAILED,
-                       reason=f"worker stopped ({why}) before the trial finished; "
+                       reason=f"{WORKER_STOPPED} ({why}) before the trial finished; "
                               f"its arm x seed runs again")
+
+
+def _cut_short(status: str | None, reason: str | None) -> bool:
+    """A trial stopped from outside (its worker died, or Ctrl-C), not by its own values."""
+    return status == Status.FAILED and (reason == "interrupted"
+                                        or (reason or "").startswith(WORKER_STOPPED))
 
 
 def on_stale(db):
@@ -179,7 +189,8 @@ def claim(plan: SweepPlan, study, rdb, db):
 def searched_left(plan: SweepPlan, study, db) -> int:
     """How many more trials a search may ask its sampler for.
 
-    Trials whose worker died do not count: the search asks for others in their place.
+    Trials cut short from outside (a dead worker, Ctrl-C) do not count: the search asks
+    for others in their place. A trial that failed by its own values counts.
     """
     budget = plan.sweep.run.trials or 0
     if plan.sweep.run.sampler == "grid" or not budget:
@@ -187,5 +198,5 @@ def searched_left(plan: SweepPlan, study, db) -> int:
     searched = [t for t in study.get_trials(deepcopy=False) if "arm" not in t.user_attrs]
     statuses = store.trial_statuses(db, [t._trial_id for t in searched])
     lost = sum(1 for t in searched if t.state.name == "FAIL"
-               and statuses.get(t._trial_id) == Status.FAILED.value)
+               and _cut_short(*statuses.get(t._trial_id, (None, None))))
     return budget - (len(searched) - lost)
