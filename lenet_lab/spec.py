@@ -143,15 +143,16 @@ class LeNetSpec:
     dropout: float = _help("dropout rate after each hidden dense layer", 0.0)
 
     def __post_init__(self) -> None:
-        # Lists (from JSON or TOML) become tuples so specs stay hashable and comparable.
-        object.__setattr__(self, "conv_channels", _as_tuple(self.conv_channels))
-        object.__setattr__(self, "dense_units", _as_tuple(self.dense_units))
-        for name in ("conv_channels", "dense_units"):
-            value = getattr(self, name)
+        for f in fields(self):  # the width lists
+            if not isinstance(f.default, tuple):
+                continue
+            # Lists (from JSON or TOML) become tuples so specs stay hashable and comparable.
+            value = _as_tuple(getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
             if not isinstance(value, tuple):
-                raise SpecError(f"{name} must be a list of whole numbers, not {value!r}")
+                raise SpecError(f"{f.name} must be a list of whole numbers, not {value!r}")
             for width in value:
-                _check_int(name, width, minimum=1)
+                _check_int(f.name, width, minimum=1)
         if not self.conv_channels:
             raise SpecError("conv_channels needs at least one conv layer, e.g. 6,16")
         _check_int("kernel_size", self.kernel_size, minimum=1)

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lenet_lab.report.compute import ArmStats
+from lenet_lab.spec import Status
 
 __all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "learning_curves"]
 
@@ -47,7 +48,7 @@ def learning_curves(curves: dict[str, pd.DataFrame]) -> go.Figure:
 
 def accuracy_vs_speed(results: pd.DataFrame, front: list[int]) -> go.Figure:
     """Every completed trial: test accuracy against examples/sec, with the Pareto front."""
-    done = results[results.state == "complete"].reset_index(drop=True)
+    done = results[results.state == Status.COMPLETE].reset_index(drop=True)
     figure = go.Figure()
     for i, (arm, rows) in enumerate(done.groupby("arm", sort=False)):
         figure.add_trace(go.Scatter(
