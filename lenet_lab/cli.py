@@ -12,6 +12,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import sys
 from typing import Annotated, Any, Callable, Literal, Optional
 
@@ -27,10 +28,22 @@ from lenet_lab.errors import LabError
 from lenet_lab.spec import (CHOICES, LeNetSpec, Status, TrainConfig, field_kind, format_widths,
                             parse_widths)
 from lenet_lab.train import EpochMetrics, TrainResult, train as run_training
+from lenet_lab.urls import redact
+
+class _Redacting(Console):
+    """Every text printed passes the one redaction function (urls.redact), with the
+    passwords of the URLs given as options or in the environment (set by main)."""
+
+    secrets: list[str | None] = []
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(redact(o, *self.secrets) if isinstance(o, str) else o for o in objects),
+                      **options)
+
 
 # Piped output (scripts, logs) gets wide tables instead of rich's 80-column default.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = _Redacting(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = _Redacting(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 app = typer.Typer(
     help="Answer the LeNet exercises of Dive into Deep Learning (6.6) with measured runs.",
@@ -193,7 +206,7 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
 ) -> None:
     """Run a sweep file as an Optuna study in the database; rerun to continue it."""
-    from lenet_lab.sweep import plan_sweep, run_sweep, watch
+    from lenet_lab.sweep import plan_sweep, run_sweep, stop_on_signals, watch
     from lenet_lab.sweep_file import load_sweep
 
     loaded = load_sweep(name).with_run(engine=engine, epochs=epochs, seeds=seeds, trials=trials,
@@ -207,8 +220,8 @@ def sweep(
     progress = _bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     task = progress.add_task(plan.study_name, total=loaded.expected_trials(), detail="")
-    try:
-        with progress, watch(plan, lambda done, detail: progress.update(
+    try:  # SIGTERM as Ctrl-C: the running trials are recorded as interrupted
+        with stop_on_signals(), progress, watch(plan, lambda done, detail: progress.update(
                 task, completed=done, detail=detail), enabled=not quiet and err.is_terminal):
             run_sweep(plan, jobs=jobs, data_dir=data_dir)
     except KeyboardInterrupt:
@@ -229,9 +242,12 @@ def sweeps_() -> None:
     """List the sweep files that ship with lenet-lab, with the exercise each answers."""
     from lenet_lab.sweep_file import load_sweeps
 
+    found, broken = load_sweeps()
     _print_table(["name", "exercise", "sampler", "trials", "title"],
                  [[s.name, str(s.exercise or ""), s.run.sampler, str(s.expected_trials()), s.title]
-                  for s in load_sweeps()])
+                  for s in found])
+    for problem in broken:
+        err.print(f"skipped {problem}")
 
 
 @app.command()
@@ -366,6 +382,8 @@ def bench(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one line per error, never a traceback for bad input."""
     args = sys.argv[1:] if argv is None else argv
+    _Redacting.secrets = [*args, *(os.environ.get(f"LENET_LAB_{name}")
+                                   for name in ("STORAGE", "MIRROR"))]
     command = typer.main.get_command(app)
     try:
         # Without standalone mode, click returns typer.Exit's code instead of exiting.

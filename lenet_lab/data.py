@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from lenet_lab.errors import DataError
+from lenet_lab.urls import redact, safe_url
 
 __all__ = ["Dataset", "DatasetInfo", "DATASET_INFO", "download", "find_dataset", "load_dataset",
            "parse_idx", "search_dirs", "stratified_subset"]
@@ -46,6 +47,7 @@ class DatasetInfo:
     title: str
     mirrors: tuple[str, ...]  # base URLs holding the four .gz files
     sha256: dict[str, str]  # of each .gz file as the mirrors serve it
+    raw_sha256: dict[str, str]  # of each file's content, unpacked (the IDX bytes)
     classes: tuple[str, ...]
     sizes: dict[str, int]  # examples per split
 
@@ -61,6 +63,12 @@ DATASET_INFO = {
             "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
             "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
         },
+        raw_sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
         classes=("t-shirt", "trouser", "pullover", "dress", "coat",
                  "sandal", "shirt", "sneaker", "bag", "ankle boot"),
         sizes={"train": 60000, "test": 10000},
@@ -75,6 +83,12 @@ DATASET_INFO = {
             "train-labels-idx1-ubyte.gz": "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
             "t10k-images-idx3-ubyte.gz": "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
             "t10k-labels-idx1-ubyte.gz": "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
+        },
+        raw_sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
         classes=tuple(str(digit) for digit in range(10)),
         sizes={"train": 60000, "test": 10000},
@@ -180,14 +194,16 @@ def parse_idx(raw: bytes, *, source: str | os.PathLike, expect_magic: int) -> np
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _load_split(name: str, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_split(name: str, folder: Path, split: str, *,
+                verify: bool) -> tuple[np.ndarray, np.ndarray]:
     info = _info(name)
     files = _split_files(folder, split)
     if files is None:
         raise DataError(f"{folder} lacks the {split} files of {info.title}")
     image_path, label_path = files
-    images = parse_idx(_read(image_path), source=image_path, expect_magic=IMAGE_MAGIC)
-    labels = parse_idx(_read(label_path), source=label_path, expect_magic=LABEL_MAGIC)
+    image_bytes, label_bytes = _read(image_path), _read(label_path)
+    images = parse_idx(image_bytes, source=image_path, expect_magic=IMAGE_MAGIC)
+    labels = parse_idx(label_bytes, source=label_path, expect_magic=LABEL_MAGIC)
     if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise DataError(f"{image_path} holds {images.shape[1]}x{images.shape[2]} images, "
                         f"expected 28x28: is it really {info.title}?")
@@ -197,14 +213,30 @@ def _load_split(name: str, folder: Path, split: str) -> tuple[np.ndarray, np.nda
     if len(labels) and labels.max() >= len(info.classes):
         raise DataError(f"{label_path} has label {labels.max()}, but {info.title} has "
                         f"{len(info.classes)} classes")
+    for path, raw in ((image_path, image_bytes), (label_path, label_bytes)) if verify else ():
+        _check_official(info, path, raw)
     scaled = images.astype(np.float32)[:, None] / np.float32(255)  # (N, 1, 28, 28)
     return scaled, labels.astype(np.int32)
 
 
+def _check_official(info: DatasetInfo, path: Path, raw: bytes) -> None:
+    """A swapped or edited file is named, not trained on (gzipped or not, the content counts)."""
+    stem = path.name.removesuffix(".gz")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != info.raw_sha256[stem]:
+        raise DataError(f"{path} is not the official {info.title} file {stem} (its content's "
+                        f"SHA-256 is {digest[:16]}..., expected {info.raw_sha256[stem][:16]}...): "
+                        f"replace it with the official file, or delete it to download it again")
+
+
 def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | None = None,
-                 download_missing: bool = True,
+                 download_missing: bool = True, verify: bool = True,
                  progress: Callable[[str, int, int], None] | None = None) -> Dataset:
-    """Find (or download into the cache) and parse a dataset."""
+    """Find (or download into the cache) and parse a dataset.
+
+    Every file's content is checked against the official SHA-256; `verify=False` is for
+    tests of the parser on synthetic files only.
+    """
     info = _info(name)
     folder = find_dataset(name, data_dir)
     if folder is None:
@@ -217,10 +249,10 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
         except DataError as exc:
             raise DataError(
                 f"{info.title} not found (looked in {looked}) and the download failed: {exc}. "
-                f"Put the four .gz files from {_mirrors(name)[0]} into {cache_dir() / name}/ "
+                f"Put the four .gz files from {safe_url(_mirrors(name)[0])} into {cache_dir() / name}/ "
                 f"or point --data-dir / LENET_LAB_DATA at a folder holding {name}/") from None
-    train_images, train_labels = _load_split(name, folder, "train")
-    test_images, test_labels = _load_split(name, folder, "test")
+    train_images, train_labels = _load_split(name, folder, "train", verify=verify)
+    test_images, test_labels = _load_split(name, folder, "test", verify=verify)
     return Dataset(name, train_images, train_labels, test_images, test_labels, folder)
 
 
@@ -234,7 +266,20 @@ def download(name: str, target: Path, *, mirrors: tuple[str, ...] | None = None,
     `progress(filename, bytes_done, bytes_total)` is called as bytes arrive.
     """
     mirrors = mirrors or _mirrors(name)
+    created = [p for p in (target, *target.parents) if not p.exists()]
     target.mkdir(parents=True, exist_ok=True)
+    try:
+        _download_files(name, target, mirrors, progress=progress, timeout=timeout)
+    except BaseException:  # a failed download leaves no empty folders behind
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    return target
+
+
+def _download_files(name: str, target: Path, mirrors: tuple[str, ...], *,
+                    progress: Callable[[str, int, int], None] | None, timeout: float) -> None:
     for filename, expected in _info(name).sha256.items():
         final = target / filename
         if final.is_file() and _sha256(final) == expected:
@@ -249,11 +294,14 @@ def download(name: str, target: Path, *, mirrors: tuple[str, ...] | None = None,
                 errors.append(str(exc))
         else:
             raise DataError("; ".join(errors))
-    return target
 
 
 def _mirrors(name: str) -> tuple[str, ...]:
     own = os.environ.get("LENET_LAB_MIRROR")
+    if own and not own.startswith(("http://", "https://")):
+        raise DataError(f"LENET_LAB_MIRROR={safe_url(own)!r} is not an http(s) URL: unset it, or "
+                        f"give a mirror serving <mirror>/<dataset>/<file>.gz, e.g. "
+                        f"http://127.0.0.1:8000/")
     return (f"{own.rstrip('/')}/{name}/",) if own else _info(name).mirrors
 
 
@@ -273,10 +321,11 @@ def _fetch_verified(url: str, final: Path, expected: str, *,
                 if progress:
                     progress(final.name, done, total)
         if digest.hexdigest() != expected:
-            raise DataError(f"{url} has SHA-256 {digest.hexdigest()}, expected {expected}")
+            raise DataError(f"{safe_url(url)} has SHA-256 {digest.hexdigest()}, expected {expected}")
         os.replace(tmp, final)
     except (OSError, urllib.error.URLError) as exc:
-        raise DataError(f"cannot fetch {url} ({getattr(exc, 'reason', exc)})") from None
+        reason = redact(str(getattr(exc, "reason", exc)), url)
+        raise DataError(f"cannot fetch {safe_url(url)} ({reason})") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -13,7 +13,9 @@ import re
 import secrets
 from pathlib import Path
 
-__all__ = ["atomic_write", "slug"]
+from lenet_lab.errors import LabError
+
+__all__ = ["atomic_write", "output_folder", "slug"]
 
 
 def slug(name: str, *, limit: int = 80) -> str:
@@ -44,3 +46,22 @@ def atomic_write(path: Path, data: str | bytes) -> Path:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def output_folder(folder: str | Path, *, create: bool, option: str = "--out") -> Path:
+    """The folder outputs go to, checked (and created, with `create`) before any work."""
+    path = Path(folder)
+    try:
+        if path.exists() and not path.is_dir():
+            raise LabError(f"{option} {folder} is a file, not a folder: give a folder")
+        if not path.exists():
+            if not create:
+                raise LabError(f"{option} {folder}: no such folder; create it first")
+            path.mkdir(parents=True)
+    except OSError as exc:  # a name too long, a read-only or full disk, ...
+        raise LabError(f"{option} {str(folder)[:80]}: cannot use it as a folder "
+                       f"({exc.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise LabError(f"{option} {folder}: the folder is not writable")
+    return path
+

@@ -40,9 +40,11 @@ __all__ = [
     "INPUT_SHAPE",
     "LayerShape",
     "LeNetSpec",
+    "MAX_SEED",
     "SPEC_FIELDS",
     "Status",
     "TrainConfig",
+    "check_fits_data",
     "field_kind",
     "format_widths",
     "parse_widths",
@@ -110,9 +112,14 @@ def _check_choice(field: str, value: Any) -> None:
         raise SpecError(f"{field} must be one of {', '.join(choices)}, not {value!r}")
 
 
-def _check_int(field: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(f"{field} must be a whole number >= {minimum}, not {value!r}")
+MAX_SEED = 2**32 - 1  # numpy's, MXNet's and torch's seeds all take this range
+
+
+def _check_int(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> None:
+    whole = not isinstance(value, bool) and isinstance(value, int)
+    if not whole or value < minimum or (maximum is not None and value > maximum):
+        rule = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise SpecError(f"{field} must be a whole number {rule}, not {value!r}")
 
 
 def _check_number(field: str, value: Any, *, rule: str, ok: Callable[[float], bool]) -> None:
@@ -253,7 +260,7 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer)
         _check_choice("init", self.init)
         _check_number("weight_decay", self.weight_decay, rule=">= 0", ok=lambda v: v >= 0)
-        _check_int("seed", self.seed, minimum=0)
+        _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         _check_choice("dataset", self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,4 +296,15 @@ def field_kind(name: str) -> str:
     """widths, int, float, bool, choice or text: read off the dataclass field's type."""
     kind = _KINDS[str(SPEC_FIELDS[name].type)]
     return "choice" if name in CHOICES else kind
+
+
+def check_fits_data(spec: LeNetSpec, config: TrainConfig) -> None:
+    """A spec that its dataset contradicts: fewer outputs than the dataset has classes."""
+    from lenet_lab.data import DATASET_INFO
+
+    info = DATASET_INFO[config.dataset]
+    if spec.num_classes < len(info.classes):
+        raise SpecError(f"num_classes {spec.num_classes} is below {info.title}'s "
+                        f"{len(info.classes)} classes: use num_classes {len(info.classes)} "
+                        f"or more")
 

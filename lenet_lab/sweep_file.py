@@ -21,64 +21,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lenet_lab.engines import ENGINES
 from lenet_lab.errors import InfeasibleSpec, SpecError, SweepError
-from lenet_lab.spec import LeNetSpec, TrainConfig, field_kind, format_widths
+from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data
+from lenet_lab.sweep_space import (CONFIG_FIELDS, FIELDS, NETWORK_FIELDS, Arm, Distribution,
+                                   RunSettings, check_field_value, check_run, parse_dimension,
+                                   unknown_key)
 
 __all__ = ["Arm", "Distribution", "RunSettings", "Sweep", "build", "bundled_dir", "find_sweep",
            "list_sweeps", "load_sweep", "load_sweeps"]
 
-SAMPLERS = ("grid", "random", "tpe", "nsga2")
-OBJECTIVES = ("test_acc", "examples_per_sec")
-NETWORK_FIELDS = {f.name for f in fields(LeNetSpec)}
-CONFIG_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed"}  # seeds come from [run]
-FIELDS = NETWORK_FIELDS | CONFIG_FIELDS
-# Fields a search may draw from a distribution (num_classes is the dataset's to decide).
-NUMERIC = {name for name in FIELDS if field_kind(name) in ("int", "float")} - {"num_classes"}
 TOP_KEYS = {"title", "exercise", "question", "run", "fixed", "space", "arms"}
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    engine: str = "mxnet"
-    epochs: int | None = None  # None: the book's (or [fixed]) value
-    seeds: int = 3
-    sampler: str = "grid"
-    sampler_seed: int = 0
-    trials: int | None = None
-    objectives: tuple[str, ...] = ("test_acc",)
-    prune: bool = False
-    subset: int | None = None
-
-
-@dataclass(frozen=True)
-class Distribution:
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    integer: bool = False
-
-
-@dataclass(frozen=True)
-class Arm:
-    """A set of field values on top of the control arm."""
-
-    values: tuple[tuple[str, Any], ...]  # sorted (field, value) pairs
-    name: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        return ", ".join(f"{k}={_show(v)}" for k, v in self.values) or "book"
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.values)
-
-
-def _show(value: Any) -> str:
-    return format_widths(value) if isinstance(value, (list, tuple)) else str(value)
 
 
 @dataclass(frozen=True)
@@ -102,7 +54,7 @@ class Sweep:
         """Apply command-line overrides (None means: keep the file's value) and re-check."""
         changed = {k: v for k, v in overrides.items() if v is not None}
         run = replace(self.run, **changed)
-        _check_run(run, f"{self.path}: option", grid_has_arms=bool(self.arms))
+        check_run(run, f"{self.path} with the command-line options", grid_has_arms=bool(self.arms))
         return replace(self, run=run)
 
     def control(self) -> dict[str, Any]:
@@ -180,15 +132,23 @@ def list_sweeps() -> list[Path]:
     return sorted(found.values(), key=lambda p: p.stem)
 
 
-def load_sweeps() -> list[Sweep]:
-    """Every sweep that `lenet-lab sweep NAME` finds, in the book's exercise order."""
-    return sorted((load_sweep(str(path)) for path in list_sweeps()),
-                  key=lambda sweep: (sweep.exercise or 99, sweep.name))
+def load_sweeps() -> tuple[list[Sweep], list[str]]:
+    """Every sweep that `lenet-lab sweep NAME` finds, in the book's exercise order, and one
+    line for each file that cannot be used (listing goes on past a broken file)."""
+    found, broken = [], []
+    for path in list_sweeps():
+        try:
+            found.append(load_sweep(str(path)))
+        except SweepError as exc:
+            broken.append(str(exc))
+    return sorted(found, key=lambda sweep: (sweep.exercise or 99, sweep.name)), broken
 
 
 def find_sweep(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.parent != Path("."):
+        if path.is_dir():
+            raise SweepError(f"{path} is a folder, not a sweep file: give a .toml file")
         if not path.is_file():
             raise SweepError(f"sweep file {path} does not exist")
         return path
@@ -212,13 +172,9 @@ def load_sweep(name_or_path: str) -> Sweep:
         raise SweepError(f"{path}: cannot read it ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SweepError(f"{path}: nested too deeply to be a sweep file") from None
     return parse_sweep(data, path=path, text=text)
-
-
-def _unknown(where: str, key: str, known: set[str]) -> SweepError:
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
-    return SweepError(f"{where}: unknown key {key!r}; {hint}")
 
 
 def _table(data: dict, key: str, where: str) -> dict:
@@ -228,28 +184,11 @@ def _table(data: dict, key: str, where: str) -> dict:
     return value
 
 
-def _check_field_value(name: str, value: Any, where: str) -> Any:
-    """One field value, checked on its own (infeasible shapes are left to the arms)."""
-    if field_kind(name) == "widths":
-        if not isinstance(value, list):
-            raise SweepError(f"{where}: {name} takes a list of whole numbers such as [6, 16], "
-                             f"not {value!r}")
-        value = tuple(value)
-    target = LeNetSpec if name in NETWORK_FIELDS else TrainConfig
-    try:
-        target(**{name: value})
-    except InfeasibleSpec:
-        pass
-    except SpecError as exc:
-        raise SweepError(f"{where}: {exc}") from None
-    return value
-
-
 def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     where = str(path)
     for key in data:
         if key not in TOP_KEYS:
-            raise _unknown(where, key, TOP_KEYS)
+            raise unknown_key(where, key, TOP_KEYS)
     title = data.get("title")
     if not isinstance(title, str) or not title.strip():
         raise SweepError(f"{where}: title is missing: give the exercise in the book's words, "
@@ -266,7 +205,7 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     run_keys = {f.name for f in fields(RunSettings)}
     for key in run_table:
         if key not in run_keys:
-            raise _unknown(f"{where}: [run]", key, run_keys)
+            raise unknown_key(f"{where}: [run]", key, run_keys)
     run_values = dict(run_table)
     if "objectives" in run_values and isinstance(run_values["objectives"], list):
         run_values["objectives"] = tuple(run_values["objectives"])
@@ -275,14 +214,14 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     fixed = {}
     for key, value in _table(data, "fixed", where).items():
         if key not in FIELDS:
-            raise _unknown(f"{where}: [fixed]", key, FIELDS)
-        fixed[key] = _check_field_value(key, value, f"{where}: [fixed] {key}")
+            raise unknown_key(f"{where}: [fixed]", key, FIELDS)
+        fixed[key] = check_field_value(key, value, f"{where}: [fixed] {key}")
 
     space: dict[str, list[Any] | Distribution] = {}
     for key, value in _table(data, "space", where).items():
         if key not in FIELDS:
-            raise _unknown(f"{where}: [space]", key, FIELDS)
-        space[key] = _parse_dimension(key, value, f"{where}: [space] {key}")
+            raise unknown_key(f"{where}: [space]", key, FIELDS)
+        space[key] = parse_dimension(key, value, f"{where}: [space] {key}")
 
     arms_data = data.get("arms", [])
     if not isinstance(arms_data, list) or not all(isinstance(a, dict) for a in arms_data):
@@ -294,16 +233,19 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
             if key == "name":
                 continue
             if key not in FIELDS:
-                raise _unknown(f"{where}: [[arms]] #{i + 1}", key, FIELDS | {"name"})
-            values[key] = _check_field_value(key, value, f"{where}: [[arms]] #{i + 1} {key}")
-        arms.append(Arm(tuple(sorted(values.items())), name=arm.get("name")))
+                raise unknown_key(f"{where}: [[arms]] #{i + 1}", key, FIELDS | {"name"})
+            values[key] = check_field_value(key, value, f"{where}: [[arms]] #{i + 1} {key}")
+        name = arm.get("name")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise SweepError(f"{where}: [[arms]] #{i + 1} name must be text, not {name!r}")
+        arms.append(Arm(tuple(sorted(values.items())), name=name))
 
     if arms and space:
         raise SweepError(f"{where}: give either [space] or [[arms]], not both")
     if not arms and not space:
         raise SweepError(f"{where}: nothing to sweep: add a [space] table such as "
                          f'pooling = ["avg", "max"], or [[arms]] sections')
-    _check_run(run, where, grid_has_arms=bool(arms))
+    check_run(run, where, grid_has_arms=bool(arms))
     if run.sampler == "grid":
         for key, dimension in space.items():
             if isinstance(dimension, Distribution):
@@ -316,84 +258,36 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     sweep = Sweep(name=name, path=path, text=text, title=title.strip(), exercise=exercise,
                   question=question, run=run, fixed=fixed, space=space, arms=tuple(arms))
     try:  # the control arm must build: a fixed spec that cannot is the file's fault
-        build(sweep.control(), seed=0)
+        check_fits_data(*build(sweep.control(), seed=0))
     except SpecError as exc:
         raise SweepError(f"{where}: [fixed] gives an impossible network: {exc}") from None
+    _check_arms(sweep, where)
     return sweep
 
 
-def _parse_dimension(key: str, value: Any, where: str) -> list[Any] | Distribution:
-    if isinstance(value, list):
-        if not value:
-            raise SweepError(f"{where} is an empty list: give at least one value")
-        values = [_check_field_value(key, v, where) for v in value]
-        if len(set(map(repr, values))) != len(values):
-            raise SweepError(f"{where} lists a value twice")
-        return values
-    if isinstance(value, dict):
-        allowed = {"low", "high", "log", "step"}
-        for k in value:
-            if k not in allowed:
-                raise _unknown(where, k, allowed)
-        if key not in NUMERIC:
-            raise SweepError(f"{where}: only numeric fields take a distribution; give a list "
-                             f"of values instead")
-        low, high = value.get("low"), value.get("high")
-        for bound, number in (("low", low), ("high", high)):
-            if isinstance(number, bool) or not isinstance(number, (int, float)):
-                raise SweepError(f"{where}: {bound} must be a number, not {number!r}")
-        if not low < high:
-            raise SweepError(f"{where}: low ({low}) must be below high ({high})")
-        log, step = value.get("log", False), value.get("step")
-        if not isinstance(log, bool):
-            raise SweepError(f"{where}: log must be true or false, not {log!r}")
-        if log and low <= 0:
-            raise SweepError(f"{where}: a log distribution needs low > 0, not {low}")
-        if step is not None and (log or isinstance(step, bool) or not isinstance(step, (int, float))
-                                 or step <= 0):
-            raise SweepError(f"{where}: step must be a positive number and cannot go with log")
-        integer = field_kind(key) == "int"
-        for number in (low, high):
-            _check_field_value(key, int(number) if integer else float(number), where)
-        return Distribution(float(low), float(high), log, step, integer)
-    raise SweepError(f"{where} must be a list of values or a table such as "
-                     f"{{ low = 0.01, high = 1.0, log = true }}, not {value!r}")
+def _check_arms(sweep: Sweep, where: str) -> None:
+    """Every grid arm distinct and one its data allows; every search list holds the control."""
+    control = sweep.control()
+    if sweep.run.sampler != "grid":
+        for key, dimension in sweep.space.items():
+            value = control[key]
+            inside = (dimension.low <= value <= dimension.high
+                      if isinstance(dimension, Distribution) else value in dimension)
+            if not inside:
+                raise SweepError(f"{where}: [space] {key} must include the book's value "
+                                 f"{value!r}: a search runs the book's network as its control")
+        return
+    resolved = [{**control, **arm.as_dict()} for arm in sweep.arms]
+    for i, values in enumerate(resolved):
+        if values in resolved[:i]:
+            raise SweepError(f"{where}: [[arms]] #{i + 1} is the same network as "
+                             f"#{resolved.index(values) + 1}")
+    for arm in sweep.grid_arms():
+        try:
+            check_fits_data(*build({**control, **arm.as_dict()}, seed=0))
+        except InfeasibleSpec:
+            pass  # a result: recorded as infeasible when the arm runs
+        except SpecError as exc:
+            raise SweepError(f"{where}: arm {arm.label}: {exc}") from None
 
 
-def _check_run(run: RunSettings, where: str, *, grid_has_arms: bool) -> None:
-    def fail(message: str) -> SweepError:
-        return SweepError(f"{where}: {message}")
-
-    def whole(name: str, value: Any, minimum: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise fail(f"{name} must be a whole number >= {minimum}, not {value!r}")
-
-    if run.engine not in ENGINES:
-        raise fail(f"engine must be one of {', '.join(ENGINES)}, not {run.engine!r}")
-    if run.epochs is not None:
-        whole("epochs", run.epochs, 1)
-    whole("seeds", run.seeds, 1)
-    whole("sampler_seed", run.sampler_seed, 0)
-    if run.subset is not None:
-        whole("subset", run.subset, 10)
-    if run.sampler not in SAMPLERS:
-        raise fail(f"sampler must be one of {', '.join(SAMPLERS)}, not {run.sampler!r}")
-    if not isinstance(run.objectives, tuple) or not run.objectives or \
-            any(o not in OBJECTIVES for o in run.objectives) or \
-            len(set(run.objectives)) != len(run.objectives):
-        raise fail(f"objectives must be a list drawn from {', '.join(OBJECTIVES)}, "
-                   f"not {run.objectives!r}")
-    if not isinstance(run.prune, bool):
-        raise fail(f"prune must be true or false, not {run.prune!r}")
-    if run.prune and len(run.objectives) > 1:
-        raise fail("prune works with one objective only (Optuna cannot prune a Pareto search)")
-    if run.sampler == "grid":
-        if run.trials is not None:
-            raise fail("trials is for searches: a grid runs every arm x seed (change seeds "
-                       "or the grid instead)")
-        if run.prune:
-            raise fail("prune is for searches: pruning grid arms would cut their seeds short")
-    else:
-        if run.trials is None:
-            raise fail(f"a {run.sampler} search needs trials = N, its budget of searched trials")
-        whole("trials", run.trials, 1)

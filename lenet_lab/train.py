@@ -18,7 +18,7 @@ import numpy as np
 
 from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine, parse_device
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.spec import LeNetSpec, Status, TrainConfig, check_fits_data
 
 __all__ = ["EpochMetrics", "TrainResult", "train"]
 
@@ -97,6 +97,7 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
     """
     spec = spec or LeNetSpec()
     config = config or TrainConfig()
+    check_fits_data(spec, config)
     backend = get_engine(engine)
     chosen = backend.resolve_device(parse_device(device))
     if data is None:

@@ -88,7 +88,8 @@ def test_subset_is_stratified_and_fixed(fashion) -> None:
 def test_raw_and_gzip_files_both_load(tmp_path: Path) -> None:
     write_dataset(tmp_path / "gz" / "mnist", gz=True)
     write_dataset(tmp_path / "raw" / "mnist", gz=False)
-    a, b = load_dataset("mnist", data_dir=tmp_path / "gz"), load_dataset("mnist", data_dir=tmp_path / "raw")
+    a = load_dataset("mnist", data_dir=tmp_path / "gz", verify=False)
+    b = load_dataset("mnist", data_dir=tmp_path / "raw", verify=False)
     assert np.array_equal(a.train_images, b.train_images) and a.train_images.shape == (20, 1, 28, 28)
 
 
@@ -100,16 +101,16 @@ def test_damaged_gzip_is_named(tmp_path: Path, damage, message: str) -> None:
     write_dataset(tmp_path / "mnist")
     damage(tmp_path / "mnist" / "train-images-idx3-ubyte.gz")
     with pytest.raises(DataError, match=message):
-        load_dataset("mnist", data_dir=tmp_path)
+        load_dataset("mnist", data_dir=tmp_path, verify=False)
 
 
 def test_mismatched_images_and_labels_are_named(tmp_path: Path) -> None:
     write_dataset(tmp_path / "mnist", labels=19)
     with pytest.raises(DataError, match="has 20 images but .*train-labels-idx1-ubyte.gz has 19 labels"):
-        load_dataset("mnist", data_dir=tmp_path)
+        load_dataset("mnist", data_dir=tmp_path, verify=False)
     write_dataset(tmp_path / "other" / "mnist", side=32)
     with pytest.raises(DataError, match="holds 32x32 images, expected 28x28"):
-        load_dataset("mnist", data_dir=tmp_path / "other")
+        load_dataset("mnist", data_dir=tmp_path / "other", verify=False)
 
 
 def test_lookup_order_option_then_env_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,3 +188,25 @@ def test_nothing_found_and_download_failing_is_one_line_that_says_where_and_how(
     assert "LENET_LAB_DATA" in message
     with pytest.raises(DataError, match="MNIST not found"):
         load_dataset("mnist", data_dir=tmp_path / "empty", download_missing=False)
+
+
+def test_real_files_that_are_not_the_official_ones_are_named(tmp_path: Path) -> None:
+    # MNIST's files in Fashion-MNIST's folder: well-formed, 28x28, ten classes, and wrong.
+    shutil.copytree(DATA_DIR / "mnist", tmp_path / "fashion-mnist")
+    with pytest.raises(DataError, match=r"fashion-mnist/train-images-idx3-ubyte.gz is not the "
+                                        r"official Fashion-MNIST file train-images-idx3-ubyte"):
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+    # The official files, one unpacked with a label edited: the raw file is named.
+    shutil.rmtree(tmp_path / "fashion-mnist")
+    shutil.copytree(DATA_DIR / "fashion-mnist", tmp_path / "fashion-mnist")
+    packed = tmp_path / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(packed.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10
+    packed.unlink()
+    (packed.parent / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte is not the official"):
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+    # Unpacked but unedited, the same file is accepted: the content counts, not the packing.
+    raw[-1] = (raw[-1] - 1) % 10
+    (packed.parent / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    assert len(load_dataset("fashion-mnist", data_dir=tmp_path).test_labels) == 10000

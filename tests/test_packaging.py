@@ -45,7 +45,7 @@ def test_the_wheel_ships_every_sweep_and_runs_one_from_an_empty_folder(
                 "f.bundled_dir())", cwd=tmp_path, env=env).stdout.split()
     assert all(str(installed.parent) in path for path in where), where  # not the checkout
     listing = run(installed / "lenet-lab", "sweeps", cwd=tmp_path, env=env).stdout
-    names = [sweep.name for sweep in load_sweeps()]
+    names = [sweep.name for sweep in load_sweeps()[0]]
     assert len(names) == 9 and all(f" {name} " in f" {listing} " for name in names), listing
     done = run(installed / "lenet-lab", "sweep", "pooling", "--engine", "torch", "--subset", "300",
                "--epochs", "1", "-q", cwd=tmp_path, env=env)

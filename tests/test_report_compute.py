@@ -127,3 +127,19 @@ def test_pareto_front() -> None:
 def test_failures_keep_the_reason() -> None:
     failed = compute.failures(RESULTS)
     assert failed.trial.tolist() == [5] and failed.reason.iloc[0] == "diverged at epoch 1"
+
+
+def test_user_text_reaches_plotly_escaped() -> None:
+    from lenet_lab.report import draw
+
+    link = '<a href="#injected">click</a><b>x</b>'
+    rows = RESULTS.replace({"arm": {"pooling=max": link}})
+    arms = compute.arm_stats(rows)
+    epochs = pd.DataFrame({"trial": [0, 3], "epoch": [1, 1], "train_loss": [1.0, 1.0],
+                           "train_acc": [0.5, 0.5], "test_acc": [0.5, 0.5]})
+    figures = [draw.arm_bars(arms), draw.learning_curves(compute.learning_curves(epochs, rows)),
+               draw.accuracy_vs_speed(rows, [])]
+    for figure in figures:
+        shown = figure.to_json()
+        assert "<a href" not in shown and "<b>" not in shown
+        assert "&lt;a href=&quot;#injected&quot;&gt;click&lt;" in shown

@@ -8,7 +8,6 @@ activations` does the same for any trial or any spec.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ from lenet_lab import store
 from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine
 from lenet_lab.errors import LabError
+from lenet_lab.files import output_folder
 from lenet_lab.report import draw
 from lenet_lab.report.pages import figure_html, page, write_page
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
@@ -72,12 +72,12 @@ def sample_images(data: Dataset, classes: list[int], per_class: int = 2) -> tupl
 def activation_figures(networks: list[Network], images: np.ndarray, labels: list[str]) -> list:
     """One figure per layer: a row per (network, image), a column per channel; the inputs first."""
     inputs = draw.activation_maps({"input": [image[0] for image in images]}, "Input images",
-                                  column_titles=[html.escape(label) for label in labels])
+                                  column_titles=[draw.text(label) for label in labels])
     figures = [inputs]
     maps = {net.label: get_engine(net.engine).activations(net.spec, net.weights, images, LAYERS)
             for net in networks}
     for layer in LAYERS:
-        rows = {f"{html.escape(net.label)}<br>{label}": list(maps[net.label][layer][i])
+        rows = {f"{draw.text(net.label)}<br>{label}": list(maps[net.label][layer][i])
                 for net in networks for i, label in enumerate(labels)}
         figures.append(draw.activation_maps(rows, f"{layer}: one column per channel"))
     return figures
@@ -118,11 +118,11 @@ def section(db, data, data_dir: str | None = None) -> str:
     try:
         test = load_dataset(dataset, data_dir=data_dir, download_missing=False)
     except LabError as exc:
-        return f"<h2>Activations</h2><p>{html.escape(str(exc))}</p>"
+        return f"<h2>Activations</h2><p>{draw.text(str(exc))}</p>"
     images, labels = sample_images(test, parse_classes(dataset, names))
     figures = activation_figures(networks, images, labels)
     return ("<h2>Activations of the first two layers (exercise 10)</h2>"
-            f"<p class=\"muted\">{html.escape(', '.join(n.label for n in networks))}; "
+            f"<p class=\"muted\">{draw.text(', '.join(n.label for n in networks))}; "
             f"conv outputs after the activation, before pooling.</p>"
             + "".join(figure_html(f) for f in figures))
 
@@ -132,7 +132,7 @@ def write_activation_page(network: Network, data: Dataset, classes: list[int], p
     """`<folder>/activations.html` for one network (the `lenet-lab activations` page)."""
     images, labels = sample_images(data, classes, per_class)
     figures = "".join(figure_html(f) for f in activation_figures([network], images, labels))
-    heading = html.escape(f"Activations of {network.label}")
+    heading = draw.text(f"Activations of {network.label}")
     return write_page(folder, "activations.html", page("Activations", f"<h1>{heading}</h1>{figures}"))
 
 
@@ -151,7 +151,7 @@ def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str]
     network = None
     if study is not None:
         where = store.parse_storage(storage)
-        db = store.connect(where)
+        db = store.connect(where, read_only=True)
         try:
             network = trial_network(db, study, trial, study)
         finally:
@@ -161,6 +161,7 @@ def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str]
                            f"in {where.safe}")
     dataset = network.dataset if network else config.dataset
     wanted = parse_classes(dataset, classes)  # before any training: fail fast
+    folder = output_folder(out, create=True)
     if network is None:
         if on_train:
             on_train()
@@ -171,5 +172,5 @@ def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str]
         network = Network(f"trained here (test acc {result.final.test_acc:.3f})", engine, spec,
                           result.weights, dataset)
     return write_activation_page(network, load_dataset(dataset, data_dir=data_dir), wanted,
-                                 per_class, Path(out))
+                                 per_class, folder)
 

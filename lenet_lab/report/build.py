@@ -12,7 +12,7 @@ from typing import Callable
 
 from lenet_lab import store
 from lenet_lab.errors import LabError
-from lenet_lab.files import slug
+from lenet_lab.files import output_folder, slug
 from lenet_lab.report import compute
 from lenet_lab.report.activations import section as activation_section
 from lenet_lab.report.pages import StudyData, index_page, study_page, write_page
@@ -35,7 +35,7 @@ def search_figures(storage: str, data: StudyData) -> list:
     import optuna
     from optuna import visualization as vis
 
-    study = optuna.load_study(study_name=data.name, storage=store.optuna_storage(storage))
+    study = optuna.load_study(study_name=data.name, storage=store.optuna_storage(storage, read_only=True))
     if len(study.directions) > 1:
         return []
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -66,8 +66,8 @@ def build_report(storage: str | None = None, studies: list[str] | None = None, *
     if missing:
         raise LabError(f"no study {missing[0]!r} in the database: known studies are "
                        f"{', '.join(known)} (`lenet-lab studies`)")
-    folder = Path(out)
-    db = store.connect(url)
+    folder = output_folder(out, create=True)
+    db = store.connect(url, read_only=True)
     entries = []
     try:
         for name in chosen:

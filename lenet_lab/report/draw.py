@@ -1,7 +1,13 @@
-"""Plotly figures drawn from the computed numbers (see compute.py); no arithmetic here."""
+"""Plotly figures drawn from the computed numbers (see compute.py); no arithmetic here.
+
+Plotly renders a subset of HTML (`<a href>`, `<b>`, `<br>`) in trace names, tick labels,
+titles and hover text. Every user string (arm and study names) passes `text()` on its
+way in, so it shows as the text it is.
+"""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pandas as pd
@@ -11,11 +17,16 @@ from plotly.subplots import make_subplots
 from lenet_lab.report.compute import ArmStats
 from lenet_lab.spec import Status
 
-__all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "learning_curves"]
+__all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "learning_curves", "text"]
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf"]
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+
+
+def text(value: object) -> str:
+    """User text for plotly: escaped, so markup in it is shown, never rendered."""
+    return html.escape(str(value))
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -34,9 +45,10 @@ def learning_curves(curves: dict[str, pd.DataFrame]) -> go.Figure:
             figure.add_trace(go.Scatter(
                 x=x + x[::-1], y=list(frame[f"{metric}_max"]) + list(frame[f"{metric}_min"])[::-1],
                 fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
-                hoverinfo="skip", showlegend=False, legendgroup=arm), row=1, col=col)
+                hoverinfo="skip", showlegend=False, legendgroup=text(arm)), row=1, col=col)
             figure.add_trace(go.Scatter(
-                x=x, y=frame[f"{metric}_mean"], mode="lines+markers", name=arm, legendgroup=arm,
+                x=x, y=frame[f"{metric}_mean"], mode="lines+markers", name=text(arm),
+                legendgroup=text(arm),
                 line={"color": color}, showlegend=col == 1,
                 customdata=frame["seeds"], hovertemplate="epoch %{x}: %{y:.4f} (%{customdata} seeds)"),
                 row=1, col=col)
@@ -52,7 +64,7 @@ def accuracy_vs_speed(results: pd.DataFrame, front: list[int]) -> go.Figure:
     figure = go.Figure()
     for i, (arm, rows) in enumerate(done.groupby("arm", sort=False)):
         figure.add_trace(go.Scatter(
-            x=rows.examples_per_sec, y=rows.test_acc, mode="markers", name=str(arm),
+            x=rows.examples_per_sec, y=rows.test_acc, mode="markers", name=text(arm),
             marker={"color": COLORS[i % len(COLORS)], "size": 9},
             customdata=rows[["trial", "seed"]],
             hovertemplate="trial %{customdata[0]} (seed %{customdata[1]}): "
@@ -72,7 +84,7 @@ def arm_bars(arms: list[ArmStats]) -> go.Figure:
     """Mean test accuracy per arm with its 95% interval, each seed's value as a dot."""
     done = [a for a in arms if a.test_acc.n]
     figure = go.Figure(go.Bar(
-        x=[a.arm + (" (control)" if a.is_control else "") for a in done],
+        x=[text(a.arm + (" (control)" if a.is_control else "")) for a in done],
         y=[a.test_acc.mean for a in done],
         error_y={"type": "data", "symmetric": False,
                  "array": [(a.test_acc.high - a.test_acc.mean) if a.test_acc.known else 0 for a in done],
@@ -80,7 +92,7 @@ def arm_bars(arms: list[ArmStats]) -> go.Figure:
                                 for a in done]},
         marker_color=["#7f7f7f" if a.is_control else COLORS[0] for a in done], name="mean"))
     figure.add_trace(go.Scatter(
-        x=[a.arm + (" (control)" if a.is_control else "") for a in done for _ in a.test_accs],
+        x=[text(a.arm + (" (control)" if a.is_control else "")) for a in done for _ in a.test_accs],
         y=[v for a in done for v in a.test_accs], mode="markers", name="seeds",
         marker={"color": "black", "size": 6}))
     low = min((v for a in done for v in a.test_accs), default=0.0)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import math
 import os
+import sqlite3
+import urllib.parse
 import threading
 import time
 from contextlib import contextmanager
@@ -16,10 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from lenet_lab.errors import LabError, StorageError
+from lenet_lab.urls import redact, safe_url
 
-__all__ = ["DEFAULT_GRACE_S", "DEFAULT_STORAGE", "HEARTBEAT_S", "check_environment",
-           "database_error", "env_seconds", "grace_seconds", "StorageUrl", "connect", "creation_lock", "optuna_storage",
-           "parse_storage", "redact", "retrying", "safe_url", "storage_url"]
+__all__ = ["DEFAULT_GRACE_S", "DEFAULT_STORAGE", "HEARTBEAT_S", "StorageUrl", "check_environment",
+           "connect", "creation_lock", "database_error", "env_seconds", "grace_seconds",
+           "optuna_storage", "parse_storage", "reader_url", "redact", "retrying", "safe_url",
+           "storage_url"]
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 ADVISORY_KEY = 0x1E7E7  # lenet-lab's PostgreSQL advisory lock
@@ -63,54 +68,63 @@ def storage_url(url: str | None = None) -> str:
     return url or os.environ.get("LENET_LAB_STORAGE") or DEFAULT_STORAGE
 
 
-def parse_storage(url: str | None = None) -> StorageUrl:
+BACKENDS = ("sqlite", "postgresql")
+
+
+def parse_storage(url: str | None = None, option: str = "--storage") -> StorageUrl:
     """The one parser of storage URLs; raises StorageError for anything unusable."""
     text = storage_url(url)
+    hint = "use e.g. sqlite:///studies.db or postgresql+psycopg://user@host/db"
     try:
         parsed = sa.engine.make_url(text)
         parsed.port  # a non-numeric port fails here  # noqa: B018
     except (sa.exc.ArgumentError, ValueError):
-        raise StorageError(f"--storage {safe_url(text)!r} is not a database URL: use e.g. "
-                           f"sqlite:///studies.db or postgresql+psycopg://user@host/db") from None
+        raise StorageError(f"{option} {safe_url(text)!r} is not a database URL: {hint}") from None
     backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise StorageError(f"{option} {safe_url(text)!r}: lenet-lab keeps studies in SQLite or "
+                           f"PostgreSQL: {hint}")
     path = None
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
-            raise StorageError(f"--storage {text}: an in-memory SQLite database vanishes when the "
+            raise StorageError(f"{option} {text}: an in-memory SQLite database vanishes when the "
                                f"command ends: give a file, e.g. sqlite:///studies.db")
         path = parsed.database
     return StorageUrl(text, backend, path)
 
 
-def safe_url(url: str) -> str:
-    """The URL with any password masked, for everything that is printed or stored."""
+def reader_url(where: StorageUrl) -> str:
+    """The URL to read a database without ever writing it.
+
+    SQLite opens read-only (`mode=ro`); a database in a folder that cannot take SQLite's
+    shared-memory file (a read-only folder or disk) opens as immutable, which is safe
+    because nobody can be writing there either.
+    """
+    if not where.sqlite_path:
+        return where.url
+    path = urllib.parse.quote(os.path.abspath(where.sqlite_path))
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return "<unparseable URL>" if "@" in url else url
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as probe:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        flags = "mode=ro"
+    except sqlite3.OperationalError:
+        flags = "mode=ro&immutable=1"
+    return f"sqlite:///file:{path}?{flags}&uri=true"
 
 
-def redact(text: str, url: str) -> str:
-    """`text` with the password of `url` masked wherever it appears."""
-    try:
-        password = sa.engine.make_url(url).password
-    except (sa.exc.ArgumentError, ValueError):
-        return text
-    return text.replace(url, safe_url(url)).replace(password, "***") if password else text
-
-
-def connect(url: str | StorageUrl) -> Engine:
-    """A database handle (`db`) for a storage URL."""
+def connect(url: str | StorageUrl, *, read_only: bool = False) -> Engine:
+    """A database handle (`db`) for a storage URL; `read_only` never writes (see reader_url)."""
     where = url if isinstance(url, StorageUrl) else parse_storage(url)
     connect_args = {"timeout": SQLITE_TIMEOUT_S} if where.backend == "sqlite" else {}
     try:
         # pre_ping replaces connections that died with a database restart.
-        db = sa.create_engine(where.url, connect_args=connect_args, pool_pre_ping=True)
+        db = sa.create_engine(reader_url(where) if read_only else where.url,
+                              connect_args=connect_args, pool_pre_ping=True)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         hint = ' (pip install "lenet-lab[postgres]")' if where.backend == "postgresql" else ""
         raise StorageError(f"--storage {where.safe} needs a database driver that is not "
                            f"installed{hint}: {exc}") from None
-    if where.backend == "sqlite":
+    if where.backend == "sqlite" and not read_only:
         sa.event.listen(db, "connect", _sqlite_pragmas)
     return db
 
@@ -137,7 +151,8 @@ def check_environment() -> None:
     env_seconds("LENET_LAB_DB_WAIT_S", DB_WAIT_S)
 
 
-def optuna_storage(url: str | StorageUrl, *, on_stale: Callable[..., None] | None = None):
+def optuna_storage(url: str | StorageUrl, *, on_stale: Callable[..., None] | None = None,
+                   read_only: bool = False):
     """Optuna's RDBStorage on the same database.
 
     With `on_stale`, heartbeats are on: Optuna records running trials' heartbeats with
@@ -158,8 +173,9 @@ def optuna_storage(url: str | StorageUrl, *, on_stale: Callable[..., None] | Non
 
     with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(where.url, engine_kwargs=engine_kwargs, **options)
-    if where.backend == "sqlite":  # Optuna's own commits get the same pragmas as ours
+        rdb = optuna.storages.RDBStorage(reader_url(where) if read_only else where.url,
+                                         engine_kwargs=engine_kwargs, **options)
+    if where.backend == "sqlite" and not read_only:  # Optuna's commits get our pragmas
         sa.event.listen(rdb.engine, "connect", _sqlite_pragmas)
         rdb.engine.dispose()
     return rdb

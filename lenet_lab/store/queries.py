@@ -10,6 +10,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from lenet_lab.errors import StorageError
 from lenet_lab.spec import Status
 from lenet_lab.store.connection import StorageUrl, connect, parse_storage, retrying
 from lenet_lab.store.schema import lab_epochs, lab_studies, lab_trials, lab_weights
@@ -19,14 +20,30 @@ __all__ = ["has_studies", "list_studies", "load_weights", "progress", "read_resu
 
 
 def has_studies(where: StorageUrl) -> bool:
-    """Whether a database exists and holds Optuna's tables (checking creates nothing)."""
+    """Whether a database exists and holds Optuna's tables (checking creates nothing).
+
+    A database holding tables of another application is refused (StorageError), so
+    that nothing of lenet-lab's or Optuna's is ever written beside them.
+    """
     if where.sqlite_path and not os.path.exists(where.sqlite_path):
         return False
-    db = connect(where)
+    db = connect(where, read_only=True)
     try:
-        return sa.inspect(db).has_table("studies")
+        tables = sa.inspect(db).get_table_names()
     finally:
         db.dispose()
+    foreign = [t for t in tables if t not in _optuna_tables() and not t.startswith("lab_")]
+    if foreign:
+        raise StorageError(f"{where.sqlite_path or where.safe} holds tables of another application "
+                           f"({', '.join(sorted(foreign)[:5])}): give lenet-lab a database of its "
+                           f"own, e.g. --storage sqlite:///studies.db")
+    return "studies" in tables
+
+
+def _optuna_tables() -> set[str]:
+    from optuna.storages._rdb import models  # Optuna's schema, as its storage creates it
+
+    return set(models.BaseModel.metadata.tables) | {"alembic_version"}
 
 
 def study_row(db: Engine, study_name: str) -> dict[str, Any] | None:
@@ -104,7 +121,7 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
     where = parse_storage(storage)
     if not has_studies(where):
         return []  # reading must not leave an empty database file behind
-    db = connect(where)
+    db = connect(where, read_only=True)
     try:
         with db.connect() as conn:
             inspector = sa.inspect(conn)
@@ -128,7 +145,7 @@ def read_results(storage: str | None = None, study: str | None = None):
     """`lab_results` as a pandas DataFrame (optionally one study's rows)."""
     import pandas as pd
 
-    db = connect(parse_storage(storage))
+    db = connect(parse_storage(storage), read_only=True)
     query = "SELECT * FROM lab_results" + (" WHERE study = :study" if study else "") + \
         " ORDER BY study, trial"
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from lenet_lab.errors import StorageError
-from lenet_lab.files import atomic_write, slug
+from lenet_lab.files import atomic_write, output_folder, slug
 from lenet_lab.store.connection import connect, creation_lock, optuna_storage, parse_storage
 from lenet_lab.store.queries import list_studies, read_results
 from lenet_lab.store.schema import ensure_schema, lab_epochs, lab_studies, lab_trials, lab_weights
@@ -28,9 +28,7 @@ def _known(storage: str, study: str) -> None:
 def export_study(storage: str | None, study: str, folder: str | Path, fmt: str = "csv") -> tuple[Path, int]:
     """Write a study's lab_results rows to <folder>/<study>.<fmt>; returns (path, rows)."""
     _known(storage, study)
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise StorageError(f"--out {folder}: no such folder; create it first")
+    folder = output_folder(folder, create=False)
     results = read_results(storage, study)
     buffer = io.BytesIO()
     if fmt == "csv":
@@ -52,16 +50,16 @@ def copy_study(source: str | None, target: str, study: str, target_name: str | N
     name = target_name or study
     source = parse_storage(source).url
     _known(source, study)
-    destination = parse_storage(target)
+    destination = parse_storage(target, "--to")
     with creation_lock(destination):
         rdb = optuna_storage(destination)
         try:
-            optuna.copy_study(from_study_name=study, from_storage=optuna_storage(source),
+            optuna.copy_study(from_study_name=study, from_storage=optuna_storage(source, read_only=True),
                               to_storage=rdb, to_study_name=name)
         except optuna.exceptions.DuplicatedStudyError:
             raise StorageError(f"{destination.safe} already has a study {name!r}: "
                                f"pass --as NEW_NAME") from None
-        src, dst = connect(source), connect(destination)
+        src, dst = connect(source, read_only=True), connect(destination)
         try:
             ensure_schema(dst)
             new_ids = {t.number: t._trial_id for t in optuna.load_study(

@@ -134,7 +134,7 @@ def _check_existing(plan: SweepPlan) -> None:
     where = store.parse_storage(plan.storage)
     if not store.has_studies(where):
         return
-    db = store.connect(where)
+    db = store.connect(where, read_only=True)
     try:
         row = store.study_row(db, plan.study_name)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -14,15 +15,18 @@ from typing import Callable, Iterator
 from lenet_lab import store
 from lenet_lab.data import Dataset
 from lenet_lab.engines import Device
-from lenet_lab.errors import LabError
+from lenet_lab.errors import LabError, SweepError
 from lenet_lab.spec import Status
 from lenet_lab.sweep import queue
 from lenet_lab.sweep.plan import SweepPlan, load_cached
 from lenet_lab.sweep.trial import run_trial
 from lenet_lab.train import TrainResult, train
 
-__all__ = ["Trainer", "Worker", "run_sweep", "run_workers", "watch"]
+__all__ = ["Trainer", "Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals",
+           "watch"]
 
+JOBS_PER_CPU = 4
+STOP_S = 8.0  # how long stopped workers get to record their trials before they are killed
 IDLE_POLL_S = 2.0  # a worker with nothing queued checks this often whether others died
 Trainer = Callable[..., TrainResult]  # lenet_lab.train.train's signature
 
@@ -94,11 +98,34 @@ class Worker:
         return count
 
 
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop this process as Ctrl-C does, once: the KeyboardInterrupt
+    records the running trial as interrupted, and a second signal cannot cut that short.
+    The previous handlers come back afterwards."""
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    before = {kind: signal.getsignal(kind) for kind in kinds}
+
+    def stop(*_: object) -> None:
+        for kind in kinds:
+            signal.signal(kind, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for kind in kinds:
+        signal.signal(kind, stop)
+    try:
+        yield
+    finally:
+        for kind, handler in before.items():
+            signal.signal(kind, handler)
+
+
 def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | None) -> None:
     # Each worker gets its share of the cores; set before any framework is imported.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
-        Worker(plan, index=index, data_dir=data_dir).run()
+        with stop_on_signals():
+            Worker(plan, index=index, data_dir=data_dir).run()
     except KeyboardInterrupt:
         sys.exit(130)
     except LabError as exc:
@@ -122,9 +149,16 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
     try:
         for process in processes:
             process.join()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # stop every worker, so that none is left running alone
         for process in processes:
-            process.join(timeout=30)
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGINT)  # each records its trial as interrupted
+        deadline = time.monotonic() + STOP_S
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():  # its trial is found dead by its pid on the next run
+                process.kill()
+                process.join()
         raise
     failed = [p for p in processes if p.exitcode not in (0, None)]
     if failed:
@@ -133,9 +167,19 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
                        f"again to continue the study")
 
 
+def check_jobs(jobs: int) -> None:
+    """A sane number of worker processes: each trains a network of its own."""
+    limit = JOBS_PER_CPU * len(os.sched_getaffinity(0))
+    if not 1 <= jobs <= limit:
+        raise SweepError(f"--jobs {jobs} is more workers than this machine can run (1 to "
+                         f"{limit}: {JOBS_PER_CPU} per CPU core)" if jobs > 1 else
+                         f"--jobs {jobs}: give at least 1 worker")
+
+
 def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
               trainer: Trainer = train) -> None:
     """Open the study, then run its workers until every trial is done."""
+    check_jobs(jobs)  # before the study is opened: a refused start leaves nothing behind
     db = store.connect(plan.storage)
     try:
         rdb = queue.open_study(plan, db)
@@ -156,7 +200,7 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
     stop = threading.Event()
 
     def poll() -> None:
-        db = store.connect(plan.storage)
+        db = store.connect(plan.storage, read_only=True)
         while not stop.wait(1.0):
             try:
                 now = store.progress(db, plan.study_name)

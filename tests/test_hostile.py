@@ -1,0 +1,250 @@
+"""A hostile user: typos, absurd values, wrong files, secrets, read-only and full places.
+
+Every case runs the real command line (`lenet_lab.cli.main`) against a copy of a real
+SQLite study, and asserts: the exit status, exactly one line `Error: ...` naming what was
+wrong, no traceback, no password anywhere in the output, and, where nothing should
+change, that the database's bytes and the folder's files are unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lenet_lab.cli import main
+from tests.conftest import DATA_DIR
+
+PASSWORD = "pw-Sup3r-s3cret-4u"
+STUDY = "pooling-torch-e2-n200"
+PG = f"postgresql+psycopg://lab:{PASSWORD}@127.0.0.1:1/lab"  # nothing listens on port 1
+
+
+@dataclass
+class Case:
+    kind: str  # the class of mistake (issue 10's eight)
+    args: list[str]
+    message: str  # a part of the one error line
+    code: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # written into the folder first
+    unchanged: bool = True  # the database and the folder's files stay as they were
+
+
+def sweep_file(body: str, title: str = "t") -> dict[str, str]:
+    return {"mine.toml": f'title = "{title}"\n{body}'}
+
+
+QUICK = ["--engine", "torch", "--subset", "200", "--epochs", "1"]
+CASES = {
+    # 1. one error boundary: storage URLs on every command
+    "studies-url-nonsense": Case("boundary", ["studies", "--storage", "nonsense"],
+                                 "is not a database URL"),
+    "report-port-not-a-number": Case("boundary", ["report", "--storage",
+                                                  f"postgresql://lab:{PASSWORD}@h:abc/x"],
+                                     "is not a database URL"),
+    "export-in-memory": Case("boundary", ["export", STUDY, "--storage", "sqlite://"],
+                             "an in-memory SQLite database vanishes"),
+    "copy-target-nonsense": Case("boundary", ["copy", STUDY, "--to", "nonsense"],
+                                 "--to 'nonsense' is not a database URL"),
+    "copy-target-in-memory": Case("boundary", ["copy", STUDY, "--to", "sqlite:///:memory:"],
+                                  "an in-memory SQLite database vanishes"),
+    "activations-url": Case("boundary", ["activations", "--study", STUDY, "--trial", "0",
+                                         "--storage", "nope://x"], "keeps studies in SQLite or "
+                                                                   "PostgreSQL"),
+    "sweep-env-storage": Case("boundary", ["sweep", "pooling", *QUICK],
+                              "is not a database URL", env={"LENET_LAB_STORAGE": "::"}),
+    # output paths
+    "report-out-is-a-file": Case("boundary", ["report", "--out", "afile", "--no-activations"],
+                                 "--out afile is a file, not a folder", files={"afile": "x"}),
+    "export-out-is-a-file": Case("boundary", ["export", STUDY, "--out", "afile"],
+                                 "--out afile is a file, not a folder", files={"afile": "x"}),
+    "export-out-missing": Case("boundary", ["export", STUDY, "--out", "no/such/dir"],
+                               "--out no/such/dir: no such folder"),
+    "report-out-name-too-long": Case("boundary", ["report", "--out", "x" * 300,
+                                                  "--no-activations"], "cannot use it as a folder (File name too long)"),
+    "activations-out-is-a-file": Case("boundary", ["activations", "--study", STUDY, "--trial",
+                                                   "0", "--out", "afile"],
+                                      "--out afile is a file, not a folder", files={"afile": "x"}),
+    # environment
+    "grace-not-a-number": Case("boundary", ["sweep", "pooling", *QUICK],
+                               "LENET_LAB_GRACE_S='abc' is not a positive number of seconds",
+                               env={"LENET_LAB_GRACE_S": "abc"}),
+    "grace-below-heartbeat": Case("boundary", ["sweep", "pooling", *QUICK],
+                                  "must exceed the heartbeat interval",
+                                  env={"LENET_LAB_GRACE_S": "3"}),
+    "db-wait-negative": Case("boundary", ["sweep", "pooling", *QUICK],
+                             "LENET_LAB_DB_WAIT_S='-1' is not a positive number",
+                             env={"LENET_LAB_DB_WAIT_S": "-1"}),
+    "mirror-not-a-url": Case("boundary", ["train", "--engine", "torch", "--data-dir", "."],
+                             "LENET_LAB_MIRROR='ftp:/x' is not an http(s) URL",
+                             env={"LENET_LAB_MIRROR": "ftp:/x", "LENET_LAB_DATA": ""}),
+    # spec values the data contradicts, seeds beyond the RNG's range
+    "too-few-classes": Case("boundary", ["train", "--engine", "torch", "--num-classes", "5"],
+                            "num_classes 5 is below Fashion-MNIST's 10 classes", code=2),
+    "seed-too-large": Case("boundary", ["train", "--engine", "torch", "--seed", str(2**40)],
+                           "seed must be a whole number from 0 to 4294967295", code=2),
+    "fixed-too-few-classes": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                                  "num_classes 5 is below Fashion-MNIST's 10 classes", code=2,
+                                  files=sweep_file('[fixed]\nnum_classes = 5\n'
+                                                   '[space]\npooling = ["avg", "max"]\n')),
+    # sweep files
+    "infinite-bound": Case("boundary", ["sweep", "mine.toml", *QUICK], "high must be finite",
+                           code=2, files=sweep_file('[run]\nsampler = "tpe"\ntrials = 2\n'
+                                                    '[space]\nlr = { low = 0.01, high = inf }\n')),
+    "fractional-int-step": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                                "kernel_size takes whole numbers: step 0.5", code=2,
+                                files=sweep_file('[run]\nsampler = "tpe"\ntrials = 2\n[space]\n'
+                                                 'kernel_size = { low = 3, high = 7, step = 0.5 }\n')),
+    "absurd-seeds": Case("boundary", ["sweep", "pooling", *QUICK, "--seeds", "100000"],
+                         "with the command-line options: seeds must be at most 1,000, not 100,000", code=2),
+    "sampler-seed-range": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                               "sampler_seed must be a whole number from 0 to 4294967295", code=2,
+                               files=sweep_file('[run]\nsampler_seed = 99999999999\n'
+                                                '[space]\npooling = ["avg", "max"]\n')),
+    "deep-nesting": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                         "[space] pooling: pooling must be one of avg, max, not [['avg']]", code=2,
+                         files=sweep_file('[space]\npooling = [[["avg"]], "max"]\n')),
+    "nested-too-deeply": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                              "mine.toml: nested too deeply to be a sweep file", code=2,
+                              files={"mine.toml": "x = " + "[" * 100_000 + "]" * 100_000}),
+    "arm-name-type": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                          "[[arms]] #1 name must be text, not 5", code=2,
+                          files=sweep_file('[[arms]]\nname = 5\npooling = "max"\n')),
+    "duplicate-arms": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                           "[[arms]] #2 is the same network as #1", code=2,
+                           files=sweep_file('[[arms]]\npooling = "max"\n'
+                                            '[[arms]]\npooling = "max"\nname = "again"\n')),
+    "equal-as-numbers": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                             "[space] lr lists a value twice", code=2,
+                             files=sweep_file('[space]\nlr = [1, 1.0]\n')),
+    "search-without-control": Case("boundary", ["sweep", "mine.toml", *QUICK],
+                                   "[space] pooling must include the book's value 'avg'", code=2,
+                                   files=sweep_file('[run]\nsampler = "tpe"\ntrials = 2\n'
+                                                    '[space]\npooling = ["max"]\n')),
+    "not-toml": Case("boundary", ["sweep", "mine.toml", *QUICK], "not valid TOML", code=2,
+                     files={"mine.toml": "\x00\x01 garbage = = ="}),
+    "sweep-path-is-a-folder": Case("boundary", ["sweep", "adir.toml", *QUICK],
+                                   "adir.toml is a folder, not a sweep file", code=2,
+                                   files={"adir.toml/inner": "x"}),
+    "jobs-too-many": Case("faults", ["sweep", "pooling", *QUICK, "--jobs", "5000"],
+                          "--jobs 5000 is more workers than", code=2),
+    # 2. secrets: every URL that reaches output is redacted
+    "secret-unreachable-storage": Case("secrets", ["studies", "--storage", PG],
+                                       "cannot use the database"),
+    "secret-sweep-storage": Case("secrets", ["sweep", "pooling", *QUICK, "--storage", PG],
+                                 "cannot use the database"),
+    "secret-copy-target": Case("secrets", ["copy", STUDY, "--to", PG],
+                               "cannot use the database"),
+    "secret-bad-port": Case("secrets", ["export", STUDY, "--storage",
+                                        f"postgresql://lab:{PASSWORD}@h:x1/db"],
+                            "is not a database URL"),
+    "secret-mirror": Case("secrets", ["train", "--engine", "torch", "--data-dir", "."],
+                          "the download failed", env={
+                              "LENET_LAB_MIRROR": f"http://lab:{PASSWORD}@127.0.0.1:1/",
+                              "LENET_LAB_DATA": ""}),
+    # 3. no side effects when failing or reading
+    "export-unknown-study": Case("side effects", ["export", "nope"], "no study 'nope'"),
+    "report-unknown-study": Case("side effects", ["report", "nope", "--no-activations"],
+                                 "no study 'nope'"),
+    "foreign-database": Case("side effects", ["sweep", "pooling", *QUICK, "--storage",
+                                              "sqlite:///other.db"],
+                             "other.db holds tables of another application (users)",
+                             files={"other.db": "users"}),
+    "foreign-database-read": Case("side effects", ["studies", "--storage", "sqlite:///other.db"],
+                                  "other.db holds tables of another application (users)",
+                                  files={"other.db": "users"}),
+    "copy-onto-itself": Case("side effects", ["copy", STUDY, "--to", "sqlite:///studies.db"],
+                             "already has a study 'pooling-torch-e2-n200'"),
+    # 7. data: files that are not the official ones are named, not trained on
+    "swapped-dataset": Case("data", ["train", "--engine", "torch", "--data-dir", "swapped"],
+                            "swapped/fashion-mnist/train-images-idx3-ubyte.gz is not the official",
+                            files={"swapped": "mnist-as-fashion"}),
+    "edited-raw-file": Case("data", ["train", "--engine", "torch", "--data-dir", "edited"],
+                            "edited/fashion-mnist/t10k-labels-idx1-ubyte is not the official",
+                            files={"edited": "edited-raw"}),
+    # 8. robust listing and reading
+    "report-plain-optuna-study": Case("listing", ["export", "plain", "--out", "."],
+                                      "", code=0, unchanged=False),
+    "sweeps-with-a-broken-file": Case("listing", ["sweeps"], "/sweeps/broken.toml: not valid TOML",
+                                      code=0,
+                                      files={"sweeps/broken.toml": "title = "}),
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database with a small real study (trained, with weights) and a plain Optuna one."""
+    import optuna
+
+    from lenet_lab.sweep import plan_sweep, run_sweep
+    from lenet_lab.sweep_file import load_sweep
+
+    folder = tmp_path_factory.mktemp("lab")
+    url = f"sqlite:///{folder}/studies.db"
+    sweep = load_sweep("pooling").with_run(engine="torch", epochs=2, seeds=1, subset=200)
+    run_sweep(plan_sweep(sweep, storage=url, device="cpu", study=STUDY))
+    plain = optuna.create_study(study_name="plain", storage=url)
+    plain.optimize(lambda trial: trial.suggest_float("x", 0, 1) ** 2, n_trials=3)
+    with sqlite3.connect(folder / "studies.db") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return folder / "studies.db"
+
+
+def _digest(folder: Path) -> tuple[str, list[str]]:
+    db = folder / "studies.db"
+    return hashlib.sha256(db.read_bytes()).hexdigest(), sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.startswith("studies.db"))
+
+
+def _write(folder: Path, name: str, content: str) -> None:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".db"):  # a database of another application
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"CREATE TABLE {content} (id INTEGER PRIMARY KEY, name TEXT)")
+    elif content == "mnist-as-fashion":  # MNIST's files where Fashion-MNIST's should be
+        shutil.copytree(DATA_DIR / "mnist", path / "fashion-mnist")
+    elif content == "edited-raw":  # the real files, one of them unpacked and edited
+        shutil.copytree(DATA_DIR / "fashion-mnist", path / "fashion-mnist")
+        packed = path / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+        raw = bytearray(gzip.decompress(packed.read_bytes()))
+        raw[100] = (raw[100] + 1) % 10
+        packed.unlink()
+        (path / "fashion-mnist" / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    else:
+        path.write_text(content)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile(name: str, lab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 capsys: pytest.CaptureFixture) -> None:
+    case = CASES[name]
+    shutil.copy(lab, tmp_path / "studies.db")
+    for file_name, content in case.files.items():
+        _write(tmp_path, file_name, content)
+    monkeypatch.chdir(tmp_path)
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    before = _digest(tmp_path)
+    code = main(case.args)
+    out, err = capsys.readouterr()
+    assert PASSWORD not in out + err
+    assert "Traceback" not in out + err
+    assert code == case.code, (out, err)
+    if case.code:
+        assert err.startswith("Error: ") and err.count("\n") == 1, err
+    assert case.message in (err if case.code else out + err), (out, err)
+    if case.unchanged:
+        assert _digest(tmp_path) == before
+
+
+def test_there_are_forty_cases_over_every_class() -> None:
+    assert len(CASES) >= 40
+    assert {case.kind for case in CASES.values()} >= {"boundary", "secrets", "side effects",
+                                                       "data", "listing", "faults"}
