@@ -404,11 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from lenet_lab.store import database_error
 
-        reason = database_error(exc)
-        if reason is None:
+        message = database_error(exc)
+        if message is None:
             raise  # a bug: keep the traceback
-        err.print(f"Error: cannot use the database: {reason} (check --storage or "
-                  f"LENET_LAB_STORAGE, and that the server is up)")
+        err.print(f"Error: {message}")
         return 1
     return code if isinstance(code, int) else 0
 

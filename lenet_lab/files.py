@@ -42,8 +42,11 @@ def atomic_write(path: Path, data: str | bytes) -> Path:
         with open(temporary, "xb") as out:
             out.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as exc:
         temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full or read-only disk, ...
+            raise LabError(f"cannot write {path} ({exc.strerror}); any earlier {path.name} is "
+                           f"left as it was") from None
         raise
     return path
 

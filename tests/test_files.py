@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lenet_lab.errors import LabError
 from lenet_lab.files import atomic_write, slug
 
 
@@ -38,6 +39,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(LabError, match=r"cannot write .*export.csv \(No space left on device\); "
+                                       r"any earlier export.csv is left as it was"):
         atomic_write(target, "new")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -23,6 +24,20 @@ from tests.conftest import DATA_DIR
 PASSWORD = "pw-Sup3r-s3cret-4u"
 STUDY = "pooling-torch-e2-n200"
 PG = f"postgresql+psycopg://lab:{PASSWORD}@127.0.0.1:1/lab"  # nothing listens on port 1
+MARKUP = '<a href="#injected">click</a><b>bold</b>'  # an arm name that plotly would render
+
+
+def _exports_never_collide(folder: Path) -> None:
+    assert main(["export", "a_b", "--out", "."]) == 0
+    csvs = sorted(p.name for p in folder.glob("*.csv"))
+    assert len(csvs) == 2 and "a_b.csv" in csvs, csvs  # "a/b" got a name of its own
+
+
+def _markup_is_text(folder: Path) -> None:
+    page = next(p for p in (folder / "r").glob("study-markup*.html"))
+    html = page.read_text()
+    assert "#injected" in html and '<a href="#injected"' not in html
+    assert '\\u003ca href' not in html.lower()  # not smuggled in through JSON escapes either
 
 
 @dataclass
@@ -34,6 +49,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # written into the folder first
     unchanged: bool = True  # the database and the folder's files stay as they were
+    check: Callable[[Path], None] | None = None  # more to assert about the folder afterwards
 
 
 def sweep_file(body: str, title: str = "t") -> dict[str, str]:
@@ -169,8 +185,19 @@ CASES = {
                             "edited/fashion-mnist/t10k-labels-idx1-ubyte is not the official",
                             files={"edited": "edited-raw"}),
     # 8. robust listing and reading
-    "report-plain-optuna-study": Case("listing", ["export", "plain", "--out", "."],
-                                      "", code=0, unchanged=False),
+    "export-plain-optuna-study": Case("listing", ["export", "plain", "--out", "."],
+                                      "study 'plain' in sqlite:///studies.db was made by Optuna"),
+    "report-plain-optuna-study": Case("listing", ["report", "plain", "--no-activations"],
+                                      "study 'plain' in sqlite:///studies.db was made by Optuna"),
+    # 4. atomic outputs: two studies never export to the same file
+    "export-names-never-collide": Case("atomic outputs", ["export", "a/b", "--out", "."],
+                                       "rows -> ", code=0, unchanged=False,
+                                       check=_exports_never_collide),
+    # 6. plot text: an arm named with markup shows as text in every figure
+    "arm-name-markup": Case("plot text", ["report", "markup-torch-e1-n200", "--out", "r"],
+                            "wrote r/index.html", code=0, unchanged=False, check=_markup_is_text),
+    "report-skips-plain-studies": Case("listing", ["report", "--no-activations", "--out", "r"],
+                                       "wrote r/index.html", code=0, unchanged=False),
     "sweeps-with-a-broken-file": Case("listing", ["sweeps"], "/sweeps/broken.toml: not valid TOML",
                                       code=0,
                                       files={"sweeps/broken.toml": "title = "}),
@@ -182,6 +209,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database with a small real study (trained, with weights) and a plain Optuna one."""
     import optuna
 
+    from lenet_lab import store
     from lenet_lab.sweep import plan_sweep, run_sweep
     from lenet_lab.sweep_file import load_sweep
 
@@ -189,6 +217,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     url = f"sqlite:///{folder}/studies.db"
     sweep = load_sweep("pooling").with_run(engine="torch", epochs=2, seeds=1, subset=200)
     run_sweep(plan_sweep(sweep, storage=url, device="cpu", study=STUDY))
+    (folder / "markup.toml").write_text(f"title = 'names with markup'\n[[arms]]\n"
+                                        f"name = '{MARKUP}'\npooling = 'max'\n")
+    sweep = load_sweep(str(folder / "markup.toml")).with_run(engine="torch", epochs=1, seeds=1,
+                                                              subset=200)
+    run_sweep(plan_sweep(sweep, storage=url, device="cpu", study="markup-torch-e1-n200"))
+    for twin in ("a/b", "a_b"):  # names that one careless file-name rule would merge
+        store.copy_study(url, url, STUDY, twin)
     plain = optuna.create_study(study_name="plain", storage=url)
     plain.optimize(lambda trial: trial.suggest_float("x", 0, 1) ** 2, n_trials=3)
     with sqlite3.connect(folder / "studies.db") as conn:
@@ -242,9 +277,12 @@ def test_hostile(name: str, lab: Path, tmp_path: Path, monkeypatch: pytest.Monke
     assert case.message in (err if case.code else out + err), (out, err)
     if case.unchanged:
         assert _digest(tmp_path) == before
+    if case.check:
+        case.check(tmp_path)
 
 
 def test_there_are_forty_cases_over_every_class() -> None:
     assert len(CASES) >= 40
-    assert {case.kind for case in CASES.values()} >= {"boundary", "secrets", "side effects",
-                                                       "data", "listing", "faults"}
+    assert {case.kind for case in CASES.values()} == {
+        "boundary", "secrets", "side effects", "atomic outputs", "faults", "plot text", "data",
+        "listing"}

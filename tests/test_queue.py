@@ -202,3 +202,47 @@ def test_a_search_replaces_a_trial_cut_short_and_keeps_its_budget(tmp_path: Path
     # the control's 2 seeds and the search's budget of 3, despite the interruption
     assert (frame.state == "complete").sum() == 2 + 3 and len(frame) == 6
     assert frame[frame.state == "failed"].reason.tolist() == ["interrupted"]
+
+
+def test_a_study_that_fails_to_start_is_not_left_half_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from lenet_lab.sweep import queue
+
+    plan = plan_for(tmp_path)
+
+    def broken(*_: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the queue is being filled
+
+    monkeypatch.setattr(queue, "_enqueue_missing", broken)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, trainer=StandIn())
+    assert optuna.get_all_study_names(storage=plan.storage) == []
+    assert rows(tmp_path).empty
+    monkeypatch.undo()
+    run_sweep(plan, trainer=StandIn())  # and the next start makes it whole
+    assert done(rows(tmp_path)) == GRID
+
+
+def test_a_copy_that_fails_part_way_leaves_nothing_in_the_target(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    from lenet_lab.store import transfer
+
+    plan = plan_for(tmp_path)
+    run_sweep(plan, trainer=StandIn())
+    target = f"sqlite:///{tmp_path}/copy.db"
+
+    def disk_full(*_: object) -> None:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+
+    monkeypatch.setattr(transfer, "_copy_our_rows", disk_full)
+    with pytest.raises(Exception, match="disk is full"):
+        store.copy_study(plan.storage, target, plan.study_name)
+    assert optuna.get_all_study_names(storage=target) == []
+    monkeypatch.undo()
+    assert store.copy_study(plan.storage, target, plan.study_name) == 4  # and then it copies
+    copied = pd.read_sql("SELECT * FROM lab_results", target)
+    assert sorted(zip(copied.arm, copied.seed)) == GRID

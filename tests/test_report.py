@@ -125,7 +125,7 @@ def test_index_answers_and_compares_the_engines(reports: Path) -> None:
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:
     done = lenet_lab("report", cwd=tmp_path)
-    assert done.returncode == 1 and done.stderr.startswith("Error: no studies in sqlite:///studies.db")
+    assert done.returncode == 1 and done.stderr.startswith("Error: no lenet-lab studies in sqlite:///studies.db")
     assert done.stderr.count("\n") == 1
     listing = lenet_lab("studies", cwd=tmp_path)
     assert listing.returncode == 0 and listing.stdout.startswith("no studies in sqlite:///studies.db")

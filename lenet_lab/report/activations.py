@@ -98,7 +98,7 @@ def study_networks(results) -> list[tuple[int, str]]:
     if not len(done):
         return []
     picks = []
-    control = done[done.is_control.fillna(False).astype(bool)]
+    control = done[done.is_control.notna() & done.is_control.astype(bool)]
     if len(control):
         picks.append((int(control.trial.min()), "book's network"))
     best = done.loc[done.test_acc.idxmax()]

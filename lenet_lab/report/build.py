@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 from lenet_lab import store
-from lenet_lab.errors import LabError
 from lenet_lab.files import output_folder, slug
 from lenet_lab.report import compute
 from lenet_lab.report.activations import section as activation_section
@@ -57,15 +56,7 @@ def build_report(storage: str | None = None, studies: list[str] | None = None, *
                  data_dir: str | None = None, progress: Callable[[str], None] | None = None) -> Path:
     """Write index.html and one page per study into `out`; returns the index's path."""
     url = store.storage_url(storage)
-    known = [row["study"] for row in store.list_studies(url)]
-    if not known:
-        raise LabError(f"no studies in {store.safe_url(url)}: "
-                       f"run `lenet-lab sweep pooling` first, or pass --storage")
-    chosen = studies or known
-    missing = [s for s in chosen if s not in known]
-    if missing:
-        raise LabError(f"no study {missing[0]!r} in the database: known studies are "
-                       f"{', '.join(known)} (`lenet-lab studies`)")
+    chosen = store.known_studies(url, studies)
     folder = output_folder(out, create=True)
     db = store.connect(url, read_only=True)
     entries = []

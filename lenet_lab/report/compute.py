@@ -97,7 +97,7 @@ def arm_stats(results: pd.DataFrame) -> list[ArmStats]:
         done = rows[rows.state == Status.COMPLETE]
         params = done.param_count.dropna()
         arms.append(ArmStats(
-            arm=str(arm), is_control=bool(rows.is_control.fillna(False).astype(bool).any()),
+            arm=str(arm), is_control=bool(rows.is_control.dropna().astype(bool).any()),
             states={str(k): int(v) for k, v in rows.state.value_counts().sort_index().items()},
             test_acc=mean_interval(done.test_acc), train_acc=mean_interval(done.train_acc),
             train_loss=mean_interval(done.train_loss),

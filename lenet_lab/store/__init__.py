@@ -21,13 +21,14 @@ from lenet_lab.store.queries import (has_studies, list_studies, load_weights, pr
                                      read_results, running_workers, study_frames, study_row,
                                      trial_record, trial_statuses, waiting_trial_ids)
 from lenet_lab.store.schema import HYPERPARAMETERS, RESULT_COLUMNS, ensure_schema
-from lenet_lab.store.transfer import EXPORT_FORMATS, copy_study, export_study
-from lenet_lab.store.writes import add_epoch, finish_trial, record_study, start_trial, trial_columns
+from lenet_lab.store.transfer import EXPORT_FORMATS, copy_study, export_study, known_studies
+from lenet_lab.store.writes import (add_epoch, finish_trial, forget_study, record_study, start_trial,
+                                    trial_columns)
 
 __all__ = [
     "DEFAULT_GRACE_S", "DEFAULT_STORAGE", "EXPORT_FORMATS", "HEARTBEAT_S", "env_seconds", "HYPERPARAMETERS", "RESULT_COLUMNS", "StorageUrl",
     "add_epoch", "check_environment", "connect", "copy_study", "creation_lock", "database_error", "ensure_schema", "export_study",
-    "finish_trial", "grace_seconds", "has_studies", "list_studies", "load_weights", "optuna_storage",
+    "finish_trial", "forget_study", "known_studies", "grace_seconds", "has_studies", "list_studies", "load_weights", "optuna_storage",
     "parse_storage", "progress", "read_results", "record_study", "redact", "retrying",
     "running_workers", "safe_url", "start_trial", "storage_url",
     "study_frames", "study_row", "trial_columns", "trial_record", "trial_statuses",

@@ -241,9 +241,8 @@ def retrying(call: F) -> F:
                 return call(*args, **kwargs)
             except transient as exc:
                 reason = " ".join(str(getattr(exc, "orig", None) or exc.__cause__ or exc).split())
-                if "full" in reason.lower() and "disk" in reason.lower():
-                    raise StorageError(f"the disk holding the database is full ({reason}); "
-                                       f"free space, then run the same command again") from None
+                if _disk_full(reason):
+                    raise StorageError(full_disk(reason)) from None
                 if waited >= limit:
                     raise StorageError(
                         f"lost the database for {waited:.0f} s ({reason[:200]}); everything "
@@ -258,12 +257,25 @@ def retrying(call: F) -> F:
 
 
 def database_error(exc: BaseException) -> str | None:
-    """The first line of a database driver's error (it names no password), else None."""
+    """One line for a database driver's error (drivers name no password), else None."""
     import sys
 
     if "optuna" in sys.modules and isinstance(exc, sys.modules["optuna"].exceptions.StorageInternalError):
         exc = exc.__cause__ or exc
-    if isinstance(exc, sa.exc.DBAPIError):
-        return " ".join((str(exc.orig).strip() or type(exc.orig).__name__).split())
-    return None
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    reason = " ".join((str(exc.orig).strip() or type(exc.orig).__name__).split())
+    if _disk_full(reason):
+        return full_disk(reason)
+    return (f"cannot use the database: {reason} (check --storage or LENET_LAB_STORAGE, and "
+            f"that the server is up)")
+
+
+def _disk_full(reason: str) -> bool:
+    return "full" in reason.lower() and "disk" in reason.lower() or "No space left" in reason
+
+
+def full_disk(reason: str) -> str:
+    return (f"the disk holding the database is full ({reason}); free space, then run the same "
+            f"command again: everything finished so far is kept")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -13,21 +14,34 @@ from lenet_lab.store.connection import connect, creation_lock, optuna_storage, p
 from lenet_lab.store.queries import list_studies, read_results
 from lenet_lab.store.schema import ensure_schema, lab_epochs, lab_studies, lab_trials, lab_weights
 
-__all__ = ["EXPORT_FORMATS", "copy_study", "export_study"]
+__all__ = ["EXPORT_FORMATS", "copy_study", "export_study", "known_studies"]
 
 EXPORT_FORMATS = ("csv", "parquet")
 
 
-def _known(storage: str, study: str) -> None:
-    known = [row["study"] for row in list_studies(storage)]
-    if study not in known:
-        raise StorageError(f"no study {study!r} in {parse_storage(storage).safe}: known studies "
-                           f"are {', '.join(known) or 'none'} (`lenet-lab studies`)")
+def known_studies(storage: str | None, chosen: list[str] | None = None) -> list[str]:
+    """The chosen studies (default: every study lenet-lab ran), each checked to exist and
+    to be lenet-lab's: a plain Optuna study beside them has none of our records."""
+    rows = {row["study"]: row for row in list_studies(storage)}
+    ours = [name for name, row in rows.items() if row["sweep"] is not None]
+    where = parse_storage(storage).safe
+    for name in chosen or []:
+        if name not in rows:
+            raise StorageError(f"no study {name!r} in {where}: known studies are "
+                               f"{', '.join(rows) or 'none'} (`lenet-lab studies`)")
+        if name not in ours:
+            raise StorageError(f"study {name!r} in {where} was made by Optuna, not by "
+                               f"`lenet-lab sweep`, so it has no lenet-lab results: read it with "
+                               f"optuna.load_study(study_name={name!r}, storage=...)")
+    if not (chosen or ours):
+        raise StorageError(f"no lenet-lab studies in {where}: run `lenet-lab sweep pooling` "
+                           f"first, or pass --storage")
+    return chosen or ours
 
 
 def export_study(storage: str | None, study: str, folder: str | Path, fmt: str = "csv") -> tuple[Path, int]:
     """Write a study's lab_results rows to <folder>/<study>.<fmt>; returns (path, rows)."""
-    _known(storage, study)
+    known_studies(storage, [study])
     folder = output_folder(folder, create=False)
     results = read_results(storage, study)
     buffer = io.BytesIO()
@@ -49,45 +63,52 @@ def copy_study(source: str | None, target: str, study: str, target_name: str | N
 
     name = target_name or study
     source = parse_storage(source).url
-    _known(source, study)
+    known_studies(source, [study])
     destination = parse_storage(target, "--to")
     with creation_lock(destination):
         rdb = optuna_storage(destination)
-        try:
-            optuna.copy_study(from_study_name=study, from_storage=optuna_storage(source, read_only=True),
-                              to_storage=rdb, to_study_name=name)
-        except optuna.exceptions.DuplicatedStudyError:
+        if name in optuna.get_all_study_names(storage=rdb):
             raise StorageError(f"{destination.safe} already has a study {name!r}: "
-                               f"pass --as NEW_NAME") from None
-        src, dst = connect(source, read_only=True), connect(destination)
-        try:
-            ensure_schema(dst)
+                               f"pass --as NEW_NAME")
+        try:  # whole or not at all: a copy that fails part-way is removed again
+            optuna.copy_study(from_study_name=study, to_storage=rdb, to_study_name=name,
+                              from_storage=optuna_storage(source, read_only=True))
             new_ids = {t.number: t._trial_id for t in optuna.load_study(
                 study_name=name, storage=rdb).get_trials(deepcopy=False)}
-            with src.connect() as read:
-                if not sa.inspect(read).has_table("lab_trials"):
-                    return len(new_ids)
-                trials = [dict(r._mapping) for r in read.execute(
-                    sa.select(lab_trials).where(lab_trials.c.study_name == study))]
-                ids = {row["trial_id"]: new_ids[row["number"]] for row in trials}
-                epochs = [dict(r._mapping) for r in read.execute(
-                    sa.select(lab_epochs).where(lab_epochs.c.trial_id.in_(list(ids))))]
-                weights = [dict(r._mapping) for r in read.execute(
-                    sa.select(lab_weights).where(lab_weights.c.trial_id.in_(list(ids))))]
-                meta = read.execute(sa.select(lab_studies)
-                                    .where(lab_studies.c.study_name == study)).first()
-            with dst.begin() as write:
-                if meta is not None:
-                    write.execute(lab_studies.insert().values(
-                        {**dict(meta._mapping), "study_name": name}))
-                for rows, table in ((trials, lab_trials), (epochs, lab_epochs),
-                                    (weights, lab_weights)):
-                    if rows:
-                        write.execute(table.insert(), [
-                            {**row, "trial_id": ids[row["trial_id"]],
-                             **({"study_name": name} if table is lab_trials else {})}
-                            for row in rows])
-        finally:
-            src.dispose()
-            dst.dispose()
+            _copy_our_rows(connect(source, read_only=True), connect(destination), study, name,
+                           new_ids)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                optuna.delete_study(study_name=name, storage=rdb)
+            raise
     return len(new_ids)
+
+
+def _copy_our_rows(src, dst, study: str, name: str, new_ids: dict[int, int]) -> None:
+    """Our rows of a study (record, trials, epochs, weights) in one transaction."""
+    try:
+        ensure_schema(dst)
+        with src.connect() as read:
+            if not sa.inspect(read).has_table("lab_trials"):
+                return
+            trials = [dict(r._mapping) for r in read.execute(
+                sa.select(lab_trials).where(lab_trials.c.study_name == study))]
+            ids = {row["trial_id"]: new_ids[row["number"]] for row in trials}
+            epochs = [dict(r._mapping) for r in read.execute(
+                sa.select(lab_epochs).where(lab_epochs.c.trial_id.in_(list(ids))))]
+            weights = [dict(r._mapping) for r in read.execute(
+                sa.select(lab_weights).where(lab_weights.c.trial_id.in_(list(ids))))]
+            meta = read.execute(sa.select(lab_studies)
+                                .where(lab_studies.c.study_name == study)).first()
+        with dst.begin() as write:
+            if meta is not None:
+                write.execute(lab_studies.insert().values({**dict(meta._mapping), "study_name": name}))
+            for rows, table in ((trials, lab_trials), (epochs, lab_epochs), (weights, lab_weights)):
+                if rows:
+                    write.execute(table.insert(), [
+                        {**row, "trial_id": ids[row["trial_id"]],
+                         **({"study_name": name} if table is lab_trials else {})} for row in rows])
+    finally:
+        src.dispose()
+        dst.dispose()
+

@@ -20,7 +20,7 @@ from lenet_lab.spec import SPEC_FIELDS, LeNetSpec, Status, TrainConfig, field_ki
 from lenet_lab.store.connection import retrying
 from lenet_lab.store.schema import HYPERPARAMETERS, lab_epochs, lab_studies, lab_trials, lab_weights
 
-__all__ = ["add_epoch", "finish_trial", "record_study", "start_trial", "trial_columns", "utcnow"]
+__all__ = ["add_epoch", "finish_trial", "forget_study", "record_study", "start_trial", "trial_columns", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -31,6 +31,12 @@ def utcnow() -> datetime:
 def record_study(db: Engine, row: dict[str, Any]) -> None:
     with db.begin() as conn:
         conn.execute(lab_studies.insert().values(created_at=utcnow(), **row))
+
+
+def forget_study(db: Engine, study_name: str) -> None:
+    """Remove a study's record (of a study that failed to start, before any trial ran)."""
+    with db.begin() as conn:
+        conn.execute(lab_studies.delete().where(lab_studies.c.study_name == study_name))
 
 
 def trial_columns(values: dict[str, Any], spec: LeNetSpec | None = None,

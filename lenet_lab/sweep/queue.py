@@ -14,6 +14,7 @@ heartbeat is renewed on its behalf) even when its writes were held up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -58,11 +59,19 @@ def open_study(plan: SweepPlan, db):
     with store.creation_lock(plan.storage):
         rdb = store.optuna_storage(plan.storage, on_stale=on_stale(db))
         store.ensure_schema(db)
-        study = optuna.create_study(storage=rdb, study_name=plan.study_name,
-                                    load_if_exists=True, directions=plan.directions)
-        if store.study_row(db, plan.study_name) is None:
-            store.record_study(db, _study_record(plan))
-        _reconcile_locked(plan, study, rdb, db)
+        new = plan.study_name not in optuna.get_all_study_names(storage=rdb)
+        try:
+            study = optuna.create_study(storage=rdb, study_name=plan.study_name,
+                                        load_if_exists=True, directions=plan.directions)
+            if store.study_row(db, plan.study_name) is None:
+                store.record_study(db, _study_record(plan))
+            _reconcile_locked(plan, study, rdb, db)
+        except BaseException:  # a study that failed to start is not left half-made
+            if new:
+                with contextlib.suppress(Exception):
+                    optuna.delete_study(study_name=plan.study_name, storage=rdb)
+                    store.forget_study(db, plan.study_name)
+            raise
     return rdb
 
 
