@@ -286,3 +286,41 @@ def test_there_are_forty_cases_over_every_class() -> None:
     assert {case.kind for case in CASES.values()} == {
         "boundary", "secrets", "side effects", "atomic outputs", "faults", "plot text", "data",
         "listing"}
+
+
+@pytest.fixture
+def read_only_folder(lab: Path, tmp_path: Path):
+    """A folder nothing can be written into, holding a copy of the study database."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    shutil.copy(lab, folder / "studies.db")
+    frozen = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if frozen.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"chattr +i is needed for the read-only test: {frozen.stderr}")
+        pytest.skip(f"cannot make a folder read-only here: {frozen.stderr.strip()}")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_database_in_a_read_only_folder_can_be_read(read_only_folder: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(OSError):  # really read-only, even for root
+        (read_only_folder / "probe").write_text("x")
+    url = f"sqlite:///{read_only_folder}/studies.db"
+    before = hashlib.sha256((read_only_folder / "studies.db").read_bytes()).hexdigest()
+    monkeypatch.chdir(tmp_path)
+    for args in (["studies"], ["export", STUDY, "--out", "."],
+                 ["report", STUDY, "--out", "out", "--no-activations"],
+                 ["activations", "--study", STUDY, "--trial", "0", "--out", "out"],
+                 ["copy", STUDY, "--to", f"sqlite:///{tmp_path}/copy.db"]):
+        assert main([*args, "--storage", url]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert STUDY in out and (tmp_path / f"{STUDY}.csv").exists()
+    assert (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "activations.html").exists()
+    assert sorted(p.name for p in read_only_folder.iterdir()) == ["studies.db"]
+    assert hashlib.sha256((read_only_folder / "studies.db").read_bytes()).hexdigest() == before
