@@ -68,8 +68,8 @@ class BenchResult:
         ours = next(p for p in self.paths if p.path == OURS)
         return ours.median / reference.median if reference.median else 0.0
 
-    def table(self) -> tuple[str, list[str], list[list[str]]]:
-        """(title, header, rows) for a terminal table."""
+    def table(self) -> tuple[list[str], list[list[str]], str]:
+        """(header, rows, title) for a terminal table."""
         title = (f"{self.engine} {self.engine_version} on {self.device} ({self.device_name}), "
                  f"batch {self.batch_size}, {self.train_examples} examples/epoch, median of "
                  f"{self.epochs} epochs after {self.warmup} warm-up")
@@ -77,7 +77,7 @@ class BenchResult:
         rows = [[t.path, f"{t.median:,.1f}", f"{min(t.examples_per_sec):,.1f}",
                  f"{max(t.examples_per_sec):,.1f}",
                  ", ".join(f"{s:.1f}" for s in t.warmup_seconds) or "-"] for t in self.paths]
-        return title, header, rows
+        return header, rows, title
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -26,13 +26,12 @@ from lenet_lab.data import Dataset
 from lenet_lab.engines import ENGINES, get_engine
 from lenet_lab.errors import LabError
 from lenet_lab.spec import (CHOICES, LeNetSpec, Status, TrainConfig, field_kind, format_widths,
-                            parse_widths)
+                            from_options)
 from lenet_lab.train import EpochMetrics, TrainResult, train as run_training
 from lenet_lab.urls import redact
 
 class _Redacting(Console):
-    """Every text printed passes the one redaction function (urls.redact), with the
-    passwords of the URLs given as options or in the environment (set by main)."""
+    """Text printed passes urls.redact, with the URLs of the options and environment (main)."""
 
     secrets: list[str | None] = []
 
@@ -56,7 +55,7 @@ def _bar(*columns: Any) -> Progress:
     return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
 
 
-def _print_table(header: list[str], rows: list[list[str]], *, title: str | None = None,
+def _print_table(header: list[str], rows: list[list[str]], title: str | None = None, *,
                  left: tuple[str, ...] = ()) -> None:
     """A borderless table; columns named in `left` (and text columns) align left."""
     table = Table(*header, title=title, title_justify="left", box=None)
@@ -93,11 +92,8 @@ def with_spec_options(*, training: bool) -> Callable[[Callable[..., Any]], Calla
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             for cls, argument, _ in groups:
-                values = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)}
-                values = {name: parse_widths(value, "--" + name.replace("_", "-"))
-                          if field_kind(name) == "widths" else value
-                          for name, value in values.items()}
-                kwargs[argument] = cls(**values)
+                kwargs[argument] = from_options(
+                    cls, {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
             return command(**kwargs)
 
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
@@ -118,16 +114,13 @@ Subset = Annotated[Optional[int], _opt("train on N examples and test on up to N,
                                        "class (quick runs)", min=1)]
 
 
-def _version(value: bool) -> None:
-    if value:
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="print the version and exit")]
+          = False) -> None:
+    """Answer the LeNet exercises of Dive into Deep Learning (6.6) with measured runs."""
+    if version:
         out.print(f"lenet-lab {__version__}")
         raise typer.Exit()
-
-
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="print the version and exit")] = False) -> None:
-    """Answer the LeNet exercises of Dive into Deep Learning (6.6) with measured runs."""
 
 
 @app.command()
@@ -136,8 +129,7 @@ def train(*, spec: LeNetSpec, config: TrainConfig, engine: Engine = "mxnet",
           device: DeviceOpt = "auto", subset: Subset = None, data_dir: DataDir = None) -> None:
     """Train one network on real data and print the book's closing lines.
 
-    The defaults are the book's LeNet and its run (lr 0.9, 10 epochs, batch 256).
-    Exits with status 3 when the loss diverges.
+    The defaults are the book's LeNet and run (lr 0.9, 10 epochs, batch 256); exit 3 on divergence.
     """
     progress = _bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn())
@@ -155,14 +147,13 @@ def train(*, spec: LeNetSpec, config: TrainConfig, engine: Engine = "mxnet",
 
     def on_epoch(m: EpochMetrics) -> None:
         out.print(m.line(config.epochs))
-        progress.update(task, completed=0, description=f"epoch {min(m.epoch + 1, config.epochs)}"
-                                                       f"/{config.epochs}")
+        upcoming = min(m.epoch + 1, config.epochs)
+        progress.update(task, completed=0, description=f"epoch {upcoming}/{config.epochs}")
 
     with progress:
         result = run_training(spec, config, engine=engine, device=device, subset=subset,
-                              data_dir=data_dir, on_download=on_download,
-                              on_start=on_start, on_epoch=on_epoch,
-                              on_batch=lambda k: progress.update(task, completed=k))
+                              data_dir=data_dir, on_download=on_download, on_start=on_start,
+                              on_epoch=on_epoch, on_batch=lambda k: progress.update(task, completed=k))
     if result.status is Status.DIVERGED:
         err.print(f"Diverged: {result.reason}")
         raise typer.Exit(3)
@@ -206,7 +197,7 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
 ) -> None:
     """Run a sweep file as an Optuna study in the database; rerun to continue it."""
-    from lenet_lab.sweep import plan_sweep, run_sweep, stop_on_signals, watch
+    from lenet_lab.sweep import plan_sweep, run_sweep, stop_on_signals, summary, watch
     from lenet_lab.sweep_file import load_sweep
 
     loaded = load_sweep(name).with_run(engine=engine, epochs=epochs, seeds=seeds, trials=trials,
@@ -228,13 +219,9 @@ def sweep(
         err.print(f"Interrupted: finished trials are kept in {where}; run the same command "
                   f"again to continue study {plan.study_name!r}")
         raise typer.Exit(130) from None
-    from lenet_lab.report.compute import SUMMARY_HEADER, arm_stats, summary_rows  # pandas: after
-    from lenet_lab.store import read_results
-
-    _print_table(SUMMARY_HEADER, summary_rows(arm_stats(read_results(plan.storage, plan.study_name))),
-                 title=f"{plan.study_name}: test accuracy after the last epoch", left=("arm", "other"))
-    out.print(f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "
-              f"'{plan.study_name}'\", \"{where}\")")
+    *table, query = summary(plan)
+    _print_table(*table, left=("arm", "other"))
+    out.print(query)
 
 
 @app.command("sweeps")
@@ -329,9 +316,8 @@ def activations_(
 ) -> None:
     """Show the first and second conv layers' activations for test images (exercise 10).
 
-    With --study and --trial the stored weights of that trial are used; otherwise the
-    network given by the spec options is trained first (the book's by default).
-    """
+    With --study and --trial, that trial's stored weights; otherwise the network of the spec
+    options (the book's by default) is trained first."""
     from lenet_lab.report.activations import activations_page
 
     path = activations_page(
@@ -357,13 +343,11 @@ def bench(
 ) -> None:
     """Examples/sec of lenet-lab's training path against a book-style reference loop.
 
-    Default spec, same process, same device; device synchronised before each clock
-    read; warm-up epochs and evaluation excluded. See lenet_lab/bench.py.
-    """
+    Default spec, one process and device, synchronised clock reads, warm-up and evaluation
+    excluded (lenet_lab/bench.py)."""
     from lenet_lab.bench import run_bench
 
-    progress = _bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn())
+    progress = _bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     task = progress.add_task("", total=warmup + epochs)
     with progress:
         result = run_bench(engine=engine, device=device, epochs=epochs, warmup=warmup,
@@ -374,8 +358,7 @@ def bench(
     if as_json:
         out.print(json.dumps(result.to_dict(), indent=2), soft_wrap=True)
         return
-    title, header, rows = result.table()
-    _print_table(header, rows, title=title, left=("path",))
+    _print_table(*result.table(), left=("path",))
     out.print(f"ratio lenet-lab / reference: {result.ratio:.3f}")
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "check_fits_data",
     "field_kind",
     "format_widths",
+    "from_options",
     "parse_widths",
 ]
 
@@ -296,6 +297,13 @@ def field_kind(name: str) -> str:
     """widths, int, float, bool, choice or text: read off the dataclass field's type."""
     kind = _KINDS[str(SPEC_FIELDS[name].type)]
     return "choice" if name in CHOICES else kind
+
+
+def from_options(cls: type, values: dict[str, Any]) -> Any:
+    """A LeNetSpec or TrainConfig from command-line values: width lists come as text."""
+    return cls(**{name: parse_widths(value, "--" + name.replace("_", "-"))
+                  if field_kind(name) == "widths" and isinstance(value, str) else value
+                  for name, value in values.items()})
 
 
 def check_fits_data(spec: LeNetSpec, config: TrainConfig) -> None:

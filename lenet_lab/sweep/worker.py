@@ -23,7 +23,7 @@ from lenet_lab.sweep.trial import run_trial
 from lenet_lab.train import TrainResult, train
 
 __all__ = ["Trainer", "Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals",
-           "watch"]
+           "summary", "watch"]
 
 JOBS_PER_CPU = 4
 STOP_S = 8.0  # how long stopped workers get to record their trials before they are killed
@@ -222,3 +222,14 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
         stop.set()
         if enabled:
             thread.join()
+
+
+def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, str]:
+    """The end-of-sweep table (header, rows, title) and how to query the results."""
+    from lenet_lab.report.compute import SUMMARY_HEADER, arm_stats, summary_rows  # pandas
+
+    rows = summary_rows(arm_stats(store.read_results(plan.storage, plan.study_name)))
+    query = (f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "
+             f"'{plan.study_name}'\", \"{store.safe_url(plan.storage)}\")")
+    return SUMMARY_HEADER, rows, f"{plan.study_name}: test accuracy after the last epoch", query
+
