@@ -57,6 +57,15 @@ def lenet_lab(*args: str, cwd: Path, wait: bool = True, **env: str):
                           timeout=600)
 
 
+def privileged(command: list[str], why: str) -> None:
+    """Run a setup step that needs root (mount, chattr): skip here without it, fail in CI."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} needs `{' '.join(command)}`: {done.stderr.strip()}")
+        pytest.skip(f"{why}: cannot run `{' '.join(command)}` here: {done.stderr.strip()}")
+
+
 def results(cwd: Path) -> pd.DataFrame:
     return pd.read_sql("SELECT * FROM lab_results ORDER BY trial", f"sqlite:///{cwd}/studies.db")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POOLING, arm_seeds, lenet_lab, results
+from tests.conftest import POOLING, arm_seeds, lenet_lab, privileged, results
 
 pytestmark = pytest.mark.slow
 
@@ -80,12 +80,7 @@ def tiny_disk(tmp_path: Path):
     """A real 8 MB file system (tmpfs), so that the disk really fills up."""
     folder = tmp_path / "tiny"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs for the full-disk test: {mounted.stderr}")
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    privileged(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], "the full-disk test")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=False)
 

@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 
 from lenet_lab.cli import main
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, privileged
 
 PASSWORD = "pw-Sup3r-s3cret-4u"
 STUDY = "pooling-torch-e2-n200"
@@ -54,6 +54,11 @@ class Case:
 
 def sweep_file(body: str, title: str = "t") -> dict[str, str]:
     return {"mine.toml": f'title = "{title}"\n{body}'}
+
+
+def bad_sweep(message: str, body: str) -> Case:
+    """`lenet-lab sweep mine.toml` on a file with one mistake: refused, exit 2."""
+    return Case("boundary", ["sweep", "mine.toml", *QUICK], message, code=2, files=sweep_file(body))
 
 
 QUICK = ["--engine", "torch", "--subset", "200", "--epochs", "1"]
@@ -105,44 +110,28 @@ CASES = {
                             "num_classes 5 is below Fashion-MNIST's 10 classes", code=2),
     "seed-too-large": Case("boundary", ["train", "--engine", "torch", "--seed", str(2**40)],
                            "seed must be a whole number from 0 to 4294967295", code=2),
-    "fixed-too-few-classes": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                                  "num_classes 5 is below Fashion-MNIST's 10 classes", code=2,
-                                  files=sweep_file('[fixed]\nnum_classes = 5\n'
-                                                   '[space]\npooling = ["avg", "max"]\n')),
+    "fixed-too-few-classes": bad_sweep("num_classes 5 is below Fashion-MNIST's 10 classes", '[fixed]\nnum_classes = 5\n'
+                                                   '[space]\npooling = ["avg", "max"]\n'),
     # sweep files
     "infinite-bound": Case("boundary", ["sweep", "mine.toml", *QUICK], "high must be finite",
                            code=2, files=sweep_file('[run]\nsampler = "tpe"\ntrials = 2\n'
                                                     '[space]\nlr = { low = 0.01, high = inf }\n')),
-    "fractional-int-step": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                                "kernel_size takes whole numbers: step 0.5", code=2,
-                                files=sweep_file('[run]\nsampler = "tpe"\ntrials = 2\n[space]\n'
-                                                 'kernel_size = { low = 3, high = 7, step = 0.5 }\n')),
+    "fractional-int-step": bad_sweep("kernel_size takes whole numbers: step 0.5", '[run]\nsampler = "tpe"\ntrials = 2\n[space]\n'
+                                                 'kernel_size = { low = 3, high = 7, step = 0.5 }\n'),
     "absurd-seeds": Case("boundary", ["sweep", "pooling", *QUICK, "--seeds", "100000"],
                          "with the command-line options: seeds must be at most 1,000, not 100,000", code=2),
-    "sampler-seed-range": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                               "sampler_seed must be a whole number from 0 to 4294967295", code=2,
-                               files=sweep_file('[run]\nsampler_seed = 99999999999\n'
-                                                '[space]\npooling = ["avg", "max"]\n')),
-    "deep-nesting": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                         "[space] pooling: pooling must be one of avg, max, not [['avg']]", code=2,
-                         files=sweep_file('[space]\npooling = [[["avg"]], "max"]\n')),
+    "sampler-seed-range": bad_sweep("sampler_seed must be a whole number from 0 to 4294967295", '[run]\nsampler_seed = 99999999999\n'
+                                                '[space]\npooling = ["avg", "max"]\n'),
+    "deep-nesting": bad_sweep("[space] pooling: pooling must be one of avg, max, not [['avg']]", '[space]\npooling = [[["avg"]], "max"]\n'),
     "nested-too-deeply": Case("boundary", ["sweep", "mine.toml", *QUICK],
                               "mine.toml: nested too deeply to be a sweep file", code=2,
                               files={"mine.toml": "x = " + "[" * 100_000 + "]" * 100_000}),
-    "arm-name-type": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                          "[[arms]] #1 name must be text, not 5", code=2,
-                          files=sweep_file('[[arms]]\nname = 5\npooling = "max"\n')),
-    "duplicate-arms": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                           "[[arms]] #2 is the same network as #1", code=2,
-                           files=sweep_file('[[arms]]\npooling = "max"\n'
-                                            '[[arms]]\npooling = "max"\nname = "again"\n')),
-    "equal-as-numbers": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                             "[space] lr lists a value twice", code=2,
-                             files=sweep_file('[space]\nlr = [1, 1.0]\n')),
-    "search-without-control": Case("boundary", ["sweep", "mine.toml", *QUICK],
-                                   "[space] pooling must include the book's value 'avg'", code=2,
-                                   files=sweep_file('[run]\nsampler = "tpe"\ntrials = 2\n'
-                                                    '[space]\npooling = ["max"]\n')),
+    "arm-name-type": bad_sweep("[[arms]] #1 name must be text, not 5", '[[arms]]\nname = 5\npooling = "max"\n'),
+    "duplicate-arms": bad_sweep("[[arms]] #2 is the same network as #1", '[[arms]]\npooling = "max"\n'
+                                            '[[arms]]\npooling = "max"\nname = "again"\n'),
+    "equal-as-numbers": bad_sweep("[space] lr lists a value twice", '[space]\nlr = [1, 1.0]\n'),
+    "search-without-control": bad_sweep("[space] pooling must include the book's value 'avg'", '[run]\nsampler = "tpe"\ntrials = 2\n'
+                                                    '[space]\npooling = ["max"]\n'),
     "not-toml": Case("boundary", ["sweep", "mine.toml", *QUICK], "not valid TOML", code=2,
                      files={"mine.toml": "\x00\x01 garbage = = ="}),
     "sweep-path-is-a-folder": Case("boundary", ["sweep", "adir.toml", *QUICK],
@@ -291,17 +280,12 @@ def test_there_are_forty_cases_over_every_class() -> None:
 @pytest.fixture
 def read_only_folder(lab: Path, tmp_path: Path):
     """A folder nothing can be written into, holding a copy of the study database."""
-    import os
     import subprocess
 
     folder = tmp_path / "ro"
     folder.mkdir()
     shutil.copy(lab, folder / "studies.db")
-    frozen = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
-    if frozen.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"chattr +i is needed for the read-only test: {frozen.stderr}")
-        pytest.skip(f"cannot make a folder read-only here: {frozen.stderr.strip()}")
+    privileged(["chattr", "+i", str(folder)], "the read-only folder test")
     yield folder
     subprocess.run(["chattr", "-i", str(folder)], check=True)
 

@@ -8,9 +8,9 @@ import functools
 import math
 import os
 import sqlite3
-import urllib.parse
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
