@@ -142,4 +142,4 @@ def test_user_text_reaches_plotly_escaped() -> None:
     for figure in figures:
         shown = figure.to_json()
         assert "<a href" not in shown and "<b>" not in shown
-        assert "&lt;a href=&quot;#injected&quot;&gt;click&lt;" in shown
+        assert '&lt;a href=\\"#injected\\"&gt;click&lt;' in shown  # JSON escapes the quotes

@@ -25,8 +25,11 @@ LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b":
 
 
 def text(value: object) -> str:
-    """User text for plotly: escaped, so markup in it is shown, never rendered."""
-    return html.escape(str(value))
+    """User text for plotly: escaped, so markup in it is shown, never rendered.
+
+    Quotes stay as they are: plotly decodes &lt; &gt; &amp; but not &quot;, and a tag
+    needs a real `<` to be read as one."""
+    return html.escape(str(value), quote=False)
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
