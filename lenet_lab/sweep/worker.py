@@ -21,6 +21,7 @@ from lenet_lab.sweep import queue
 from lenet_lab.sweep.plan import SweepPlan, load_cached
 from lenet_lab.sweep.trial import run_trial
 from lenet_lab.train import TrainResult, train
+from lenet_lab.urls import redact
 
 __all__ = ["Trainer", "Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals",
            "summary", "watch"]
@@ -129,7 +130,7 @@ def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | N
     except KeyboardInterrupt:
         sys.exit(130)
     except LabError as exc:
-        print(f"Error: worker {index}: {exc}", file=sys.stderr)
+        print(redact(f"Error: worker {index}: {exc}", plan.storage), file=sys.stderr)
         sys.exit(1)
 
 
