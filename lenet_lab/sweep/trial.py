@@ -15,20 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lenet_lab import store
-from lenet_lab.errors import InfeasibleSpec, SpecError, StorageError
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
-from lenet_lab.sweep.plan import decode_param, encode_param
-from lenet_lab.sweep_file import Arm, Distribution, build
 from lenet_lab.data import Dataset
 from lenet_lab.engines import Device
-from lenet_lab.sweep.plan import SweepPlan
+from lenet_lab.errors import InfeasibleSpec, SpecError, StorageError
+from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param
+from lenet_lab.sweep_file import Arm, Distribution, build
 from lenet_lab.train import EpochMetrics, TrainResult
 
-__all__ = ["TrialValues", "Worker", "run_trial", "trial_values"]
+__all__ = ["TrialHost", "TrialValues", "run_trial", "trial_values"]
 
 
-class Worker(Protocol):
-    """What a trial needs from the worker running it (see sweep.worker.Worker)."""
+class TrialHost(Protocol):
+    """What a trial needs from the worker running it (sweep.worker.Worker is one)."""
 
     plan: SweepPlan
     db: Any  # our tables (a SQLAlchemy Engine)
@@ -59,7 +58,7 @@ def _suggest(trial, key: str, dimension: list[Any] | Distribution) -> Any:
     return decode_param(key, trial.suggest_categorical(key, [encode_param(v) for v in dimension]))
 
 
-def trial_values(worker: Worker, trial) -> TrialValues:
+def trial_values(worker: TrialHost, trial) -> TrialValues:
     """An enqueued arm x seed, or values asked from the sampler (seed 0)."""
     sweep = worker.plan.sweep
     attrs = trial.user_attrs
@@ -99,7 +98,7 @@ class _Heartbeat:
         self.thread.join()
 
 
-def run_trial(worker: Worker, trial) -> Status:
+def run_trial(worker: TrialHost, trial) -> Status:
     """Run one claimed or asked trial to its end and record it; returns its status."""
     sweep, trial_id = worker.plan.sweep, trial._trial_id
     chosen = trial_values(worker, trial)
@@ -122,7 +121,7 @@ def run_trial(worker: Worker, trial) -> Status:
     return _train_and_record(worker, trial, spec, config)
 
 
-def _train_and_record(worker: Worker, trial, spec: LeNetSpec, config: TrainConfig) -> Status:
+def _train_and_record(worker: TrialHost, trial, spec: LeNetSpec, config: TrainConfig) -> Status:
     import optuna
 
     run, trial_id = worker.plan.sweep.run, trial._trial_id
@@ -159,7 +158,7 @@ def _train_and_record(worker: Worker, trial, spec: LeNetSpec, config: TrainConfi
     return _record(worker, trial, result)
 
 
-def _record(worker: Worker, trial, result: TrainResult) -> Status:
+def _record(worker: TrialHost, trial, result: TrainResult) -> Status:
     values = {**finals(result.epochs), "engine_version": result.engine_version,
               "device_name": result.device_name}
     if result.status is Status.DIVERGED:
