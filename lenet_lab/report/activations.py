@@ -8,6 +8,7 @@ activations` does the same for any trial or any spec.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -118,11 +119,11 @@ def section(db, data, data_dir: str | None = None) -> str:
     try:
         test = load_dataset(dataset, data_dir=data_dir, download_missing=False)
     except LabError as exc:
-        return f"<h2>Activations</h2><p>{draw.text(str(exc))}</p>"
+        return f"<h2>Activations</h2><p>{html.escape(str(exc))}</p>"
     images, labels = sample_images(test, parse_classes(dataset, names))
     figures = activation_figures(networks, images, labels)
     return ("<h2>Activations of the first two layers (exercise 10)</h2>"
-            f"<p class=\"muted\">{draw.text(', '.join(n.label for n in networks))}; "
+            f"<p class=\"muted\">{html.escape(', '.join(n.label for n in networks))}; "
             f"conv outputs after the activation, before pooling.</p>"
             + "".join(figure_html(f) for f in figures))
 
@@ -132,7 +133,7 @@ def write_activation_page(network: Network, data: Dataset, classes: list[int], p
     """`<folder>/activations.html` for one network (the `lenet-lab activations` page)."""
     images, labels = sample_images(data, classes, per_class)
     figures = "".join(figure_html(f) for f in activation_figures([network], images, labels))
-    heading = draw.text(f"Activations of {network.label}")
+    heading = html.escape(f"Activations of {network.label}")
     return write_page(folder, "activations.html", page("Activations", f"<h1>{heading}</h1>{figures}"))
 
 
