@@ -11,6 +11,10 @@ the same device, with the same batch size:
   batches are gathered there by index, metrics stay on the device until the epoch ends,
   MXNet's network is hybridized with static allocation.
 - optional engine modes (torch: `compile`) run lenet-lab's path with that mode.
+- `fuse` K (torch): K copies of the network trained as one fused model (seeds 0..K-1,
+  train.train_fused's session); their examples/sec is summed over the K members, so
+  "x lenet-lab" above 1 means K fused trials finish sooner than K trials one by one.
+  With the graphs mode among `modes`, each K also runs graphed.
 
 Timing: each epoch is timed from a synchronised device to a synchronised device;
 evaluation is not run; the first `warmup` epochs of each path are excluded from the
@@ -21,7 +25,7 @@ epochs of the paths alternate, so drift on a busy machine hits all paths alike.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -73,9 +77,11 @@ class BenchResult:
         title = (f"{self.engine} {self.engine_version} on {self.device} ({self.device_name}), "
                  f"batch {self.batch_size}, {self.train_examples} examples/epoch, median of "
                  f"{self.epochs} epochs after {self.warmup} warm-up")
-        header = ["path", "examples/sec (median)", "min", "max", "warm-up epoch(s) s"]
+        ours = next(p for p in self.paths if p.path == OURS).median
+        header = ["path", "examples/sec (median)", "min", "max", "x lenet-lab",
+                  "warm-up epoch(s) s"]
         rows = [[t.path, f"{t.median:,.1f}", f"{min(t.examples_per_sec):,.1f}",
-                 f"{max(t.examples_per_sec):,.1f}",
+                 f"{max(t.examples_per_sec):,.1f}", f"{t.median / ours:.2f}" if ours else "-",
                  ", ".join(f"{s:.1f}" for s in t.warmup_seconds) or "-"] for t in self.paths]
         return header, rows, title
 
@@ -89,11 +95,14 @@ class BenchResult:
 
 def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, warmup: int = 1,
               batch_size: int = 256, subset: int | None = None, modes: tuple[str, ...] = (),
-              data_dir: str | None = None,
+              fuse: tuple[int, ...] = (), data_dir: str | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> BenchResult:
-    """Median examples/sec of the reference loop, lenet-lab's path and any extra modes."""
+    """Median examples/sec of the reference loop, lenet-lab's path, any extra modes and
+    fused groups of K trials (their examples/sec summed over the K members)."""
     if epochs < 1 or warmup < 0:
         raise SpecError("bench needs --epochs >= 1 and --warmup >= 0")
+    if fuse and (engine != "torch" or min(fuse) < 1):
+        raise SpecError("bench --fuse takes trial counts such as 1,3,6 and needs --engine torch")
     backend = get_engine(engine)
     chosen = backend.resolve_device(parse_device(device))
     data = load_dataset("fashion-mnist", data_dir=data_dir)
@@ -103,6 +112,14 @@ def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, w
     plans = [(REFERENCE, "book"), (OURS, "default")] + [(f"{OURS} ({m})", m) for m in modes]
     sessions = [(PathTiming(name, mode), backend.session(spec, config, data, chosen, mode=mode))
                 for name, mode in plans]
+    if fuse:
+        from lenet_lab.engines.torch_fused import FusedSession
+
+        fused_modes = ["default"] + [m for m in modes if m == "graphs"]
+        sessions += [(PathTiming(f"{OURS} fused x{k}" + (f" ({m})" if m != "default" else ""),
+                                 f"fused:{m}"),
+                      FusedSession(spec, [replace(config, seed=s) for s in range(k)], data,
+                                   chosen, mode=m)) for k in fuse for m in fused_modes]
     rng = np.random.default_rng(0)
     n = len(data.train_labels)
     for epoch in range(warmup + epochs):
@@ -112,6 +129,9 @@ def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, w
                 progress(timing.path, epoch + 1, warmup + epochs)
             if timing.path == REFERENCE:
                 totals = session.reference_epoch(order, data.train_images, data.train_labels)
+            elif timing.mode.startswith("fused:"):  # every member the same order; all count
+                members = session.train_epoch(np.tile(order, (session.members, 1)))
+                totals = replace(members[0], examples=sum(m.examples for m in members))
             else:
                 totals = session.train_epoch(order)
             if epoch < warmup:

@@ -79,7 +79,8 @@ def _option(field: dataclasses.Field, section: str) -> inspect.Parameter:
 
 def _opt(help: str, *flags: str, **options: Any) -> Any:
     """An option with no default shown (its default is None: the file's or the book's)."""
-    return typer.Option(*flags, help=help, show_default=False, **options)
+    # rich reads "[default: ...]" as markup and drops it: escape the bracket
+    return typer.Option(*flags, help=help.replace("[", r"\["), show_default=False, **options)
 
 
 def with_spec_options(*, training: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -171,6 +172,23 @@ def inspect_(*, spec: LeNetSpec, engine: Engine = "mxnet") -> None:
                  title=f"LeNet on {engine}", left=("layer", "output shape"))
 
 
+UNTIL_DECIDED_MAX = 10  # `--until-decided` without a value
+UNTIL_DECIDED = _opt(f"add seeds to the control and the leading arm until the answer is decided, "
+                     f"up to MAX seeds [MAX default: {UNTIL_DECIDED_MAX}]", "--until-decided",
+                     metavar="[MAX]", min=1)
+
+
+def _optional_values(args: list[str]) -> list[str]:
+    """`--until-decided` takes an optional value, which typer cannot express: give it the
+    default where no number follows."""
+    found = []
+    for i, arg in enumerate(args):
+        found.append(arg)
+        if arg == "--until-decided" and (i + 1 == len(args) or not args[i + 1].isdigit()):
+            found.append(str(UNTIL_DECIDED_MAX))
+    return found
+
+
 StorageOpt = Annotated[Optional[str], _opt(
     "database URL [default: sqlite:///studies.db; env LENET_LAB_STORAGE]", "--storage")]
 
@@ -188,11 +206,19 @@ def sweep(
     epochs: Annotated[Optional[int], _opt("override the file's epochs", min=1)] = None,
     seeds: Annotated[Optional[int], _opt("repeats of every arm", min=1)] = None,
     trials: Annotated[Optional[int], _opt("a search's budget of trials", min=1)] = None,
+    confirm: Annotated[Optional[int], _opt("a search's best K configurations rerun with the "
+                                           "seeds [default: 3; 0: off]", min=0)] = None,
+    until_decided: Annotated[Optional[int], UNTIL_DECIDED] = None,
+    margin: Annotated[Optional[float], _opt("--until-decided: differences inside ±margin count "
+                                            "as none [default: 0.005]")] = None,
     subset: Subset = None,
     storage: StorageOpt = None,
     study: Annotated[Optional[str], _opt("study name [default: <sweep>-<engine>, plus "
                                          "-e<epochs> and -n<subset> when overridden]")] = None,
     jobs: Annotated[int, typer.Option(min=1, help="worker processes sharing the study")] = 1,
+    fuse: Annotated[str, typer.Option(help="train up to N queued trials of one network shape "
+                                           "as one model (torch): auto (on GPUs), off or N")]
+        = "auto",
     data_dir: DataDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
 ) -> None:
@@ -201,10 +227,11 @@ def sweep(
     from lenet_lab.sweep_file import load_sweep
 
     loaded = load_sweep(name).with_run(engine=engine, epochs=epochs, seeds=seeds, trials=trials,
-                                       subset=subset)
+                                       subset=subset, confirm=confirm,
+                                       until_decided=until_decided, margin=margin)
     plan = plan_sweep(loaded, storage=storage, study=study, device=device, data_dir=data_dir,
                       command=" ".join(["lenet-lab", *sys.argv[1:]]),
-                      name_overrides={"epochs": epochs, "subset": subset})
+                      name_overrides={"epochs": epochs, "subset": subset}, fuse=fuse)
     where = _safe_url(plan.storage)
     if not quiet:
         out.print(f"{loaded.title}\nstudy {plan.study_name!r} in {where}: {plan.describe(jobs)}")
@@ -219,9 +246,9 @@ def sweep(
         err.print(f"Interrupted: finished trials are kept in {where}; run the same command "
                   f"again to continue study {plan.study_name!r}")
         raise typer.Exit(130) from None
-    *table, query = summary(plan)
-    _print_table(*table, left=("arm", "other"))
-    out.print(query)
+    *table, headline, query = summary(plan)
+    _print_table(*table, left=("arm", "outcome", "other"))
+    out.print(f"{headline}\n{query}")
 
 
 @app.command("sweeps")
@@ -337,7 +364,9 @@ def bench(
     batch_size: Annotated[int, typer.Option(min=1, help="examples per minibatch")] = 256,
     subset: Subset = None,
     mode: Annotated[Optional[list[str]], _opt("also time lenet-lab's path in this engine mode "
-                                              "(torch: compile)")] = None,
+                                              "(torch: compile, graphs)")] = None,
+    fuse: Annotated[Optional[str], _opt("also time K trials fused into one model, for each K "
+                                        "of a list such as 1,3,6 (torch)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -352,7 +381,7 @@ def bench(
     with progress:
         result = run_bench(engine=engine, device=device, epochs=epochs, warmup=warmup,
                            batch_size=batch_size, subset=subset, modes=tuple(mode or ()),
-                           data_dir=data_dir,
+                           fuse=_counts(fuse), data_dir=data_dir,
                            progress=lambda path, k, total: progress.update(
                                task, completed=k - 1, description=f"epoch {k}/{total}: {path}"))
     if as_json:
@@ -362,9 +391,17 @@ def bench(
     out.print(f"ratio lenet-lab / reference: {result.ratio:.3f}")
 
 
+def _counts(text: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",")) if text else ()
+    except ValueError:
+        raise LabError(f"--fuse takes whole numbers separated by commas, such as 1,3,6, "
+                       f"not {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one line per error, never a traceback for bad input."""
-    args = sys.argv[1:] if argv is None else argv
+    args = _optional_values(sys.argv[1:] if argv is None else argv)
     _Redacting.secrets = [*args, *(os.environ.get(f"LENET_LAB_{name}")
                                    for name in ("STORAGE", "MIRROR"))]
     command = typer.main.get_command(app)

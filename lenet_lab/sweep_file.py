@@ -1,7 +1,8 @@
 """Sweep files: one TOML file per exercise, parsed and validated into a Sweep.
 
 Keys (README's "Sweep files" has an annotated example): `title`, `exercise`, `question`;
-`[run]` (engine, epochs, seeds, sampler, sampler_seed, trials, objectives, prune, subset),
+`[run]` (engine, epochs, seeds, sampler, sampler_seed, trials, objectives, prune, subset,
+confirm, until_decided, margin),
 every key of which the command line can override; `[fixed]` (spec and training fields
 set for every arm); `[space]` (grid: lists; search: lists or distributions such as
 `lr = { low = 0.01, high = 1.0, log = true }`) or instead named `[[arms]]`.
@@ -54,7 +55,16 @@ class Sweep:
         """Apply command-line overrides (None means: keep the file's value) and re-check."""
         changed = {k: v for k, v in overrides.items() if v is not None}
         run = replace(self.run, **changed)
-        check_run(run, f"{self.path} with the command-line options", grid_has_arms=bool(self.arms))
+        where = f"{self.path} with the command-line options"
+        check_run(run, where, grid_has_arms=bool(self.arms))
+        if "epochs" in changed and "epochs" in self.space:
+            raise SweepError(f"--epochs {run.epochs} conflicts with {self.path}: [space] epochs, "
+                             f"which this sweep varies: drop --epochs, or copy the file and "
+                             f"remove epochs from its [space]")
+        if "seeds" in changed and run.sampler != "grid" and not run.confirmations:
+            raise SweepError(f"--seeds {run.seeds} on a search without confirmation only repeats "
+                             f"the control arm: add --confirm K to rerun the best K "
+                             f"configurations with {run.seeds} seeds, or drop --seeds")
         return replace(self, run=run)
 
     def control(self) -> dict[str, Any]:
@@ -86,10 +96,13 @@ class Sweep:
         return {**self.control(), **values} == self.control()
 
     def expected_trials(self) -> int:
-        """Every arm x seed of a grid; a search's control seeds plus its budget."""
-        if self.run.sampler == "grid":
-            return len(self.grid_arms()) * self.run.seeds
-        return self.run.seeds + (self.run.trials or 0)
+        """Every arm x seed of a grid; a search's control seeds, its budget and its
+        confirmation (one more configuration when the parameter count is an objective)."""
+        run = self.run
+        if run.sampler == "grid":
+            return len(self.grid_arms()) * run.seeds
+        confirmed = run.confirmations + (run.confirmations > 0 and "param_count" in run.objectives)
+        return run.seeds * (1 + confirmed) + (run.trials or 0)
 
     def datasets(self) -> set[str]:
         """Every dataset an arm of this sweep can train on."""
@@ -230,15 +243,19 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     for i, arm in enumerate(arms_data):
         values = {}
         for key, value in arm.items():
-            if key == "name":
+            if key in ("name", "best_of"):
                 continue
             if key not in FIELDS:
-                raise unknown_key(f"{where}: [[arms]] #{i + 1}", key, FIELDS | {"name"})
+                raise unknown_key(f"{where}: [[arms]] #{i + 1}", key, FIELDS | {"name", "best_of"})
             values[key] = check_field_value(key, value, f"{where}: [[arms]] #{i + 1} {key}")
         name = arm.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise SweepError(f"{where}: [[arms]] #{i + 1} name must be text, not {name!r}")
-        arms.append(Arm(tuple(sorted(values.items())), name=name))
+        best_of = arm.get("best_of")
+        if best_of is not None and (not isinstance(best_of, str) or not name):
+            raise SweepError(f"{where}: [[arms]] #{i + 1} best_of must name a sweep, such as "
+                             f'"improve", and the arm needs a name')
+        arms.append(Arm(tuple(sorted(values.items())), name=name, best_of=best_of))
 
     if arms and space:
         raise SweepError(f"{where}: give either [space] or [[arms]], not both")
@@ -246,6 +263,8 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
         raise SweepError(f"{where}: nothing to sweep: add a [space] table such as "
                          f'pooling = ["avg", "max"], or [[arms]] sections')
     check_run(run, where, grid_has_arms=bool(arms))
+    if run.epochs is not None and "epochs" in space:
+        raise SweepError(f"{where}: [run] epochs and [space] epochs conflict: keep one")
     if run.sampler == "grid":
         for key, dimension in space.items():
             if isinstance(dimension, Distribution):

@@ -21,7 +21,10 @@ __all__ = ["Arm", "Distribution", "RunSettings", "check_field_value", "check_run
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 MAX_SEEDS = 1000  # repeats of an arm; beyond this a typo, not a plan
 MAX_TRIALS = 100_000  # a search's budget
-OBJECTIVES = ("test_acc", "examples_per_sec")
+# Each objective and its direction: parameter count is a cost.
+OBJECTIVES = {"test_acc": "maximize", "examples_per_sec": "maximize", "param_count": "minimize"}
+CONFIRM_DEFAULT = 3  # a search reruns its best 3 configurations with the sweep's seeds
+MARGIN_DEFAULT = 0.005  # --until-decided: differences inside +-0.005 count as none
 NETWORK_FIELDS = {f.name for f in fields(LeNetSpec)}
 CONFIG_FIELDS = {f.name for f in fields(TrainConfig)} - {"seed"}  # seeds come from [run]
 FIELDS = NETWORK_FIELDS | CONFIG_FIELDS
@@ -38,6 +41,15 @@ class RunSettings:
     objectives: tuple[str, ...] = ("test_acc",)
     prune: bool = False
     subset: int | None = None
+    confirm: int | None = None  # searches: best configurations rerun with seeds (None: 3)
+    until_decided: int | None = None  # add seeds until decided, up to this many
+    margin: float = MARGIN_DEFAULT  # of equivalence, for until_decided
+
+    @property
+    def confirmations(self) -> int:
+        if self.sampler == "grid":
+            return 0
+        return CONFIRM_DEFAULT if self.confirm is None else self.confirm
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class Arm:
 
     values: tuple[tuple[str, Any], ...]  # sorted (field, value) pairs
     name: str | None = None
+    best_of: str | None = None  # a sweep whose best confirmed configuration this arm takes
 
     @property
     def label(self) -> str:
@@ -166,6 +179,23 @@ def check_run(run: RunSettings, where: str, *, grid_has_arms: bool) -> None:
                    f"not {run.objectives!r}")
     if not isinstance(run.prune, bool):
         raise fail(f"prune must be true or false, not {run.prune!r}")
+    if run.confirm is not None:
+        if run.sampler == "grid":
+            raise fail("confirm is for searches: every arm of a grid already runs with every seed")
+        whole("confirm", run.confirm, 0, 100)
+        if run.confirm and "test_acc" not in run.objectives:
+            raise fail("confirm ranks configurations by test_acc: add it to objectives, or set "
+                       "confirm = 0")
+    if run.until_decided is not None:
+        whole("until_decided", run.until_decided, 1, MAX_SEEDS)
+        if run.until_decided < run.seeds:
+            raise fail(f"until_decided (the most seeds an arm may get) must be at least the "
+                       f"{run.seeds} seeds it starts with, not {run.until_decided}")
+        if run.confirmations == 0 and run.sampler != "grid":
+            raise fail("until_decided adds seeds to confirmed arms: a search needs confirm >= 1")
+    if isinstance(run.margin, bool) or not isinstance(run.margin, (int, float)) or \
+            not 0 < run.margin < 1:
+        raise fail(f"margin must be a number between 0 and 1, such as 0.005, not {run.margin!r}")
     if run.prune and len(run.objectives) > 1:
         raise fail("prune works with one objective only (Optuna cannot prune a Pareto search)")
     if run.sampler == "grid":

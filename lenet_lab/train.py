@@ -20,7 +20,7 @@ from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine, parse_device
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig, check_fits_data
 
-__all__ = ["EpochMetrics", "TrainResult", "train"]
+__all__ = ["EpochMetrics", "TrainResult", "fuse_key", "train", "train_fused"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,21 @@ class TrainResult:
         return self.train_examples * len(self.epochs) / seconds if seconds else 0.0
 
 
+def fuse_key(spec: LeNetSpec, config: TrainConfig) -> tuple | None:
+    """Trials with equal keys can train as one fused model (train_fused); None: this one
+    cannot. Members share the network and the loop's shape; they may differ in seed, lr,
+    weight decay and init. Dropout and batch norm draw random numbers or keep running
+    statistics per call, which a vmapped model cannot reproduce member by member."""
+    if spec.dropout or spec.batch_norm:
+        return None
+    return (spec, config.dataset, config.batch_size, config.epochs, config.optimizer)
+
+
+def _diverged(epoch: int, train_loss: float, config: TrainConfig) -> str:
+    return (f"diverged at epoch {epoch}: train loss is {train_loss} (lr {config.lr} with "
+            f"{config.optimizer} may be too large)")
+
+
 def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
           engine: str = "mxnet", device: str = "auto", data: Dataset | None = None,
           subset: int | None = None, data_dir: str | Path | None = None,
@@ -121,9 +136,7 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
         if not math.isfinite(train_loss):
             result.epochs.append(EpochMetrics(epoch, train_loss, totals.correct / totals.examples,
                                               math.nan, speed, totals.seconds))
-            result.status = Status.DIVERGED
-            result.reason = (f"diverged at epoch {epoch}: train loss is {train_loss} "
-                             f"(lr {config.lr} with {config.optimizer} may be too large)")
+            result.status, result.reason = Status.DIVERGED, _diverged(epoch, train_loss, config)
             break
         metrics = EpochMetrics(epoch, train_loss, totals.correct / totals.examples,
                                session.evaluate(), speed, totals.seconds)
@@ -133,3 +146,56 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
     if keep_weights and result.status is Status.COMPLETE:
         result.weights = session.weights()
     return result
+
+
+def train_fused(spec: LeNetSpec, configs: list[TrainConfig], *, device: str = "auto",
+                data: Dataset, keep_weights: bool = False,
+                on_epoch: Callable[[int, EpochMetrics], bool] | None = None
+                ) -> list[TrainResult]:
+    """Train len(configs) networks of one spec as one fused model (torch engine).
+
+    Each member runs as `train` would run it alone: its seed shuffles its data and sets
+    its initial weights, and its result holds its own metrics. A member whose loss turns
+    NaN or infinite is frozen and marked diverged while the others go on;
+    `on_epoch(member, metrics)` returning True stops that member too (pruning).
+    """
+    for config in configs:
+        check_fits_data(spec, config)
+    backend = get_engine("torch")  # first: it sets torch's threads as the engine does
+    from lenet_lab.engines.torch_fused import FusedSession
+
+    chosen = backend.resolve_device(parse_device(device))
+    session = FusedSession(spec, configs, data, chosen)
+    n = len(data.train_labels)
+    results = [TrainResult(spec=spec, config=config, engine="torch",
+                           engine_version=backend.version(), device=str(chosen),
+                           device_name=backend.device_name(chosen), train_examples=n,
+                           test_examples=len(data.test_labels)) for config in configs]
+    rngs = [np.random.default_rng(config.seed) for config in configs]
+    running = set(range(len(configs)))
+    for epoch in range(1, configs[0].epochs + 1):
+        if not running:
+            break
+        orders = np.stack([rng.permutation(n) for rng in rngs])
+        totals = session.train_epoch(orders)
+        accuracies = session.evaluate()
+        for member in sorted(running):
+            result, part = results[member], totals[member]
+            train_loss = part.loss_sum / part.examples
+            speed = part.examples / part.seconds if part.seconds else 0.0
+            finite = math.isfinite(train_loss)
+            metrics = EpochMetrics(epoch, train_loss, part.correct / part.examples,
+                                   accuracies[member] if finite else math.nan, speed,
+                                   part.seconds)
+            result.epochs.append(metrics)
+            if not finite:
+                result.status = Status.DIVERGED
+                result.reason = _diverged(epoch, train_loss, result.config)
+            if not finite or (on_epoch and on_epoch(member, metrics)):
+                session.freeze(member)
+                running.discard(member)
+    if keep_weights:
+        for member, result in enumerate(results):
+            if result.status is Status.COMPLETE:
+                result.weights = session.weights(member)
+    return results

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# GPU check for the torch engine: `lenet-lab bench` in every mode, then the same short real
-# sweep with 1, 2, 4 and 8 workers sharing the GPU, and one table at the end.
+# GPU check for the torch engine, one table at the end:
+#   - `lenet-lab bench`: a single trial eager, compiled and graphed (CUDA graphs), and K
+#     trials fused into one model for K in FUSE (eager and graphed);
+#   - the same short real sweep with 1, 2, 4 and 8 workers sharing the GPU;
+#   - the pooling sweep at full budget (6 trials x 10 epochs, full data), fused and not;
+#   - the predicted wall time of all nine sweeps at full budget, from those rates.
 #
 # Needs: python3 with torch (CUDA build), numpy, pandas, typer and rich (the NVIDIA images
 # we use have these), plus optuna, sqlalchemy and plotly (and their needs alembic, mako,
@@ -10,7 +14,8 @@
 #   LENET_LAB_DATA=/path/holding/fashion-mnist WHEELS=/path/to/wheels scripts/gpu-check.sh
 #
 # Knobs: DEVICE (gpu), EPOCHS (bench epochs, 5), SUBSET (sweep examples, 10000),
-# SWEEP_EPOCHS (2), JOBS ("1 2 4 8"), OUT (where the JSON and logs go; a temp folder).
+# SWEEP_EPOCHS (2), JOBS ("1 2 4 8"), FUSE (1,3,6,12,24), FULL (1: run the full pooling
+# sweep), OUT (where the JSON and logs go; a temp folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LENET_LAB_DATA:?set LENET_LAB_DATA to a folder holding fashion-mnist/}"
@@ -19,6 +24,8 @@ EPOCHS=${EPOCHS:-5}
 SUBSET=${SUBSET:-10000}
 SWEEP_EPOCHS=${SWEEP_EPOCHS:-2}
 JOBS=${JOBS:-"1 2 4 8"}
+FUSE=${FUSE:-1,3,6,12,24}
+FULL=${FULL:-1}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 
@@ -38,7 +45,8 @@ if missing:
 PY
 
 lab() { python3 -m lenet_lab "$@"; }
-lab bench --engine torch --device "$DEVICE" --epochs "$EPOCHS" --mode compile --json > "$OUT/bench.json"
+lab bench --engine torch --device "$DEVICE" --epochs "$EPOCHS" --mode compile --mode graphs \
+    --fuse "$FUSE" --json > "$OUT/bench.json"
 
 # Several trials per GPU: the same grid (pooling x 8 seeds) with more and more workers.
 for jobs in $JOBS; do
@@ -48,8 +56,18 @@ for jobs in $JOBS; do
   echo "$jobs $start $(date +%s.%N)" >> "$OUT/jobs.txt"
 done
 
+# The full pooling sweep (the book's budget), each trial alone and fused per arm.
+if [ "$FULL" = 1 ]; then
+  for fuse in off auto; do
+    start=$(date +%s.%N)
+    lab sweep pooling --engine torch --device "$DEVICE" --fuse "$fuse" \
+        --storage "sqlite:///$OUT/full-$fuse.db" --quiet > "$OUT/full-$fuse.log"
+    echo "$fuse $start $(date +%s.%N)" >> "$OUT/full.txt"
+  done
+fi
+
 python3 - "$OUT" "$SUBSET" "$SWEEP_EPOCHS" <<'PY'
-import json, sqlite3, sys
+import json, os, sqlite3, sys
 out, subset, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 bench = json.load(open(f"{out}/bench.json"))
 print(f"lenet-lab GPU check: torch {bench['engine_version']} on {bench['device']} "
@@ -67,5 +85,17 @@ for line in open(f"{out}/jobs.txt"):
                                "WHERE state = 'complete'").fetchone()
     wall = float(end) - float(start)
     print(f"{jobs:<10}{trials:>8}{wall:>10.1f}{trials * subset * epochs / wall:>22,.0f}{speed:>12,.0f}")
+if os.path.exists(f"{out}/full.txt"):
+    print(f"{'pooling, full budget':<24}{'fuse':>8}{'wall s':>10}")
+    for line in open(f"{out}/full.txt"):
+        fuse, start, end = line.split()
+        print(f"{'':<24}{fuse:>8}{float(end) - float(start):>10.1f}")
+# All nine sweeps at full budget: their trials x 10 epochs x 60,000 examples at the best
+# fused rate measured above (the book's network; wider ones run slower).
+best = max(p["median_examples_per_sec"] for p in bench["paths"])
+from lenet_lab.sweep_file import load_sweeps
+trials = sum(sweep.expected_trials() for sweep in load_sweeps()[0])
+print(f"predicted wall time, all nine sweeps ({trials} trials of 10 epochs) at "
+      f"{best:,.0f} examples/sec: {trials * 10 * 60000 / best / 60:.1f} min")
 PY
 echo "details in $OUT"

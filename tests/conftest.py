@@ -66,8 +66,8 @@ def privileged(command: list[str], why: str) -> None:
         pytest.skip(f"{why}: cannot run `{' '.join(command)}` here: {done.stderr.strip()}")
 
 
-def results(cwd: Path) -> pd.DataFrame:
-    return pd.read_sql("SELECT * FROM lab_results ORDER BY trial", f"sqlite:///{cwd}/studies.db")
+def results(cwd: Path, database: str = "studies.db") -> pd.DataFrame:
+    return pd.read_sql("SELECT * FROM lab_results ORDER BY trial", f"sqlite:///{cwd}/{database}")
 
 
 def arm_seeds(frame: pd.DataFrame, state: str = "complete") -> list[tuple[str, int]]:

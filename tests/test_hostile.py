@@ -120,6 +120,33 @@ CASES = {
                                                  'kernel_size = { low = 3, high = 7, step = 0.5 }\n'),
     "absurd-seeds": Case("boundary", ["sweep", "pooling", *QUICK, "--seeds", "100000"],
                          "with the command-line options: seeds must be at most 1,000, not 100,000", code=2),
+    # option conflicts: one line before anything is written
+    "epochs-in-the-space": Case("boundary", ["sweep", "training", "--epochs", "3", "--engine",
+                                             "torch"],
+                                "--epochs 3 conflicts with", code=2),
+    "seeds-without-confirmation": Case(
+        "boundary", ["sweep", "improve", "--seeds", "2", "--confirm", "0", "--engine", "torch"],
+        "--seeds 2 on a search without confirmation only repeats the control arm", code=2),
+    "confirm-on-a-grid": Case("boundary", ["sweep", "pooling", *QUICK, "--confirm", "2"],
+                              "confirm is for searches", code=2),
+    "until-decided-below-seeds": Case("boundary", ["sweep", "pooling", *QUICK, "--until-decided",
+                                                   "1"],
+                                      "must be at least the 3 seeds it starts with, not 1", code=2),
+    "margin-absurd": Case("boundary", ["sweep", "pooling", *QUICK, "--until-decided",
+                                       "--margin", "5"],
+                          "margin must be a number between 0 and 1", code=2),
+    "fuse-on-mxnet": Case("boundary", ["sweep", "pooling", "--fuse", "3", "--subset", "200"],
+                          "--fuse 3 needs the torch engine (torch.func)", code=2),
+    "fuse-nonsense": Case("boundary", ["sweep", "pooling", *QUICK, "--fuse", "lots"],
+                          "--fuse takes auto, off or a number of trials from 1 to 256, not 'lots'",
+                          code=2),
+    "bench-fuse-nonsense": Case("boundary", ["bench", "--engine", "torch", "--fuse", "1,x"],
+                                "--fuse takes whole numbers separated by commas", code=1),
+    "bench-fuse-on-mxnet": Case("boundary", ["bench", "--fuse", "3", "--subset", "100"],
+                                "bench --fuse takes trial counts such as 1,3,6 and needs "
+                                "--engine torch", code=2),
+    "run-and-space-epochs": bad_sweep("[run] epochs and [space] epochs conflict", '[run]\nepochs = 2\n'
+                                      'sampler = "tpe"\ntrials = 2\n[space]\nepochs = [5, 10]\n'),
     "sampler-seed-range": bad_sweep("sampler_seed must be a whole number from 0 to 4294967295", '[run]\nsampler_seed = 99999999999\n'
                                                 '[space]\npooling = ["avg", "max"]\n'),
     "deep-nesting": bad_sweep("[space] pooling: pooling must be one of avg, max, not [['avg']]", '[space]\npooling = [[["avg"]], "max"]\n'),

@@ -49,9 +49,10 @@ class StandIn:
         return result
 
 
-def plan_for(folder: Path, name: str = "pooling", epochs: int = 2):
-    sweep = load_sweep(name).with_run(engine="torch", epochs=epochs, seeds=2, subset=200)
-    return plan_sweep(sweep, storage=f"sqlite:///{folder}/studies.db", device="cpu")
+def plan_for(folder: Path, name: str = "pooling", epochs: int = 2, seeds: int | None = 2,
+             fuse: int = 1):
+    sweep = load_sweep(name).with_run(engine="torch", epochs=epochs, seeds=seeds, subset=200)
+    return plan_sweep(sweep, storage=f"sqlite:///{folder}/studies.db", device="cpu", fuse=fuse)
 
 
 def rows(folder: Path) -> pd.DataFrame:
@@ -87,6 +88,32 @@ def test_an_interrupted_sweep_resumes_without_duplicates(tmp_path: Path) -> None
     assert done(rows(tmp_path)) == GRID
 
 
+class FusedStandIn(StandIn):
+    """The stand-in for train_fused: each member as StandIn trains it; groups recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[list[tuple[str, int]]] = []
+
+    def __call__(self, spec, configs, *, on_epoch=None, **_) -> list[TrainResult]:
+        self.groups.append([(spec.pooling, c.seed) for c in configs])
+        return [super(FusedStandIn, self).__call__(
+            spec, c, on_epoch=lambda m, k=k: on_epoch(k, m)) for k, c in enumerate(configs)]
+
+
+@pytest.mark.parametrize("fuse, groups, alone", [(3, [3, 3], 0), (2, [2, 2], 2), (1, [], 6)])
+def test_fused_workers_claim_groups_of_one_network_shape(tmp_path: Path, fuse: int,
+                                                         groups: list[int], alone: int) -> None:
+    plan, fused, single = plan_for(tmp_path, seeds=3, fuse=fuse), FusedStandIn(), StandIn()
+    run_sweep(plan, trainer=single, fused_trainer=fused)
+    assert [len(g) for g in fused.groups] == groups and len(single.calls) == alone
+    assert all(len({pooling for pooling, _ in g}) == 1 for g in fused.groups)
+    frame = rows(tmp_path)
+    assert len(frame) == 6 and (frame.state == "complete").all()
+    assert sorted(zip(frame.arm, frame.seed)) == sorted(
+        (f"pooling={p}", s) for p in ("avg", "max") for s in range(3))
+
+
 def _running_trial(plan, host: str, pid: int) -> tuple[Worker, int]:
     """A claimed trial recorded as run by (host, pid), as a worker leaves it mid-way."""
     db = store.connect(plan.storage)
@@ -94,7 +121,7 @@ def _running_trial(plan, host: str, pid: int) -> tuple[Worker, int]:
     trial = claim(plan, worker.study, worker.rdb, worker.db)
     store.start_trial(worker.db, trial_id=trial._trial_id, study_name=plan.study_name,
                       number=trial.number, arm=trial.user_attrs["arm"], is_control=True,
-                      columns=store.trial_columns({"seed": 0}), run={"engine": "torch"})
+                      stage="grid",                      columns=store.trial_columns({"seed": 0}), run={"engine": "torch"})
     with worker.db.begin() as conn:
         conn.execute(sa.text("UPDATE lab_trials SET host = :h, pid = :p WHERE trial_id = :t"),
                      {"h": host, "p": pid, "t": trial._trial_id})
@@ -164,15 +191,57 @@ def test_bad_timing_settings_are_refused_before_the_database_is_touched(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_search_asks_its_sampler_until_the_budget_is_spent(tmp_path: Path) -> None:
+def test_a_search_asks_its_sampler_then_confirms_its_best_with_fresh_seeds(tmp_path: Path) -> None:
     (tmp_path / "search.toml").write_text(
         'title = "a search"\n[run]\nsampler = "random"\ntrials = 3\n'
         '[space]\npooling = ["avg", "max"]\nlr = { low = 0.1, high = 1.0 }\n')
     plan, trainer = plan_for(tmp_path, str(tmp_path / "search.toml")), StandIn()
     run_sweep(plan, trainer=trainer)
     frame = rows(tmp_path)
-    assert len(frame) == 5 and frame.is_control.sum() == 2 and (frame.state == "complete").all()
-    assert frame.lr.between(0.1, 1.0).all()
+    assert frame.stage.value_counts().to_dict() == {"control": 2, "search": 3, "confirm": 6}
+    assert frame.is_control.sum() == 2 and (frame.state == "complete").all()
+    assert frame.lr.between(0.1, 1.0).all() and len(trainer.calls) == 11
+    confirm, searched = frame[frame.stage == "confirm"], frame[frame.stage == "search"]
+    assert set(confirm.arm) == set(searched.arm) and sorted(set(confirm.seed)) == [1, 2]
+    run_sweep(plan, trainer=trainer)  # a rerun finds the stage done
+    assert len(rows(tmp_path)) == 11 and len(trainer.calls) == 11
+
+
+def test_confirmation_resumes_and_can_be_turned_off(tmp_path: Path) -> None:
+    (tmp_path / "search.toml").write_text(
+        'title = "a search"\n[run]\nsampler = "random"\ntrials = 2\nconfirm = 1\n'
+        '[space]\npooling = ["avg", "max"]\nlr = { low = 0.1, high = 1.0 }\n')
+    plan = plan_for(tmp_path, str(tmp_path / "search.toml"))
+    with pytest.raises(KeyboardInterrupt):  # control 2, search 2, the first confirmation
+        run_sweep(plan, trainer=StandIn(stop_after=5))
+    run_sweep(plan, trainer=StandIn())
+    frame = rows(tmp_path)
+    confirm = frame[(frame.stage == "confirm") & (frame.state == "complete")]
+    assert sorted(confirm.seed) == [1, 2] and confirm.arm.nunique() == 1
+    best = frame[frame.stage == "search"].sort_values("test_acc").arm.iloc[-1]
+    assert confirm.arm.iloc[0] == best
+    off = load_sweep(str(tmp_path / "search.toml")).with_run(engine="torch", epochs=1,
+                                                             subset=200, confirm=0)
+    other = plan_sweep(off, storage=f"sqlite:///{tmp_path}/off.db", device="cpu")
+    run_sweep(other, trainer=StandIn())
+    assert "confirm" not in set(pd.read_sql("SELECT stage FROM lab_results",
+                                            f"sqlite:///{tmp_path}/off.db").stage)
+
+
+def test_until_decided_adds_seeds_to_the_control_and_leader_up_to_max(tmp_path: Path) -> None:
+    """The stand-in's accuracy ignores lr: both arms spread alike, never decided."""
+    (tmp_path / "lr.toml").write_text('title = "lr"\n[run]\nseeds = 2\n[space]\nlr = [0.9, 0.5]\n')
+    sweep = load_sweep(str(tmp_path / "lr.toml")).with_run(engine="torch", epochs=1, subset=200,
+                                                           until_decided=4)
+    plan = plan_sweep(sweep, storage=f"sqlite:///{tmp_path}/studies.db", device="cpu")
+    run_sweep(plan, trainer=StandIn())
+    frame = rows(tmp_path)
+    assert frame.groupby("arm").seed.apply(sorted).to_dict() == {
+        "lr=0.5": [0, 1, 2, 3], "lr=0.9": [0, 1, 2, 3]}
+    from lenet_lab.report.build import study_answer
+
+    text = study_answer(plan.storage, plan.study_name).headline
+    assert "Until decided: reached the maximum of 4 seeds undecided." in text
 
 
 @pytest.mark.parametrize("epochs", [2, 1])
@@ -180,8 +249,10 @@ def test_pruning_stops_trials_early_but_never_after_their_last_epoch(tmp_path: P
                                                                     epochs: int) -> None:
     (tmp_path / "prune.toml").write_text(
         'title = "a pruned search"\n[run]\nsampler = "random"\ntrials = 8\nprune = true\n'
+        'confirm = 0\nseeds = 2\n'
         '[space]\npooling = ["avg", "max"]\n')
-    run_sweep(plan_for(tmp_path, str(tmp_path / "prune.toml"), epochs), trainer=StandIn())
+    run_sweep(plan_for(tmp_path, str(tmp_path / "prune.toml"), epochs, seeds=None),
+              trainer=StandIn())
     frame = rows(tmp_path)
     pruned = frame[frame.state == "pruned"]
     # avg pooling scores below the median of the earlier trials at every epoch
@@ -192,9 +263,9 @@ def test_pruning_stops_trials_early_but_never_after_their_last_epoch(tmp_path: P
 
 def test_a_search_replaces_a_trial_cut_short_and_keeps_its_budget(tmp_path: Path) -> None:
     (tmp_path / "search.toml").write_text(
-        'title = "a search"\n[run]\nsampler = "random"\ntrials = 3\n'
-        '[space]\npooling = ["avg", "max"]\n')
-    plan = plan_for(tmp_path, str(tmp_path / "search.toml"))
+        'title = "a search"\n[run]\nsampler = "random"\ntrials = 3\nconfirm = 0\n'
+        'seeds = 2\n[space]\npooling = ["avg", "max"]\n')
+    plan = plan_for(tmp_path, str(tmp_path / "search.toml"), seeds=None)
     with pytest.raises(KeyboardInterrupt):  # the control's 2 seeds, then Ctrl-C
         run_sweep(plan, trainer=StandIn(stop_after=3))
     run_sweep(plan, trainer=StandIn())
@@ -246,3 +317,19 @@ def test_a_copy_that_fails_part_way_leaves_nothing_in_the_target(
     assert store.copy_study(plan.storage, target, plan.study_name) == 4  # and then it copies
     copied = pd.read_sql("SELECT * FROM lab_results", target)
     assert sorted(zip(copied.arm, copied.seed)) == GRID
+
+
+def test_a_database_from_before_stages_is_upgraded_in_place(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path)
+    run_sweep(plan, trainer=StandIn())
+    with sa.create_engine(plan.storage).begin() as conn:  # as lenet-lab 0.1 left it
+        conn.exec_driver_sql("DROP VIEW lab_results")
+        conn.exec_driver_sql("ALTER TABLE lab_trials DROP COLUMN stage")
+        conn.exec_driver_sql(store.schema.RESULTS_VIEW.replace("lt.stage AS stage, ", ""))
+    assert "stage" not in rows(tmp_path)
+    from lenet_lab.report.build import study_answer
+
+    assert study_answer(plan.storage, plan.study_name).leader.arm.arm == "pooling=max"
+    run_sweep(plan_for(tmp_path, seeds=3), trainer=StandIn())  # the next run upgrades it
+    frame = rows(tmp_path)
+    assert frame.stage.tolist() == [None] * 4 + ["grid"] * 2 and frame.seed.max() == 2

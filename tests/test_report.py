@@ -119,7 +119,7 @@ def test_user_strings_are_text_not_markup(reports: Path) -> None:
 def test_index_answers_and_compares_the_engines(reports: Path) -> None:
     index = (reports / "index.html").read_text()
     assert "Replace the average pooling with max pooling" in index
-    assert "with the book&#x27;s network (2 and 2 seeds" in index
+    assert "Budget: 2 epochs of 500 examples, 2 seeds per arm, torch on cpu." in index
     assert "Compare: pooling" in index and "pooling-torch-e2-n500: test acc" in index
 
 

@@ -48,9 +48,11 @@ def test_pooling_sweep_acceptance_run_and_rerun(tmp_path: Path) -> None:
     assert len(results(tmp_path)) == 4
 
 
-def test_killed_run_resumes_to_the_full_set_without_duplicates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fuse, running", [("off", 1), ("2", 2)])  # fused: a group at once
+def test_killed_run_resumes_to_the_full_set_without_duplicates(tmp_path: Path, fuse: str,
+                                                               running: int) -> None:
     args = ["sweep", "pooling", "--subset", "3000", "--epochs", "3", "--seeds", "2",
-            "--engine", "torch", "-q"]
+            "--engine", "torch", "--fuse", fuse, "-q"]
     process = lenet_lab(*args, cwd=tmp_path, wait=False)
     db = tmp_path / "studies.db"
     deadline = time.time() + 120
@@ -71,7 +73,7 @@ def test_killed_run_resumes_to_the_full_set_without_duplicates(tmp_path: Path) -
     frame = results(tmp_path)
     assert arm_seeds(frame) == POOLING  # complete, each arm x seed once
     killed = frame[frame.state == "failed"]
-    assert len(killed) == 1 and "worker stopped" in killed.reason.iloc[0]
+    assert len(killed) == running and killed.reason.str.contains("worker stopped").all()
 
 
 def test_two_jobs_give_the_same_set(tmp_path: Path) -> None:
@@ -96,20 +98,6 @@ def test_infeasible_and_diverged_trials_are_recorded_and_not_rerun(tmp_path: Pat
     assert len(diverged) == 2 and diverged.reason.str.startswith("diverged at epoch 1").all()
     assert lenet_lab("sweep", "mine.toml", *QUICK, cwd=tmp_path).returncode == 0
     assert len(results(tmp_path)) == 8
-
-
-def test_a_search_with_pruning_registers_its_params(tmp_path: Path) -> None:
-    (tmp_path / "search.toml").write_text(
-        'title = "lr search"\n[run]\nsampler = "tpe"\ntrials = 3\nprune = true\n'
-        '[space]\nlr = { low = 0.05, high = 1.0, log = true }\npooling = ["avg", "max"]\n')
-    done = lenet_lab("sweep", "search.toml", *QUICK, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    frame = results(tmp_path)
-    assert len(frame) == 5 and frame.is_control.sum() == 2  # control x 2 seeds, then 3 searched
-    assert frame.lr.between(0.05, 1.0).all()
-    import optuna
-    study = optuna.load_study(study_name="search-torch-e1-n500", storage=f"sqlite:///{tmp_path}/studies.db")
-    assert all(set(t.params) == {"lr", "pooling"} for t in study.trials)
 
 
 def test_studies_and_export(tmp_path: Path, quick_study: Path) -> None:

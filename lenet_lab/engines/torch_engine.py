@@ -122,7 +122,18 @@ class TorchEngine(DeviceChoice):
         return TorchSession(spec, config, data, device, mode=mode)
 
 
-MODES = ("default", "book", "compile")  # book: as default (eager); compile: torch.compile
+# book: as default (eager); compile: torch.compile; graphs: torch.compile's
+# "reduce-overhead" mode, which replays the step's kernels as CUDA graphs (GPUs only).
+MODES = ("default", "book", "compile", "graphs")
+
+
+def compiled(function: Callable, mode: str, device: torch.device) -> Callable:
+    """The forward pass as `mode` runs it (compiling costs the first batch of each shape)."""
+    if mode == "graphs" and device.type != "cuda":
+        raise SpecError("the graphs mode captures CUDA graphs: it needs --device gpu")
+    if mode in ("compile", "graphs"):
+        return torch.compile(function, mode="reduce-overhead" if mode == "graphs" else None)
+    return function
 
 
 class TorchSession:
@@ -133,8 +144,7 @@ class TorchSession:
         torch.manual_seed(config.seed)
         self.net = build(spec).to(self.torch_device)
         initialize(self.net, config.init)
-        # torch.compile traces on the first batch of each shape; its cost lands in epoch 1.
-        self.forward = torch.compile(self.net) if mode == "compile" else self.net
+        self.forward = compiled(self.net, mode, self.torch_device)
         self.optimizer = _optimizer(self.net, config)
         self.loss = nn.CrossEntropyLoss()
         self.batch_size = config.batch_size

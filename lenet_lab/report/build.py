@@ -8,15 +8,16 @@ database (through `store`) and writes `index.html` and one `study-<name>.html` p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from lenet_lab import store
 from lenet_lab.files import output_folder, slug
-from lenet_lab.report import compute
+from lenet_lab.report import answer, compute
 from lenet_lab.report.activations import section as activation_section
 from lenet_lab.report.pages import StudyData, index_page, study_page, write_page
 
-__all__ = ["StudyData", "build_report", "load_study", "page_name"]
+__all__ = ["StudyData", "best_confirmed", "build_report", "load_study", "page_name",
+           "study_answer"]
 
 
 def page_name(study: str) -> str:
@@ -26,7 +27,65 @@ def page_name(study: str) -> str:
 
 def load_study(db, name: str) -> StudyData:
     results, epochs = store.study_frames(db, name)
-    return StudyData(name, store.study_row(db, name) or {}, results, epochs)
+    return StudyData(name, store.study_row(db, name) or {}, results, epochs,
+                     store.study_attrs(db, name))
+
+
+def study_answer(storage: str, name: str) -> answer.Answer:
+    """One study's answer, read from the database (what `lenet-lab sweep` ends with)."""
+    db = store.connect(store.storage_url(storage), read_only=True)
+    try:
+        data = load_study(db, name)
+    finally:
+        db.dispose()
+    return answer.study_answer(data.results, data.epochs, settings=data.settings,
+                               attrs=data.attrs)
+
+
+def best_confirmed(storage: str, sweep: str, *, engine: str) -> tuple[str, str, dict] | None:
+    """The best configuration that a study of `sweep` confirmed with seeds, as
+    (study, arm label, field values), from a finished confirmation stage; studies on
+    `engine` first. None when the database holds no such study."""
+    import pandas as pd
+
+    from lenet_lab.sweep_space import FIELDS
+
+    where = store.parse_storage(storage)
+    if not store.has_studies(where):
+        return None
+    found = []
+    db = store.connect(where, read_only=True)
+    try:
+        for row in store.list_studies(storage):
+            if row["sweep"] != sweep:
+                continue
+            data = load_study(db, row["study"])
+            stage = data.results.get("stage")
+            confirm = data.results[stage == "confirm"] if stage is not None else data.results[:0]
+            if not len(confirm) or not confirm.state.isin(["complete", "diverged"]).all():
+                continue  # not confirmed yet, or still running
+            arms = answer.study_answer(data.results, data.epochs, settings=data.settings).arms
+            learned = [a for a in arms if not a.is_control and a.outcome.learned]
+            if learned:
+                best = max(learned, key=lambda a: a.test_acc.mean)
+                first = confirm[confirm.arm == best.arm].iloc[0]
+                values = {k: _field_value(k, first[k]) for k in FIELDS - {
+                    "dataset", "epochs", "num_classes"} if not pd.isna(first[k])}
+                found.append((row["engine"] != engine, -best.test_acc.mean, row["study"],
+                              best.arm, values))
+    finally:
+        db.dispose()
+    return min(found)[2:] if found else None
+
+
+def _field_value(name: str, value: Any) -> Any:
+    """A lab_results cell as the spec takes it (numpy scalars, SQLite's 0/1, width text)."""
+    from lenet_lab.spec import field_kind, parse_widths
+
+    value = value.item() if hasattr(value, "item") else value
+    kind = field_kind(name)
+    return {"widths": lambda: parse_widths(value, name), "bool": lambda: bool(value),
+            "int": lambda: int(value)}.get(kind, lambda: value)()
 
 
 def search_figures(storage: str, data: StudyData) -> list:

@@ -12,12 +12,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from lenet_lab.report.outcomes import ArmOutcome, arm_outcome, trial_outcome
 from lenet_lab.spec import Status
 
-__all__ = ["ArmStats", "Interval", "answer", "arm_stats", "difference", "failures",
-           "learning_curves", "mean_interval", "pareto_front", "summary_counts", "summary_rows",
-           "t_quantile",
-           "verdict"]
+__all__ = ["ArmStats", "Interval", "arm_stats", "difference", "failures", "learning_curves",
+           "mean_interval", "pareto_front", "summary_counts", "summary_rows", "t_quantile",
+           "trial_outcomes"]
 
 LEVEL = 0.95  # confidence level of every interval in the reports
 
@@ -67,10 +67,10 @@ def difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> 
     diff = float(x.mean() - y.mean())
     if len(x) < 2 or len(y) < 2:
         return Interval(diff, math.nan, math.nan, min(len(x), len(y)))
+    if np.ptp(x) == 0 and np.ptp(y) == 0:  # every seed alike (var() would give ~1e-33)
+        return Interval(diff, diff, diff, min(len(x), len(y)), 0.0)
     vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
     se = math.sqrt(vx + vy)
-    if se == 0:
-        return Interval(diff, diff, diff, min(len(x), len(y)), 0.0)
     df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
     half = t_quantile(0.5 + level / 2, df) * se
     return Interval(diff, diff - half, diff + half, min(len(x), len(y)), se)
@@ -88,14 +88,33 @@ class ArmStats:
     param_count: int | None
     test_accs: list[float] = field(default_factory=list)
     vs_control: Interval | None = None  # test_acc difference to the control arm
+    outcome: ArmOutcome = field(default_factory=lambda: ArmOutcome(None))
+    lr: float | None = None
 
 
-def arm_stats(results: pd.DataFrame) -> list[ArmStats]:
-    """One entry per arm, the control first, then by mean test accuracy (best first)."""
+def trial_outcomes(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.Series:
+    """Each row's Outcome (or None), in the order of `results` (see outcomes.py)."""
+    lowest = {} if epochs is None or not len(epochs) else \
+        epochs.groupby("trial").train_loss.min().to_dict()
+    classes = results.num_classes if "num_classes" in results else pd.Series(10, results.index)
+    return pd.Series([trial_outcome(state=row.state, test_acc=row.test_acc,
+                                    final_loss=row.train_loss, min_loss=lowest.get(row.trial),
+                                    classes=10 if pd.isna(n) else int(n))
+                      for row, n in zip(results.itertuples(), classes)], index=results.index,
+                     dtype=object)
+
+
+def arm_stats(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list[ArmStats]:
+    """One entry per arm, the control first, then by mean test accuracy (best first).
+
+    Outcomes need each trial's lowest loss, from `epochs` (without it none is unstable).
+    """
     arms = []
+    outcomes = trial_outcomes(results, epochs)
     for arm, rows in results.groupby("arm", sort=False, dropna=False):
         done = rows[rows.state == Status.COMPLETE]
         params = done.param_count.dropna()
+        lrs = rows.lr.dropna() if "lr" in rows else ()
         arms.append(ArmStats(
             arm=str(arm), is_control=bool(rows.is_control.dropna().astype(bool).any()),
             states={str(k): int(v) for k, v in rows.state.value_counts().sort_index().items()},
@@ -103,7 +122,9 @@ def arm_stats(results: pd.DataFrame) -> list[ArmStats]:
             train_loss=mean_interval(done.train_loss),
             examples_per_sec=mean_interval(done.examples_per_sec),
             param_count=int(params.iloc[0]) if len(params) else None,
-            test_accs=[float(v) for v in done.test_acc]))
+            test_accs=[float(v) for v in done.test_acc],
+            outcome=arm_outcome(list(outcomes[rows.index])),
+            lr=float(lrs.iloc[0]) if len(lrs) else None))
     control = next((a for a in arms if a.is_control), None)
     if control is not None:
         arms = [a if a is control else _with_difference(a, control) for a in arms]
@@ -116,54 +137,6 @@ def _with_difference(arm: ArmStats, control: ArmStats) -> ArmStats:
 
 def _or(value: float, default: float) -> float:
     return default if math.isnan(value) else value
-
-
-def _fmt(interval: Interval) -> str:
-    spread = f" ± {interval.sd:.3f}" if not math.isnan(interval.sd) else ""
-    return f"{interval.mean:.3f}{spread}"
-
-
-def verdict(arm: ArmStats) -> str:
-    """One sentence comparing an arm with the control arm, honest about noise."""
-    d = arm.vs_control
-    if d is None or math.isnan(d.mean):
-        return f"{arm.arm}: no completed trials to compare"
-    head = f"{arm.arm}: test accuracy {_fmt(arm.test_acc)}"
-    if not d.known:
-        return (f"{head}; difference {d.mean:+.3f} from the control, which cannot be told "
-                f"from noise with one seed: run more seeds (--seeds 3)")
-    ci = f"difference {d.mean:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}]"
-    if d.low <= 0 <= d.high:
-        return f"{head} ({ci}): not distinguishable from the control with the seeds run"
-    word = "better" if d.mean > 0 else "worse"
-    return f"{head} ({ci}): {word} than the control"
-
-
-def answer(arms: list[ArmStats]) -> str:
-    """The headline: the best arm against the control, with seeds and the interval."""
-    control = next((a for a in arms if a.is_control), None)
-    done = [a for a in arms if a.test_acc.n > 0]
-    if control is None or control.test_acc.n == 0:
-        if not done:
-            return "No completed trials yet."
-        best = max(done, key=lambda a: a.test_acc.mean)
-        return f"Best so far: {best.arm}, test accuracy {_fmt(best.test_acc)} (no control arm finished)."
-    others = [a for a in done if not a.is_control]
-    if not others:
-        return (f"Only the control arm has finished: test accuracy {_fmt(control.test_acc)} "
-                f"({control.test_acc.n} seeds).")
-    best = max(others, key=lambda a: a.test_acc.mean)
-    d = best.vs_control  # set for every arm but the control
-    base = (f"{best.arm}: test accuracy {_fmt(best.test_acc)} vs {_fmt(control.test_acc)} "
-            f"with the book's network ({best.test_acc.n} and {control.test_acc.n} seeds")
-    if not d.known:
-        return base + f"; difference {d.mean:+.3f}, which cannot be told from noise with so few seeds)."
-    base += f"; difference {d.mean:+.3f}, 95% CI [{d.low:+.3f}, {d.high:+.3f}])"
-    if d.low <= 0 <= d.high:
-        return base + (": the difference cannot be told from noise with the seeds run "
-                       "(rerun the sweep with more --seeds to narrow the interval).")
-    return base + (": better than the book's network." if d.mean > 0
-                   else ": no arm beats the book's network; this is the closest.")
 
 
 def learning_curves(epochs: pd.DataFrame, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -199,7 +172,8 @@ def failures(results: pd.DataFrame) -> pd.DataFrame:
     return other[["trial", "arm", "seed", "state", "epochs_done", "reason"]].sort_values("trial")
 
 
-SUMMARY_HEADER = ["arm", "complete", "test acc mean", "sd", "min", "max", "examples/sec", "other"]
+SUMMARY_HEADER = ["arm", "complete", "test acc mean", "sd", "min", "max", "examples/sec",
+                  "outcome", "other"]
 
 
 def summary_rows(arms: list[ArmStats]) -> list[list[str]]:
@@ -211,7 +185,7 @@ def summary_rows(arms: list[ArmStats]) -> list[list[str]]:
              number(arm.test_acc.mean), number(arm.test_acc.sd),
              number(min(arm.test_accs, default=math.nan)),
              number(max(arm.test_accs, default=math.nan)),
-             number(arm.examples_per_sec.mean, ",.0f"),
+             number(arm.examples_per_sec.mean, ",.0f"), arm.outcome.describe(),
              ", ".join(f"{n} {state}" for state, n in arm.states.items() if state != Status.COMPLETE)]
             for arm in arms]
 

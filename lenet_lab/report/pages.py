@@ -11,13 +11,14 @@ import html
 import json
 import math
 from pathlib import Path
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
 
 from lenet_lab.files import atomic_write
-from lenet_lab.report import compute, draw
+from lenet_lab.report import answer, compute, draw
 from lenet_lab.spec import Status
 
 __all__ = ["StudyData", "figure_html", "index_page", "page", "study_page", "write_page"]
@@ -31,6 +32,7 @@ class StudyData:
     meta: dict[str, Any]  # the lab_studies row (empty for a study lenet-lab did not run)
     results: pd.DataFrame  # lab_results rows
     epochs: pd.DataFrame  # trial, epoch, train_loss, train_acc, test_acc, ...
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)  # Optuna's study user attrs
 
     @property
     def title(self) -> str:
@@ -95,10 +97,11 @@ def arms_section(arms: list[compute.ArmStats]) -> str:
             _interval(arm.train_acc), _interval(arm.train_loss),
             "-" if arm.examples_per_sec.n == 0 else f"{arm.examples_per_sec.mean:,.0f}",
             "-" if arm.param_count is None else f"{arm.param_count:,}",
+            arm.outcome.describe(),
             ", ".join(f"{n} {state}" for state, n in arm.states.items()),
         ])
     return _table(["arm", "test acc (mean ± sd)", "vs control (95% CI)", "train acc",
-                   "final loss", "examples/sec", "parameters", "trials"], rows, (0, 7))
+                   "final loss", "examples/sec", "parameters", "outcome", "trials"], rows, (0, 7, 8))
 
 
 def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = None,
@@ -106,8 +109,8 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
                ) -> tuple[str, str, list[compute.ArmStats]]:
     """The page's HTML, its headline answer and the arms' numbers."""
     results = data.results
-    arms = compute.arm_stats(results) if len(results) else []
-    headline = compute.answer(arms)
+    found = answer.study_answer(results, data.epochs, settings=data.settings, attrs=data.attrs)
+    arms, headline = found.arms, found.headline
     settings = data.settings
     parts = ["<p><a href=\"index.html\">&larr; all studies</a></p>",
              f"<h1>{e(data.title)}</h1>",
@@ -118,9 +121,8 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
     question = _question(data.meta.get("sweep_file"))
     if question:
         parts.append(f"<p>{e(question)}</p>")
-    verdicts = [compute.verdict(a) for a in arms if not a.is_control]
-    if verdicts:
-        parts.append("<ul>" + "".join(f"<li>{e(v)}</li>" for v in verdicts) + "</ul>")
+    if found.verdicts:
+        parts.append("<ul>" + "".join(f"<li>{e(v)}</li>" for v in found.verdicts) + "</ul>")
     parts.append("<h2>Arms</h2>" + arms_section(arms))
     if arms:
         parts.append(figure_html(draw.arm_bars(arms)))

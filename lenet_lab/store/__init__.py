@@ -18,7 +18,8 @@ from lenet_lab.store.connection import (DEFAULT_GRACE_S, DEFAULT_STORAGE, HEARTB
                                         optuna_storage, parse_storage, redact, retrying, safe_url,
                                         storage_url)
 from lenet_lab.store.queries import (has_studies, list_studies, load_weights, progress,
-                                     read_results, running_workers, study_frames, study_row,
+                                     read_results, running_workers, study_attrs, study_frames,
+                                     study_row,
                                      trial_record, trial_statuses, waiting_trial_ids)
 from lenet_lab.store.schema import HYPERPARAMETERS, RESULT_COLUMNS, ensure_schema
 from lenet_lab.store.transfer import EXPORT_FORMATS, copy_study, export_study, known_studies
@@ -31,6 +32,6 @@ __all__ = [
     "finish_trial", "forget_study", "known_studies", "grace_seconds", "has_studies", "list_studies", "load_weights", "optuna_storage",
     "parse_storage", "progress", "read_results", "record_study", "redact", "retrying",
     "running_workers", "safe_url", "start_trial", "storage_url",
-    "study_frames", "study_row", "trial_columns", "trial_record", "trial_statuses",
+    "study_attrs", "study_frames", "study_row", "trial_columns", "trial_record", "trial_statuses",
     "waiting_trial_ids",
 ]

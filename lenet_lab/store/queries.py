@@ -16,7 +16,7 @@ from lenet_lab.store.connection import StorageUrl, connect, parse_storage, retry
 from lenet_lab.store.schema import lab_epochs, lab_studies, lab_trials, lab_weights
 
 __all__ = ["has_studies", "list_studies", "load_weights", "progress", "read_results",
-           "running_workers", "study_frames", "study_row", "trial_record", "trial_statuses", "waiting_trial_ids"]
+           "running_workers", "study_attrs", "study_frames", "study_row", "trial_record", "trial_statuses", "waiting_trial_ids"]
 
 
 def has_studies(where: StorageUrl) -> bool:
@@ -167,6 +167,17 @@ def study_frames(db: Engine, name: str):
             "ON lt.trial_id = e.trial_id WHERE lt.study_name = :s ORDER BY lt.number, e.epoch"),
             conn, params={"s": name})
     return results, epochs
+
+
+def study_attrs(db: Engine, study_name: str) -> dict[str, Any]:
+    """The study's Optuna user attributes (until_decided, arm_sources, exercise, ...)."""
+    import json
+
+    with db.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT a.key, a.value_json FROM study_user_attributes a JOIN studies s "
+            "ON s.study_id = a.study_id WHERE s.study_name = :s"), {"s": study_name}).all()
+    return {key: json.loads(value) for key, value in rows}
 
 
 def trial_record(db: Engine, study: str, number: int) -> dict[str, Any] | None:

@@ -63,6 +63,7 @@ lab_trials = sa.Table(
     sa.Column("number", sa.Integer, nullable=False),
     sa.Column("arm", sa.Text, nullable=False),
     sa.Column("is_control", sa.Boolean, nullable=False),
+    sa.Column("stage", sa.String(16)),  # grid, or a search's control, search, confirm
     sa.Column("engine", sa.String(32), nullable=False),
     sa.Column("engine_version", sa.String(64)),
     sa.Column("device", sa.String(32)),
@@ -103,7 +104,7 @@ _STATE = f"""CASE WHEN CAST(t.state AS VARCHAR(16)) = 'FAIL' THEN
 _VIEW_COLUMNS = [
     ("s.study_name", "study"), ("ls.sweep", "sweep"), ("t.number", "trial"), (_STATE, "state"),
     *((f"lt.{name}", name) for name in (
-        "arm", "is_control", "engine", "engine_version", "device", "device_name", "subset",
+        "arm", "is_control", "stage", "engine", "engine_version", "device", "device_name", "subset",
         *HYPERPARAMETERS, "param_count", "train_loss", "train_acc", "test_acc",
         "examples_per_sec", "epochs_done", "seconds", "reason")),
     ("t.datetime_start", "started_at"), ("t.datetime_complete", "finished_at"),
@@ -128,6 +129,10 @@ def ensure_schema(db: Engine) -> None:
     metadata.create_all(db)
     with db.begin() as conn:
         inspector = sa.inspect(conn)
-        if not inspector.has_table("lab_results") and \
-                "lab_results" not in inspector.get_view_names():
-            conn.exec_driver_sql(RESULTS_VIEW)
+        if "stage" not in {c["name"] for c in inspector.get_columns("lab_trials")}:
+            # a database from lenet-lab 0.1: add the column, then the view that shows it
+            conn.exec_driver_sql("ALTER TABLE lab_trials ADD COLUMN stage VARCHAR(16)")
+            conn.exec_driver_sql("DROP VIEW IF EXISTS lab_results")
+        elif "lab_results" in inspector.get_view_names():
+            return
+        conn.exec_driver_sql(RESULTS_VIEW)

@@ -63,13 +63,13 @@ def trial_columns(values: dict[str, Any], spec: LeNetSpec | None = None,
 
 @retrying
 def start_trial(db: Engine, *, trial_id: int, study_name: str, number: int, arm: str,
-                is_control: bool, columns: dict[str, Any], run: dict[str, Any]) -> None:
+                is_control: bool, stage: str, columns: dict[str, Any], run: dict[str, Any]) -> None:
     """Record a trial as running before its spec is built (it may turn out infeasible)."""
     with db.begin() as conn:
         conn.execute(lab_trials.delete().where(lab_trials.c.trial_id == trial_id))
         conn.execute(lab_trials.insert().values(
             trial_id=trial_id, study_name=study_name, number=number, arm=arm,
-            is_control=is_control, status=Status.RUNNING.value, host=socket.gethostname(),
+            is_control=is_control, stage=stage, status=Status.RUNNING.value, host=socket.gethostname(),
             pid=os.getpid(), **run, **columns))
 
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lenet_lab import store
 from lenet_lab.data import Dataset, load_dataset
 from lenet_lab.engines import Device, get_engine, parse_device
-from lenet_lab.errors import StorageError
+from lenet_lab.errors import StorageError, SweepError
 from lenet_lab.spec import field_kind, format_widths, parse_widths
 from lenet_lab.sweep_file import Sweep
+from lenet_lab.sweep_space import OBJECTIVES
 
 __all__ = ["SweepPlan", "TPE_SETTINGS", "decode_param", "default_study_name", "encode_param",
-           "load_cached", "plan_sweep"]
+           "fuse_size", "load_cached", "plan_sweep"]
 
 # TPE's defaults changed in Optuna 5; these are spelled out and stored with every study.
 TPE_SETTINGS = {"n_startup_trials": 10, "multivariate": True, "constant_liar": True}
@@ -54,10 +55,12 @@ class SweepPlan:
     engine_version: str
     gpu_count: int
     command: str = ""
+    arm_sources: dict[str, str] = field(default_factory=dict)  # arm name -> where it came from
+    fuse: int = 1  # queued trials of one shape trained together (1: each alone)
 
     @property
     def directions(self) -> list[str]:
-        return ["maximize"] * len(self.sweep.run.objectives)
+        return [OBJECTIVES[name] for name in self.sweep.run.objectives]
 
     def sampler(self):
         import optuna
@@ -86,15 +89,24 @@ class SweepPlan:
 
     def describe(self, jobs: int) -> str:
         run = self.sweep.run
-        return (f"{self.sweep.expected_trials()} trials ({run.sampler}, {run.seeds} seed(s)), "
-                f"{run.engine} on {self.device}, {jobs} worker(s)")
+        stages = f", then the best {run.confirmations} rerun with {run.seeds} seed(s)" \
+            if run.confirmations else ""
+        until = f", adding seeds until decided (at most {run.until_decided})" \
+            if run.until_decided else ""
+        sources = "".join(f"\n{name} is {source}" for name, source in self.arm_sources.items())
+        fused = f", fused in groups of up to {self.fuse}" if self.fuse > 1 else ""
+        return (f"{self.sweep.expected_trials()} trials ({run.sampler}, {run.seeds} seed(s)"
+                f"{stages}{until}), {run.engine} on {self.device}{fused}, {jobs} worker(s)"
+                f"{sources}")
 
     def settings(self) -> dict[str, Any]:
         """What must match for a rerun to continue a study rather than mix two experiments."""
         run = self.sweep.run
         return {"engine": run.engine, "epochs": self.sweep.control()["epochs"],
                 "subset": run.subset, "sampler": run.sampler, "objectives": list(run.objectives),
-                "fixed": {k: encode_param(v) for k, v in sorted(self.sweep.fixed.items())}}
+                "fixed": {k: encode_param(v) for k, v in sorted(self.sweep.fixed.items())},
+                **({"arms": {a.name: {k: encode_param(v) for k, v in a.values}
+                             for a in self.sweep.arms if a.best_of}} if self.arm_sources else {})}
 
 
 def default_study_name(sweep: Sweep, *, epochs: int | None, subset: int | None) -> str:
@@ -107,13 +119,37 @@ def default_study_name(sweep: Sweep, *, epochs: int | None, subset: int | None) 
     return name
 
 
+FUSE_AUTO_GPU = 12  # not yet measured on a GPU: scripts/gpu-check.sh measures K = 1..24
+MAX_FUSE = 256
+
+
+def fuse_size(text: str | int, *, engine: str, device: Device) -> int:
+    """`--fuse auto|off|N` -> how many trials train together (1: each alone).
+
+    auto fuses on GPUs only: on CPUs a fused model trained slower than its members one
+    after another (0.46x for 3 book LeNets on 2 cores; docs/performance.md)."""
+    text = str(text).strip().lower()
+    if text == "auto":
+        return FUSE_AUTO_GPU if engine == "torch" and device.kind == "gpu" else 1
+    size = 1 if text == "off" else int(text) if text.isdigit() else 0
+    if not 1 <= size <= MAX_FUSE:
+        raise SweepError(f"--fuse takes auto, off or a number of trials from 1 to {MAX_FUSE}, "
+                         f"not {text!r}")
+    if size > 1 and engine != "torch":
+        raise SweepError(f"--fuse {size} needs the torch engine (torch.func): add --engine "
+                         f"torch, or drop --fuse")
+    return size
+
+
 def plan_sweep(sweep: Sweep, *, storage: str | None = None, study: str | None = None,
                device: str = "auto", data_dir: str | None = None, command: str = "",
-               name_overrides: dict[str, int | None] | None = None) -> SweepPlan:
+               name_overrides: dict[str, int | None] | None = None,
+               fuse: str | int = "auto") -> SweepPlan:
     """Check everything that can be checked before the database is touched."""
     store.check_environment()
     backend = get_engine(sweep.run.engine)
     chosen = backend.resolve_device(parse_device(device))
+    fused = fuse_size(fuse, engine=sweep.run.engine, device=chosen)
     for name in sorted(sweep.datasets()):
         load_cached(name, data_dir)  # missing or corrupt data fails here, not mid-sweep
     where = store.parse_storage(storage)
@@ -122,11 +158,38 @@ def plan_sweep(sweep: Sweep, *, storage: str | None = None, study: str | None = 
         raise StorageError(f"--storage {where}: folder {os.path.dirname(where.sqlite_path)} "
                            f"does not exist")
     overrides = name_overrides or {"epochs": None, "subset": None}
+    sweep, sources = _resolve_best_of(sweep, where.url)
     plan = SweepPlan(sweep, study or default_study_name(sweep, **overrides), where.url, chosen,
                      backend.device_name(chosen), backend.version(), backend.gpu_count(),
-                     store.redact(command, where.url))
+                     store.redact(command, where.url), sources, fused)
     _check_existing(plan)
     return plan
+
+
+def _resolve_best_of(sweep: Sweep, storage: str) -> tuple[Sweep, dict[str, str]]:
+    """Arms with `best_of` take the best configuration a study of that sweep confirmed
+    (exercise 9 runs what exercise 2 found), else keep the file's values, saying so."""
+    if not any(arm.best_of for arm in sweep.arms):
+        return sweep, {}
+    from lenet_lab.report.build import best_confirmed  # pandas
+
+    arms, sources = [], {}
+    control = sweep.control()
+    for arm in sweep.arms:
+        found = best_confirmed(storage, arm.best_of, engine=sweep.run.engine) \
+            if arm.best_of else None
+        if found:
+            study, label, values = found
+            values = {k: v for k, v in values.items() if control.get(k) != v}
+            arm = replace(arm, values=tuple(sorted(values.items())))
+            sources[arm.name] = (f"the best configuration that study {study!r} confirmed "
+                                 f"({label})")
+        elif arm.best_of:
+            sources[arm.name] = (f"the fixed recipe in {sweep.path.name}: this database holds "
+                                 f"no configuration that a {arm.best_of!r} study confirmed and "
+                                 f"that learned (run `lenet-lab sweep {arm.best_of}` first)")
+        arms.append(arm)
+    return replace(sweep, arms=tuple(arms)), sources
 
 
 def _check_existing(plan: SweepPlan) -> None:

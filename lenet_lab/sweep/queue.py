@@ -2,7 +2,9 @@
 
 Every arm x seed of a grid (and the control arm's seeds of a search) is enqueued as a
 WAITING trial before any worker starts; workers claim waiting trials one at a time,
-which the storage hands out atomically, so no arm x seed runs twice.
+which the storage hands out atomically, so no arm x seed runs twice. When a search has
+used its budget, its best configurations are enqueued with fresh seeds (the
+confirmation stage), by whichever worker reconciles first; a resume continues it.
 
 Dead workers are found two ways. Optuna's RDB storage records each running trial's
 heartbeat with the database's clock and reports trials silent for longer than the grace
@@ -25,10 +27,11 @@ from typing import Any
 
 from lenet_lab import store
 from lenet_lab.spec import Status
-from lenet_lab.sweep.plan import SweepPlan, encode_param
-from lenet_lab.sweep_file import Arm
+from lenet_lab.errors import LabError
+from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param
+from lenet_lab.sweep_file import Arm, build
 
-__all__ = ["claim", "on_stale", "open_study", "reconcile", "searched_left"]
+__all__ = ["add_seed", "claim", "claim_group", "on_stale", "open_study", "reconcile", "searched_left"]
 
 DONE_STATES = ("COMPLETE", "PRUNED")
 KEPT_FAILURES = (Status.DIVERGED.value, Status.INFEASIBLE.value)  # results: not rerun
@@ -65,6 +68,13 @@ def open_study(plan: SweepPlan, db):
                                         load_if_exists=True, directions=plan.directions)
             if store.study_row(db, plan.study_name) is None:
                 store.record_study(db, _study_record(plan))
+            run = plan.sweep.run
+            if plan.arm_sources:
+                study.set_user_attr("arm_sources", plan.arm_sources)
+            if run.until_decided:  # the answer's intervals depend on how many looks it may take
+                study.set_user_attr("until_decided", {"max_seeds": run.until_decided,
+                                                      "start_seeds": run.seeds,
+                                                      "margin": run.margin})
             _reconcile_locked(plan, study, rdb, db)
         except BaseException:  # a study that failed to start is not left half-made
             if new:
@@ -98,17 +108,74 @@ def _enqueue_missing(plan: SweepPlan, study, db) -> None:
         if "arm" in t.user_attrs and (t.state.name in (*DONE_STATES, "WAITING", "RUNNING")
                                       or failed_for_good):
             taken.add((t.user_attrs["arm"], t.user_attrs["seed"]))
-    arms = sweep.grid_arms() if sweep.run.sampler == "grid" else [Arm(())]
-    for arm in arms:
-        for seed in range(sweep.run.seeds):
-            if (arm.label, seed) in taken:
-                continue
-            values = arm.as_dict()
-            params = {} if sweep.run.sampler == "grid" else {
-                key: encode_param(sweep.control()[key]) for key in sweep.space}
-            study.enqueue_trial(params, user_attrs={
-                "arm": arm.label, "seed": seed, "control": sweep.is_control(values),
-                "values": json.dumps({k: encode_param(v) for k, v in values.items()})})
+    grid = sweep.run.sampler == "grid"
+    stages = [(arm, "grid" if grid else "control", range(sweep.run.seeds))
+              for arm in (sweep.grid_arms() if grid else [Arm(())])]
+    if not grid and sweep.run.confirmations and _search_done(plan, db, trials):
+        # fresh seeds: the searched trial ran seed 0, and its luck is what confirmation removes
+        stages += [(arm, "confirm", range(1, sweep.run.seeds + 1))
+                   for arm in _best_configurations(plan, trials, statuses)]
+    for arm, stage, seeds in stages:
+        for seed in seeds:
+            if (arm.label, seed) not in taken:
+                _enqueue(plan, study, arm, seed, stage)
+
+
+def _enqueue(plan: SweepPlan, study, arm: Arm, seed: int, stage: str) -> None:
+    sweep, values = plan.sweep, arm.as_dict()
+    params = {} if sweep.run.sampler == "grid" else {  # a search registers its params
+        key: encode_param(values.get(key, sweep.control()[key])) for key in sweep.space}
+    study.enqueue_trial(params, user_attrs={
+        "arm": arm.label, "seed": seed, "control": sweep.is_control(values), "stage": stage,
+        "values": json.dumps({k: encode_param(v) for k, v in values.items()})})
+
+
+def _search_done(plan: SweepPlan, db, trials) -> bool:
+    searched = [t for t in trials if "arm" not in t.user_attrs]
+    unfinished = any(t.state.name in ("RUNNING", "WAITING") for t in searched)
+    return not unfinished and _searched_left(plan, searched, db) <= 0
+
+
+def _searched_arm(trial) -> tuple[dict, Arm]:
+    values = {k: decode_param(k, v) for k, v in trial.params.items()}
+    return values, Arm(tuple(sorted(values.items())))
+
+
+def _best_configurations(plan: SweepPlan, trials, statuses) -> list[Arm]:
+    """The search's best configurations by test accuracy (distinct, not the control);
+    with the parameter count as an objective, also the best one at most twice the
+    control's size. Trial number breaks ties, so a resume picks the same ones."""
+    run, sweep = plan.sweep.run, plan.sweep
+    complete = [t for t in trials if "arm" not in t.user_attrs and t.state.name == "COMPLETE"
+                and statuses.get(t._trial_id, (None,))[0] == Status.COMPLETE]
+    accuracy = run.objectives.index("test_acc")
+    ranked = [_searched_arm(t) + (t,) for t in
+              sorted(complete, key=lambda t: (-t.values[accuracy], t.number))]
+    ranked = [(arm, t) for values, arm, t in ranked if not sweep.is_control(values)]
+    chosen: list[Arm] = []
+    for arm, _ in ranked:
+        if arm not in chosen and len(chosen) < run.confirmations:
+            chosen.append(arm)
+    if "param_count" in run.objectives:
+        limit = 2 * build(sweep.control(), seed=0)[0].param_count
+        size = run.objectives.index("param_count")
+        small = next((arm for arm, t in ranked if t.values[size] <= limit), None)
+        if small is not None and small not in chosen:
+            chosen.append(small)
+    return chosen
+
+
+@store.retrying
+def add_seed(plan: SweepPlan, study, arm_label: str) -> None:
+    """One more seed of an arm (`--until-decided`), after the highest it has."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("arm") == arm_label]
+    if not trials:
+        raise LabError(f"arm {arm_label!r} has no queued trials to add a seed to")
+    last = max(trials, key=lambda t: t.user_attrs["seed"])
+    values = {k: decode_param(k, v) for k, v in json.loads(last.user_attrs["values"]).items()}
+    stage = last.user_attrs.get("stage", "grid" if plan.sweep.run.sampler == "grid" else "control")
+    _enqueue(plan, study, Arm(tuple(sorted(values.items())), name=arm_label),
+             last.user_attrs["seed"] + 1, stage)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -195,16 +262,50 @@ def claim(plan: SweepPlan, study, rdb, db):
 
 
 @store.retrying
+def claim_group(plan: SweepPlan, study, rdb, db, key) -> list:
+    """Up to plan.fuse queued trials that train as one fused model, each taken atomically:
+    the first one claimed sets the fuse key (`key(frozen trial)`, None: not fusable) and
+    the others must share it. Empty when the queue is."""
+    import optuna
+
+    waiting = {t._trial_id: t for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+    group, wanted = [], None
+    for trial_id in store.waiting_trial_ids(db, plan.study_name):
+        if trial_id not in waiting:
+            continue  # queued after the read above: the next claim sees it
+        found = key(waiting[trial_id])
+        if group and (found is None or found != wanted):
+            continue
+        try:  # the storage moves WAITING -> RUNNING for one caller only
+            if rdb.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+                rdb.record_heartbeat(trial_id)
+                group.append(optuna.Trial(study, trial_id))
+                wanted = found
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        if group and (wanted is None or len(group) == plan.fuse):
+            break
+    if group and (plan.sweep.run.sampler != "grid" or plan.sweep.run.prune):
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return group
+
+
+@store.retrying
 def searched_left(plan: SweepPlan, study, db) -> int:
     """How many more trials a search may ask its sampler for.
 
     Trials cut short from outside (a dead worker, Ctrl-C) do not count: the search asks
     for others in their place. A trial that failed by its own values counts.
     """
+    searched = [t for t in study.get_trials(deepcopy=False) if "arm" not in t.user_attrs]
+    return _searched_left(plan, searched, db)
+
+
+def _searched_left(plan: SweepPlan, searched, db) -> int:
     budget = plan.sweep.run.trials or 0
     if plan.sweep.run.sampler == "grid" or not budget:
         return 0
-    searched = [t for t in study.get_trials(deepcopy=False) if "arm" not in t.user_attrs]
     statuses = store.trial_statuses(db, [t._trial_id for t in searched])
     lost = sum(1 for t in searched if t.state.name == "FAIL"
                and _cut_short(*statuses.get(t._trial_id, (None, None))))

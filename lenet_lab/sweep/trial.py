@@ -1,4 +1,5 @@
-"""One trial, in small steps: its values -> spec -> train -> record.
+"""One trial, in small steps: its values -> spec -> train -> record; or a group of
+queued trials with one fuse key, trained as one fused model and recorded one by one.
 
 Objective: test accuracy after the last epoch (and examples/sec for Pareto sweeps).
 Diverged and infeasible trials are told to Optuna as FAIL, with the reason in
@@ -21,9 +22,9 @@ from lenet_lab.errors import InfeasibleSpec, SpecError, StorageError
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
 from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param
 from lenet_lab.sweep_file import Arm, Distribution, build
-from lenet_lab.train import EpochMetrics, TrainResult
+from lenet_lab.train import EpochMetrics, TrainResult, fuse_key
 
-__all__ = ["TrialHost", "TrialValues", "run_trial", "trial_values"]
+__all__ = ["TrialHost", "TrialValues", "fuse_key_of", "run_group", "run_trial", "trial_values"]
 
 
 class TrialHost(Protocol):
@@ -34,6 +35,7 @@ class TrialHost(Protocol):
     rdb: Any  # Optuna's RDBStorage, for heartbeats
     device: Device
     trainer: Any  # lenet_lab.train.train or a stand-in
+    fused_trainer: Any  # lenet_lab.train.train_fused or a stand-in
 
     def dataset(self, name: str) -> Dataset: ...
 
@@ -46,6 +48,7 @@ class TrialValues:
     seed: int
     arm: str
     is_control: bool
+    stage: str  # grid; or in a search: control, search, confirm
 
 
 def _suggest(trial, key: str, dimension: list[Any] | Distribution) -> Any:
@@ -58,6 +61,18 @@ def _suggest(trial, key: str, dimension: list[Any] | Distribution) -> Any:
     return decode_param(key, trial.suggest_categorical(key, [encode_param(v) for v in dimension]))
 
 
+def fuse_key_of(plan: SweepPlan, trial) -> tuple | None:
+    """The fuse key (train.fuse_key) of a queued trial, from its enqueued values."""
+    attrs = trial.user_attrs
+    if "arm" not in attrs:
+        return None
+    values = {k: decode_param(k, v) for k, v in json.loads(attrs["values"]).items()}
+    try:
+        return fuse_key(*build({**plan.sweep.control(), **values}, attrs["seed"]))
+    except SpecError:
+        return None
+
+
 def trial_values(worker: TrialHost, trial) -> TrialValues:
     """An enqueued arm x seed, or values asked from the sampler (seed 0)."""
     sweep = worker.plan.sweep
@@ -67,18 +82,19 @@ def trial_values(worker: TrialHost, trial) -> TrialValues:
             for key, dimension in sweep.space.items():
                 _suggest(trial, key, dimension)  # registers the fixed params with Optuna
         values = {k: decode_param(k, v) for k, v in json.loads(attrs["values"]).items()}
-        return TrialValues(values, attrs["seed"], attrs["arm"], attrs["control"])
+        stage = attrs.get("stage", "grid" if sweep.run.sampler == "grid" else "control")
+        return TrialValues(values, attrs["seed"], attrs["arm"], attrs["control"], stage)
     values = {key: _suggest(trial, key, dim) for key, dim in sorted(sweep.space.items())}
     return TrialValues(values, 0, Arm(tuple(sorted(values.items()))).label,
-                       sweep.is_control(values))
+                       sweep.is_control(values), "search")
 
 
 @dataclass
 class _Heartbeat:
-    """Optuna's heartbeat for one running trial, recorded every HEARTBEAT_S seconds."""
+    """Optuna's heartbeat for running trials, recorded every HEARTBEAT_S seconds."""
 
     rdb: Any
-    trial_id: int
+    trial_ids: list[int]
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> _Heartbeat:
@@ -88,18 +104,30 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while not self.stop.wait(store.HEARTBEAT_S):
-            try:
-                self.rdb.record_heartbeat(self.trial_id)
-            except Exception:  # a missed beat only makes the trial look older
-                pass
+            for trial_id in self.trial_ids:
+                try:
+                    self.rdb.record_heartbeat(trial_id)
+                except Exception:  # a missed beat only makes the trial look older
+                    pass
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
         self.thread.join()
 
 
-def run_trial(worker: TrialHost, trial) -> Status:
-    """Run one claimed or asked trial to its end and record it; returns its status."""
+@dataclass
+class _Member:
+    """A claimed trial, recorded as running, with its spec and its epochs so far."""
+
+    trial: Any
+    chosen: TrialValues
+    spec: LeNetSpec | None
+    config: TrainConfig | None
+    epochs: list[EpochMetrics] = field(default_factory=list)
+
+
+def _start(worker: TrialHost, trial) -> _Member | Status:
+    """Record a trial as running; an arm that cannot be built ends here as a result."""
     sweep, trial_id = worker.plan.sweep, trial._trial_id
     chosen = trial_values(worker, trial)
     fields = {**sweep.control(), **chosen.values, "seed": chosen.seed}
@@ -110,52 +138,99 @@ def run_trial(worker: TrialHost, trial) -> Status:
         problem = exc
     store.start_trial(worker.db, trial_id=trial_id, study_name=worker.plan.study_name,
                       number=trial.number, arm=chosen.arm, is_control=chosen.is_control,
+                      stage=chosen.stage,
                       columns=store.trial_columns(fields, spec, config),
                       run={"engine": sweep.run.engine, "device": str(worker.device),
                            "subset": sweep.run.subset})
-    if problem is not None:
-        status = Status.INFEASIBLE if isinstance(problem, InfeasibleSpec) else Status.FAILED
-        store.finish_trial(worker.db, trial_id, status, reason=f"{status}: {problem}")
-        worker.tell(trial, state="FAIL")
-        return status
-    return _train_and_record(worker, trial, spec, config)
+    if problem is None:
+        return _Member(trial, chosen, spec, config)
+    status = Status.INFEASIBLE if isinstance(problem, InfeasibleSpec) else Status.FAILED
+    store.finish_trial(worker.db, trial_id, status, reason=f"{status}: {problem}")
+    worker.tell(trial, state="FAIL")
+    return status
 
 
-def _train_and_record(worker: TrialHost, trial, spec: LeNetSpec, config: TrainConfig) -> Status:
+def run_trial(worker: TrialHost, trial) -> Status:
+    """Run one claimed or asked trial to its end and record it; returns its status."""
+    return run_group(worker, [trial])[0]
+
+
+def run_group(worker: TrialHost, trials: list) -> list[Status]:
+    """Run claimed trials to their end and record each: one alone, several of one fuse
+    key (train.fuse_key) as one fused model; returns their statuses in order."""
+    started = [_start(worker, trial) for trial in trials]
+    members = [m for m in started if isinstance(m, _Member)]
+    done = _train(worker, members) if members else []
+    return [m if isinstance(m, Status) else done.pop(0) for m in started]
+
+
+def _pruned(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | None:
+    """Record an epoch; a searched trial that falls behind gets the reason it is pruned.
+
+    Only searched trials are pruned: the control and confirmations are the answer, and
+    the last epoch is a result, not a guess.
+    """
+    trial = member.trial
+    member.epochs.append(m)
+    store.add_epoch(worker.db, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
+                    train_acc=m.train_acc, test_acc=m.test_acc,
+                    examples_per_sec=m.examples_per_sec, seconds=m.seconds)
+    if worker.plan.sweep.run.prune and member.chosen.stage == "search" and \
+            m.epoch < member.config.epochs:
+        store.retrying(trial.report)(m.test_acc, m.epoch)
+        if store.retrying(trial.should_prune)():
+            return (f"pruned after epoch {m.epoch}: test acc {m.test_acc:.3f} below the median "
+                    f"of earlier trials")
+    return None
+
+
+def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
     import optuna
 
-    run, trial_id = worker.plan.sweep.run, trial._trial_id
-    epochs: list[EpochMetrics] = []
+    run, first = worker.plan.sweep.run, members[0]
+    pruned: dict[int, str] = {}
+    common = {"device": str(worker.device), "data": worker.dataset(first.config.dataset),
+              "keep_weights": True}
 
-    def on_epoch(m: EpochMetrics) -> None:
-        epochs.append(m)
-        store.add_epoch(worker.db, trial_id, epoch=m.epoch, train_loss=m.train_loss,
-                        train_acc=m.train_acc, test_acc=m.test_acc,
-                        examples_per_sec=m.examples_per_sec, seconds=m.seconds)
-        if run.prune and m.epoch < config.epochs:  # the last epoch is a result, not a guess
-            store.retrying(trial.report)(m.test_acc, m.epoch)
-            if store.retrying(trial.should_prune)():
-                raise optuna.TrialPruned(f"pruned after epoch {m.epoch}: test acc "
-                                         f"{m.test_acc:.3f} below the median of earlier trials")
+    def on_epoch(k: int, m: EpochMetrics) -> bool:
+        if (reason := _pruned(worker, members[k], m)) is not None:
+            pruned[k] = reason
+        return k in pruned
+
+    def alone(m: EpochMetrics) -> None:
+        if on_epoch(0, m):
+            raise optuna.TrialPruned(pruned[0])
 
     try:
-        with _Heartbeat(worker.rdb, trial_id):
-            result = worker.trainer(spec, config, engine=run.engine, device=str(worker.device),
-                                    data=worker.dataset(config.dataset), keep_weights=True,
-                                    on_epoch=on_epoch)
-    except optuna.TrialPruned as exc:
-        store.finish_trial(worker.db, trial_id, Status.PRUNED, reason=str(exc), **finals(epochs))
-        worker.tell(trial, state="PRUNED")
-        return Status.PRUNED
+        with _Heartbeat(worker.rdb, [m.trial._trial_id for m in members]):
+            if len(members) == 1:
+                results = [worker.trainer(first.spec, first.config, engine=run.engine,
+                                          on_epoch=alone, **common)]
+            else:
+                results = worker.fused_trainer(first.spec, [m.config for m in members],
+                                               on_epoch=on_epoch, **common)
+    except optuna.TrialPruned:
+        results = [None]
     except StorageError:  # the database is gone: nothing more can be recorded
         raise
     except BaseException as exc:  # interrupted or crashed: record, then let it propagate
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
             f"{type(exc).__name__}: {exc}"
-        store.finish_trial(worker.db, trial_id, Status.FAILED, reason=reason, **finals(epochs))
-        worker.tell(trial, state="FAIL")
+        for member in members:
+            store.finish_trial(worker.db, member.trial._trial_id, Status.FAILED, reason=reason,
+                               **finals(member.epochs))
+            worker.tell(member.trial, state="FAIL")
         raise
-    return _record(worker, trial, result)
+    statuses = []
+    for k, (member, result) in enumerate(zip(members, results)):
+        if k in pruned:
+            store.finish_trial(worker.db, member.trial._trial_id, Status.PRUNED,
+                               reason=pruned[k], **finals(member.epochs))
+            worker.tell(member.trial, state="PRUNED")
+            statuses.append(Status.PRUNED)
+        else:
+            statuses.append(_record(worker, member.trial, result))
+    return statuses
 
 
 def _record(worker: TrialHost, trial, result: TrainResult) -> Status:
@@ -168,7 +243,8 @@ def _record(worker: TrialHost, trial, result: TrainResult) -> Status:
         return Status.DIVERGED
     store.finish_trial(worker.db, trial._trial_id, Status.COMPLETE, weights=result.weights,
                        **values)
-    objective = {"test_acc": result.final.test_acc, "examples_per_sec": result.examples_per_sec}
+    objective = {"test_acc": result.final.test_acc, "examples_per_sec": result.examples_per_sec,
+                 "param_count": result.spec.param_count}
     worker.tell(trial, [objective[name] for name in worker.plan.sweep.run.objectives])
     return Status.COMPLETE
 

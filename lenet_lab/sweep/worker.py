@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -19,12 +20,12 @@ from lenet_lab.errors import LabError, SweepError
 from lenet_lab.spec import Status
 from lenet_lab.sweep import queue
 from lenet_lab.sweep.plan import SweepPlan, load_cached
-from lenet_lab.sweep.trial import run_trial
-from lenet_lab.train import TrainResult, train
+from lenet_lab.sweep.trial import fuse_key_of, run_group
+from lenet_lab.train import TrainResult, train, train_fused
 from lenet_lab.urls import redact
 
 __all__ = ["Trainer", "Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals",
-           "summary", "watch"]
+           "summary", "undecided_arms", "watch"]
 
 JOBS_PER_CPU = 4
 STOP_S = 8.0  # how long stopped workers get to record their trials before they are killed
@@ -40,10 +41,12 @@ class Worker:
     """
 
     def __init__(self, plan: SweepPlan, *, index: int = 0, data_dir: str | None = None,
-                 trainer: Trainer = train, db=None, rdb=None) -> None:
+                 trainer: Trainer = train, fused_trainer: Callable[..., list] = train_fused,
+                 db=None, rdb=None) -> None:
         import optuna
 
         self.plan, self.data_dir, self.trainer = plan, data_dir, trainer
+        self.fused_trainer = fused_trainer
         self.db = db or store.connect(plan.storage)
         self.rdb = rdb or store.optuna_storage(plan.storage, on_stale=queue.on_stale(self.db))
         self.study = optuna.load_study(study_name=plan.study_name, storage=self.rdb,
@@ -67,35 +70,43 @@ class Worker:
         store.retrying(self.study.tell)(trial, values, skip_if_finished=True,
                                         state=state and optuna.trial.TrialState[state])
 
-    def next_trial(self):
-        """A queued trial, else a new one from a search's sampler, else None when all is done.
+    def next_trial(self) -> list:
+        """Queued trials (a fused group, or one), else a new one from a search's sampler,
+        else [] when all is done.
 
         With nothing queued, another worker may have died mid-trial: take its arm x seed
         over, or wait while others are still running, or stop when all is done.
         """
         plan, study, db = self.plan, self.study, self.db
         while True:
-            trial = queue.claim(plan, study, self.rdb, db)
-            if trial is None and queue.searched_left(plan, study, db) > 0:
+            trials = self._claim()
+            if not trials and queue.searched_left(plan, study, db) > 0:
                 with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for
                     warnings.simplefilter("ignore", UserWarning)  # optimize(); we beat ourselves
-                    trial = store.retrying(study.ask)()
-            if trial is not None:
-                return trial
+                    trials = [store.retrying(study.ask)()]
+            if trials:
+                return trials
             queue.reconcile(plan, study, self.rdb, db)
-            trial = queue.claim(plan, study, self.rdb, db)
-            if trial is not None:
-                return trial
+            if trials := self._claim():
+                return trials
             if not store.running_workers(db, plan.study_name):
-                return None
+                return []
             time.sleep(IDLE_POLL_S)
+
+    def _claim(self) -> list:
+        plan = self.plan
+        if plan.fuse > 1:
+            return queue.claim_group(plan, self.study, self.rdb, self.db,
+                                     lambda t: fuse_key_of(plan, t))
+        trial = queue.claim(plan, self.study, self.rdb, self.db)
+        return [trial] if trial is not None else []
 
     def run(self) -> int:
         """Run trials until the queue (and a search's budget) is exhausted; returns how many."""
         count = 0
-        while (trial := self.next_trial()) is not None:
-            run_trial(self, trial)
-            count += 1
+        while trials := self.next_trial():
+            run_group(self, trials)
+            count += len(trials)
         return count
 
 
@@ -135,11 +146,13 @@ def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | N
 
 
 def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
-                trainer: Trainer = train, db=None, rdb=None) -> None:
-    """Run `jobs` workers: in this process for 1 (on `db` and `rdb` when given), else as
-    separate processes."""
+                trainer: Trainer = train, fused_trainer: Callable[..., list] = train_fused,
+                db=None, rdb=None) -> None:
+    """Run `jobs` workers: in this process for 1 (on `db` and `rdb` when given, with the
+    trainers given), else as separate processes."""
     if jobs == 1:
-        Worker(plan, data_dir=data_dir, trainer=trainer, db=db, rdb=rdb).run()
+        Worker(plan, data_dir=data_dir, trainer=trainer, fused_trainer=fused_trainer, db=db,
+               rdb=rdb).run()
         return
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
@@ -178,17 +191,44 @@ def check_jobs(jobs: int) -> None:
 
 
 def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
-              trainer: Trainer = train) -> None:
-    """Open the study, then run its workers until every trial is done."""
+              trainer: Trainer = train, fused_trainer: Callable[..., list] = train_fused) -> None:
+    """Open the study, then run its workers until every trial is done (and, with
+    until_decided, until the answer is decided)."""
     check_jobs(jobs)  # before the study is opened: a refused start leaves nothing behind
     db = store.connect(plan.storage)
     try:
         rdb = queue.open_study(plan, db)
-        run_workers(plan, jobs=jobs, data_dir=data_dir, trainer=trainer, db=db, rdb=rdb)
+        workers = functools.partial(run_workers, plan, jobs=jobs, data_dir=data_dir,
+                                    trainer=trainer, fused_trainer=fused_trainer, db=db, rdb=rdb)
+        workers()
+        while plan.sweep.run.until_decided and (arms := undecided_arms(plan)):
+            import optuna
+
+            study = optuna.load_study(study_name=plan.study_name, storage=rdb)
+            for arm in arms:
+                queue.add_seed(plan, study, arm)
+            workers()
     finally:
         db.dispose()
 
 
+def undecided_arms(plan: SweepPlan) -> list[str]:
+    """`--until-decided`: the arms that get one more seed, or none when the answer is
+    decided (see report/answer.py) or the control and the leading arm have MAX seeds.
+
+    The two are the book's network and the arm that leads it; they are brought to the
+    same number of seeds, then grow together.
+    """
+    from lenet_lab.report.build import study_answer  # pandas, scipy
+
+    found = study_answer(plan.storage, plan.study_name)
+    lead, most = found.leader, plan.sweep.run.until_decided
+    if lead is None or lead.decision.decided:
+        return []
+    control = next(a for a in found.arms if a.is_control)
+    counts = {control.arm: control.test_acc.n, lead.arm.arm: lead.arm.test_acc.n}
+    target = max(counts.values()) if len(set(counts.values())) > 1 else min(counts.values()) + 1
+    return [arm for arm, n in counts.items() if n < min(target, most)]
 
 
 @contextmanager
@@ -225,12 +265,15 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
             thread.join()
 
 
-def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, str]:
-    """The end-of-sweep table (header, rows, title) and how to query the results."""
-    from lenet_lab.report.compute import SUMMARY_HEADER, arm_stats, summary_rows  # pandas
+def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, str, str]:
+    """The end-of-sweep table (header, rows, title), the answer (the report's headline and
+    each arm's verdict, from the same code) and how to query the results."""
+    from lenet_lab.report.build import study_answer  # pandas
+    from lenet_lab.report.compute import SUMMARY_HEADER, summary_rows
 
-    rows = summary_rows(arm_stats(store.read_results(plan.storage, plan.study_name)))
+    found = study_answer(plan.storage, plan.study_name)
     query = (f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "
              f"'{plan.study_name}'\", \"{store.safe_url(plan.storage)}\")")
-    return SUMMARY_HEADER, rows, f"{plan.study_name}: test accuracy after the last epoch", query
-
+    answer = "\n".join([found.headline, *(f"- {line}" for line in found.verdicts)])
+    return (SUMMARY_HEADER, summary_rows(found.arms),
+            f"{plan.study_name}: test accuracy after the last epoch", answer, query)

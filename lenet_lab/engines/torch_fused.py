@@ -1,0 +1,154 @@
+"""Fused trials: K torch networks of one shape trained as one vmapped model (torch.func).
+
+One LeNet trial leaves a GPU idle between kernel launches; K trials fused into one model
+launch each kernel once for all K (HFTA's horizontal fusion, done with `torch.func`'s
+`stack_module_state`, `functional_call` and `vmap`). Each member keeps what makes it its
+own trial: its seed (initial weights and data order), its learning rate, weight decay
+and initialisation, its optimizer state and its metrics. Members must share the network
+and the training loop's shape: the spec, batch size, epochs and optimizer kind. Dropout
+and batch norm draw random numbers or keep running statistics per call, which a vmapped
+model cannot reproduce member by member, so such specs are not fused (train.fuse_key).
+
+The optimizers are written out for stacked parameters, step for step as torch.optim's
+SGD (with and without momentum 0.9) and Adam compute them, so a member's numbers equal
+its unfused run's to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from lenet_lab.data import Dataset
+from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals
+from lenet_lab.engines.torch_engine import build, compiled, initialize, named_tensors
+from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.train import fuse_key
+
+__all__ = ["FusedSession"]
+
+BETAS, EPS, MOMENTUM = (0.9, 0.999), 1e-8, 0.9  # torch.optim's defaults, as _optimizer uses
+
+
+class FusedSession:
+    """K members of one spec on one device; `active` members train, frozen ones wait."""
+
+    def __init__(self, spec: LeNetSpec, configs: list[TrainConfig], data: Dataset,
+                 device: Device, *, mode: str = "default") -> None:
+        keys = {fuse_key(spec, c) for c in configs}
+        if len(keys) != 1 or None in keys:
+            raise ValueError("fused members need one fusable spec, batch size, epochs and "
+                             "optimizer")
+        self.device = device
+        self.torch_device = torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
+        nets = []
+        for config in configs:  # as TorchSession builds each: same seed, same weights
+            torch.manual_seed(config.seed)
+            net = build(spec)
+            initialize(net, config.init)
+            nets.append(net.to(self.torch_device))
+        self.members, self.batch_size = len(configs), configs[0].batch_size
+        self.optimizer = configs[0].optimizer
+        params, _ = stack_module_state(nets)  # name -> (K, ...) leaves that require grad
+        self.params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+        self.base = copy.deepcopy(nets[0]).to("meta")  # the shape; its own weights unused
+        self.names = {id(t): name for name, t in nets[0].named_parameters()}
+        self.neutral = [(neutral, self.names[id(t)]) for neutral, t in named_tensors(nets[0])]
+
+        def shaped(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=self.torch_device)
+
+        self.lr = shaped([c.lr for c in configs])
+        self.weight_decay = shaped([c.weight_decay for c in configs])
+        self.state = {name: {} for name in self.params}
+        self.step = 0
+        self.active = torch.ones(self.members, dtype=torch.bool, device=self.torch_device)
+        self.train_x, self.train_y, self.test_x, self.test_y = (
+            torch.from_numpy(array).to(self.torch_device)
+            for array in (data.train_images, data.train_labels.astype(np.int64),
+                          data.test_images, data.test_labels.astype(np.int64)))
+
+        def forward(params: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, params, (x,))
+
+        # (K params, (K, B, 1, 28, 28)) -> (K, B, classes); modes as TorchSession's
+        self.forward = compiled(vmap(forward), mode, self.torch_device)
+        self.evaluate_all = vmap(forward, in_dims=(0, None))  # one test batch for all K
+
+    def freeze(self, member: int) -> None:
+        """Stop updating a member (diverged or pruned); the others go on unchanged."""
+        self.active[member] = False
+
+    def _sync(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
+    def train_epoch(self, orders: np.ndarray, *,
+                    on_batch: Callable[[int], None] | None = None) -> list[EpochTotals]:
+        """One epoch: `orders` (K, n) holds each member's own data order."""
+        k, n = orders.shape
+        orders_t = torch.from_numpy(orders).to(self.torch_device)
+        loss_sum = torch.zeros(k, device=self.torch_device)
+        correct = torch.zeros(k, dtype=torch.int64, device=self.torch_device)
+        self._sync()
+        start = time.perf_counter()
+        for batch, first in enumerate(range(0, n, self.batch_size)):
+            index = orders_t[:, first:first + self.batch_size]  # (K, B)
+            x, y = self.train_x[index], self.train_y[index]  # (K, B, 1, 28, 28), (K, B)
+            y_hat = self.forward(self.params, x)  # (K, B, classes)
+            losses = nn.functional.cross_entropy(y_hat.flatten(0, 1), y.flatten(),
+                                                 reduction="none").view(k, -1).mean(dim=1)
+            # Each member's mean loss, as its unfused run's; frozen members add nothing.
+            total = torch.where(self.active, losses, torch.zeros_like(losses)).sum()
+            grads = torch.autograd.grad(total, list(self.params.values()))
+            with torch.no_grad():
+                self._update(dict(zip(self.params, grads)))
+            loss_sum += losses.detach() * index.shape[1]
+            correct += (y_hat.argmax(dim=2) == y).sum(dim=1)
+            if on_batch:
+                on_batch(batch + 1)
+        self._sync()
+        seconds = time.perf_counter() - start
+        return [EpochTotals(float(loss), int(hits), n, seconds)
+                for loss, hits in zip(loss_sum.tolist(), correct.tolist())]
+
+    def _update(self, grads: dict[str, torch.Tensor]) -> None:
+        """torch.optim's step for every member at once; frozen members keep their values."""
+        self.step += 1
+        for name, p in self.params.items():
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            lr, wd = self.lr.view(shape), self.weight_decay.view(shape)
+            g = grads[name] + wd * p
+            state = self.state[name]
+            if self.optimizer == "adam":
+                m = state["m"] = state.get("m", torch.zeros_like(p)) * BETAS[0] + g * (1 - BETAS[0])
+                v = state["v"] = state.get("v", torch.zeros_like(p)) * BETAS[1] + g * g * (1 - BETAS[1])
+                first, second = 1 - BETAS[0] ** self.step, 1 - BETAS[1] ** self.step
+                change = lr / first * m / (v.sqrt() / second ** 0.5 + EPS)
+            elif self.optimizer == "momentum":
+                buffer = state["buffer"] = g if "buffer" not in state else state["buffer"] * MOMENTUM + g
+                change = lr * buffer
+            else:
+                change = lr * g
+            keep = self.active.view(shape)
+            p.copy_(torch.where(keep, p - change, p))
+
+    def evaluate(self) -> list[float]:
+        """Each member's test accuracy."""
+        correct = torch.zeros(self.members, dtype=torch.int64, device=self.torch_device)
+        with torch.no_grad():
+            for first in range(0, len(self.test_y), EVAL_BATCH):
+                x = self.test_x[first:first + EVAL_BATCH]
+                guess = self.evaluate_all(self.params, x).argmax(dim=2)  # (K, N)
+                correct += (guess == self.test_y[first:first + EVAL_BATCH]).sum(dim=1)
+        return [hits / len(self.test_y) for hits in correct.tolist()]
+
+    def weights(self, member: int) -> dict[str, np.ndarray]:
+        return {neutral: self.params[name][member].detach().cpu().numpy()
+                for neutral, name in self.neutral}

@@ -1,0 +1,335 @@
+"""The answer to an exercise, in one paragraph that `lenet-lab sweep` and the report share.
+
+Steps, each a pure function of lab_results rows:
+1. every arm gets an outcome (outcomes.py); only arms that learned are compared;
+2. each learned arm is compared with the control (Welch's t: difference, interval, p);
+3. with several arms, Holm's step-down adjustment keeps the chance of any false
+   "better" or "worse" at 5%; with `--until-decided`, each of the L looks (the seed
+   counts from the run's seeds to MAX) gets alpha/L (Bonferroni over looks), so adding
+   seeds until something shows cannot manufacture a difference;
+4. the decision: better or worse (adjusted p < 0.05), equivalent (the interval lies
+   inside +-MARGIN), a tie (every seed equal), undecided, or one seed (no interval);
+5. the sentence: the leading arm against the book's network, what did not learn, the
+   search and its confirmation, and the budget, always.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from lenet_lab.report.compute import ArmStats, Interval, arm_stats, difference
+from lenet_lab.report.outcomes import Outcome
+from lenet_lab.spec import Status
+from lenet_lab.sweep_space import MARGIN_DEFAULT as MARGIN  # inside +-MARGIN: no difference
+
+__all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "budget", "compare",
+           "holm", "looks", "study_answer", "welch_p"]
+
+ALPHA = 0.05
+BOOK_PARAMS_FACTOR = 2  # the trade-off: the best network no larger than twice the book's
+
+
+class Decision(str, enum.Enum):
+    BETTER = "better"
+    WORSE = "worse"
+    EQUIVALENT = "equivalent"
+    TIE = "tie"
+    UNDECIDED = "undecided"
+    ONE_SEED = "one seed"
+
+    @property
+    def decided(self) -> bool:
+        return self in (Decision.BETTER, Decision.WORSE, Decision.EQUIVALENT, Decision.TIE)
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of Welch's t-test; 0 or 1 when both samples have no spread."""
+    d = difference(a, b)
+    if not d.known:
+        return math.nan
+    if d.sd == 0:
+        return 1.0 if d.mean == 0 else 0.0
+    from scipy import stats
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order (NaN stays NaN)."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted, running = list(p_values), 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def looks(settings: dict[str, Any] | None) -> int:
+    """How many looks `--until-decided` may take (1 without it)."""
+    if not settings:
+        return 1
+    return max(1, settings["max_seeds"] - settings["start_seeds"] + 1)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    arm: ArmStats
+    difference: Interval  # at level 1 - ALPHA / looks
+    p_adjusted: float  # for looks and, over several arms, Holm's adjustment
+    decision: Decision
+    arms: int  # how many arms were compared with the control
+    looks: int = 1
+
+    def interval(self) -> str:
+        d = self.difference
+        level = 100 * (1 - ALPHA / self.looks)
+        spread = f"{level:.3g}% CI [{_signed(d.low)}, {_signed(d.high)}]"
+        if self.looks > 1:
+            spread += f" for {self.looks} looks"
+        if self.arms > 1 and not math.isnan(self.p_adjusted):
+            spread += f"; p = {self.p_adjusted:.2g} after Holm's adjustment for {self.arms} arms"
+        return f"difference {_signed(d.mean)}, {spread}"
+
+
+def compare(arms: list[ArmStats], *, n_looks: int = 1, margin: float = MARGIN) -> list[Comparison]:
+    """Every learned arm against the control that learned, best mean first."""
+    control = next((a for a in arms if a.is_control), None)
+    if control is None or not control.outcome.learned:
+        return []
+    learned = [a for a in arms if not a.is_control and a.outcome.learned]
+    p_values = holm([min(1.0, n_looks * welch_p(a.test_accs, control.test_accs))
+                     for a in learned])
+    found = []
+    for arm, p in zip(learned, p_values):
+        d = difference(arm.test_accs, control.test_accs, level=1 - ALPHA / n_looks)
+        found.append(Comparison(arm, d, p, _decide(d, p, margin), len(learned), n_looks))
+    return sorted(found, key=lambda c: -c.arm.test_acc.mean)
+
+
+def _decide(d: Interval, p_adjusted: float, margin: float) -> Decision:
+    if not d.known:
+        return Decision.ONE_SEED
+    if d.sd == 0 and d.mean == 0:
+        return Decision.TIE
+    if p_adjusted < ALPHA:
+        return Decision.BETTER if d.mean > 0 else Decision.WORSE
+    if -margin <= d.low and d.high <= margin:
+        return Decision.EQUIVALENT
+    return Decision.UNDECIDED
+
+
+@dataclass(frozen=True)
+class Budget:
+    epochs: tuple[int, ...]
+    examples: int | None  # training examples per epoch; None when unknown
+    seeds: tuple[int, int]  # fewest and most finished seeds of an arm
+    engines: tuple[str, ...]
+    devices: tuple[str, ...]
+
+    def training(self) -> str:
+        """'2 epochs of 2,000 examples'."""
+        if len(self.epochs) > 1:
+            epochs = f"{self.epochs[0]}-{self.epochs[-1]}"
+        else:
+            epochs = str(self.epochs[0]) if self.epochs else "?"
+        plural = "" if epochs == "1" else "s"
+        examples = f"{self.examples:,} examples" if self.examples else "the training set"
+        return f"{epochs} epoch{plural} of {examples}"
+
+    def describe(self) -> str:
+        low, high = self.seeds
+        seeds = f"{low} seed{'s' * (low != 1)}" if low == high else f"{low}-{high} seeds"
+        return (f"{self.training()}, {seeds} per arm, {'/'.join(self.engines) or '?'} on "
+                f"{'/'.join(self.devices) or '?'}")
+
+
+def budget(results: pd.DataFrame, arms: list[ArmStats]) -> Budget:
+    from lenet_lab.data import DATASET_INFO
+
+    def values(column: str) -> list:
+        return sorted(results[column].dropna().unique()) if column in results else []
+
+    subsets, datasets = values("subset"), values("dataset")
+    examples = int(subsets[0]) if len(subsets) == 1 else None
+    if not subsets and len(datasets) == 1 and datasets[0] in DATASET_INFO:
+        examples = DATASET_INFO[datasets[0]].sizes["train"]
+    counts = [a.test_acc.n for a in arms if a.test_acc.n] or [0]
+    return Budget(tuple(int(e) for e in values("epochs")), examples, (min(counts), max(counts)),
+                  tuple(values("engine")), tuple(values("device")))
+
+
+@dataclass
+class Answer:
+    headline: str
+    verdicts: list[str] = field(default_factory=list)  # one per arm but the control
+    arms: list[ArmStats] = field(default_factory=list)  # the compared arms, control first
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    @property
+    def leader(self) -> Comparison | None:
+        return self.comparisons[0] if self.comparisons else None
+
+
+def _signed(value: float) -> str:
+    return f"{0.0 if abs(value) < 0.0005 else value:+.3f}"
+
+
+def _acc(arm: ArmStats) -> str:
+    i = arm.test_acc
+    return f"{i.mean:.3f}" + (f" ± {i.sd:.3f}" if i.known else "")
+
+
+def _not_learned(arm: ArmStats, the: str) -> str:
+    o = arm.outcome
+    seeds = f" {o.seeds}" if o.seeds else ""
+    accuracy = f" (test accuracy {arm.test_acc.mean:.3f})" if arm.test_acc.n else ""
+    return {Outcome.AT_CHANCE: f"{the} did not learn: it stays at chance{seeds}{accuracy}",
+            Outcome.DIVERGED: f"{the} diverged{seeds}: its loss turned NaN or infinite",
+            Outcome.UNSTABLE: f"{the} is unstable{seeds}: its final loss is far above its "
+                              f"lowest{accuracy}"}.get(o.outcome, f"{the} has no result yet")
+
+
+def study_answer(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
+                 settings: dict[str, Any] | None = None,
+                 attrs: dict[str, Any] | None = None) -> Answer:
+    """The answer for one study's lab_results rows (and per-epoch rows, for stability).
+
+    `settings` is the study's record (sampler, objectives); `attrs` its Optuna user
+    attributes (until_decided, arm_sources).
+    """
+    settings, attrs = settings or {}, attrs or {}
+    if not len(results):
+        return Answer("No trials yet.")
+    search = settings.get("sampler", "grid") != "grid"
+    stage = results.stage if "stage" in results else pd.Series(None, index=results.index)
+    confirmed = search and bool((stage == "confirm").any())
+    compared = results[stage != "search"] if confirmed else results
+    arms = arm_stats(compared, epochs)
+    until = attrs.get("until_decided")
+    margin = (until or {}).get("margin", MARGIN)
+    comparisons = compare(arms, n_looks=looks(until), margin=margin)
+    spent = budget(compared, arms)
+    answer = Answer(_headline(arms, comparisons, spent, margin), arms=arms,
+                    comparisons=comparisons)
+    answer.verdicts = [_verdict(a, comparisons, margin) for a in arms if not a.is_control]
+    extra = [_search_note(results, stage, confirmed)] if search else []
+    if "param_count" in settings.get("objectives", []):
+        extra.append(_trade_off(arms))
+    extra += [f"{name} is {source}." for name, source in attrs.get("arm_sources", {}).items()]
+    if until:
+        extra.append(_until_note(answer, until))
+    extra.append(f"Budget: {spent.describe()}.")
+    answer.headline = " ".join([answer.headline, *(x for x in extra if x)])
+    return answer
+
+
+def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget,
+              margin: float) -> str:
+    control = next((a for a in arms if a.is_control), None)
+    finished = [a for a in arms if a.outcome.outcome is not None]
+    if not finished:
+        return "No finished trials yet."
+    if control is None or control.outcome.outcome is None:
+        return "The book's network (the control arm) has no finished trial yet: nothing to compare."
+    learned = [a for a in arms if not a.is_control and a.outcome.learned]
+    if not control.outcome.learned:
+        head = _not_learned(control, "The book's network") + f" after {spent.training()}"
+        if control.outcome.outcome is Outcome.AT_CHANCE:
+            head += (f"; at lr {_lr(control)} it needs more steps: rerun with more --epochs "
+                     f"or without --subset")
+        if not learned:
+            return f"Nothing learned at this budget. {head}."
+        best = max(learned, key=lambda a: a.test_acc.mean)
+        return (f"{head}. {best.arm} did learn ({_acc(best)}): at this budget that only says "
+                f"it learns sooner.")
+    missing = len([a for a in arms if not a.is_control and not a.outcome.learned])
+    tail = f" {missing} arm{'s' * (missing != 1)} did not learn at this budget (see each arm)." \
+        if missing else ""
+    if not comparisons:
+        return f"No other arm learned at this budget; the book's network: {_acc(control)}.{tail}"
+    lead = comparisons[0]
+    arm, versus = lead.arm, f"{_acc(lead.arm)} vs {_acc(control)} for the book's network"
+    n = control.test_acc.n
+    text = {
+        Decision.BETTER: f"{arm.arm} beats the book's network: {versus} ({lead.interval()}).",
+        Decision.WORSE: f"No arm beats the book's network: the closest, {arm.arm}, is worse: "
+                        f"{versus} ({lead.interval()}).",
+        Decision.EQUIVALENT: f"No arm differs from the book's network by more than "
+                             f"±{margin:g}: the best, {arm.arm}, {versus} ({lead.interval()}).",
+        Decision.TIE: f"No arm beats the book's network: {arm.arm} matches it exactly "
+                      f"({control.test_acc.mean:.3f} in every seed).",
+        Decision.UNDECIDED: f"{arm.arm} and the book's network cannot be told apart with {n} "
+                            f"seeds: {versus} ({lead.interval()}); rerun with "
+                            f"{'a larger --until-decided MAX' if lead.looks > 1 else '--until-decided'}"
+                            f" to add seeds until it is decided.",
+        Decision.ONE_SEED: f"{arm.arm}: {versus}, from one seed, which gives no interval: "
+                           f"rerun with --seeds 3.",
+    }[lead.decision]
+    return text + tail
+
+
+def _lr(arm: ArmStats) -> str:
+    return f"{arm.lr:g}" if arm.lr is not None else "?"
+
+
+def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float) -> str:
+    if not arm.outcome.learned:
+        return _not_learned(arm, arm.arm)
+    found = next((c for c in comparisons if c.arm is arm), None)
+    if found is None:
+        return f"{arm.arm}: {_acc(arm)} (the book's network did not learn: no comparison)"
+    words = {Decision.BETTER: "better than the control", Decision.WORSE: "worse than the control",
+             Decision.EQUIVALENT: f"within ±{margin:g} of the control",
+             Decision.TIE: "the same as the control in every seed",
+             Decision.UNDECIDED: "cannot be told from the control with the seeds run",
+             Decision.ONE_SEED: "one seed: no interval"}[found.decision]
+    detail = "" if found.decision in (Decision.TIE, Decision.ONE_SEED) else f" ({found.interval()})"
+    return f"{arm.arm}: {_acc(arm)}: {words}{detail}"
+
+
+def _search_note(results: pd.DataFrame, stage: pd.Series, confirmed: bool) -> str:
+    searched = int((stage == "search").sum())
+    if confirmed:
+        confirm = results[stage == "confirm"]
+        seeds = confirm.groupby("arm").size()
+        pending = int(confirm.state.isin([Status.WAITING, Status.RUNNING]).sum())
+        note = (f"Best of {searched} configurations searched, confirmed with "
+                f"{int(seeds.max())} seeds each ({len(seeds)} configurations).")
+        return note + (f" Confirmation still running: {pending} trials to go." if pending else "")
+    return (f"{searched} configurations searched, one seed each, not confirmed: rerun with "
+            f"--confirm 3 to rerun the best with seeds.")
+
+
+def _trade_off(arms: list[ArmStats]) -> str:
+    control = next((a for a in arms if a.is_control), None)
+    learned = [a for a in arms if a.outcome.learned and a.param_count is not None]
+    if control is None or control.param_count is None or not learned:
+        return ""
+    limit = BOOK_PARAMS_FACTOR * control.param_count
+    best = max(learned, key=lambda a: a.test_acc.mean)
+    small = [a for a in learned if a.param_count <= limit]
+    text = f"Best overall: {best.arm} ({_acc(best)}, {best.param_count:,} parameters)"
+    if not small:
+        return text + f"; none of those compared is at most {limit:,} parameters."
+    lean = max(small, key=lambda a: a.test_acc.mean)
+    return (text + f"; best at most twice the book's {control.param_count:,} parameters: "
+                   f"{lean.arm} ({_acc(lean)}, {lean.param_count:,} parameters).")
+
+
+def _until_note(answer: Answer, until: dict[str, Any]) -> str:
+    lead = answer.leader
+    control = next((a for a in answer.arms if a.is_control), None)
+    seeds = control.test_acc.n if control else 0
+    if lead is not None and lead.decision.decided:
+        why = {Decision.EQUIVALENT: f"the interval lies inside ±{until['margin']:g}",
+               Decision.TIE: "every seed gave the same accuracy"}.get(
+            lead.decision, "the interval excludes 0")
+        return f"Until decided: stopped at {seeds} seeds because {why}."
+    if seeds >= until["max_seeds"]:
+        return f"Until decided: reached the maximum of {until['max_seeds']} seeds undecided."
+    return f"Until decided: {seeds} of at most {until['max_seeds']} seeds so far, undecided."

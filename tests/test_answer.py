@@ -1,0 +1,199 @@
+"""Outcome rules, comparisons and the answer sentence: pure functions, synthetic rows."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from lenet_lab.report import answer, compute
+from lenet_lab.report.answer import Decision
+from lenet_lab.report.outcomes import Outcome, arm_outcome, trial_outcome
+
+LN10 = math.log(10)
+
+
+@pytest.mark.parametrize("state, acc, loss, lowest, expected", [
+    ("complete", 0.81, 0.47, 0.47, Outcome.LEARNED),
+    ("complete", 0.100, LN10, 2.29, Outcome.AT_CHANCE),
+    ("complete", 0.115, 2.25, 2.25, Outcome.AT_CHANCE),  # within 0.02, loss >= 90% of ln 10
+    ("complete", 0.100, 2.74, 2.60, Outcome.AT_CHANCE),  # sigmoid at lr 0.9 after one epoch
+    ("complete", 0.100, 1.50, 1.50, Outcome.LEARNED),  # fits its training set, so it learned
+    ("complete", 0.125, 2.25, 2.25, Outcome.LEARNED),  # just off chance
+    ("complete", 0.10, 25.0, 0.9, Outcome.UNSTABLE),  # tanh at lr 0.9: climbed to 25
+    ("complete", 0.60, 1.0, 0.4, Outcome.UNSTABLE),
+    ("complete", 0.80, 0.12, 0.05, Outcome.LEARNED),  # > 2x its minimum, but only by 0.07
+    ("complete", 0.80, 0.5, None, Outcome.LEARNED),  # no epochs: stability unknown
+    ("complete", 0.10, float("inf"), 1.0, Outcome.DIVERGED),
+    ("diverged", None, None, None, Outcome.DIVERGED),
+    ("pruned", 0.5, 1.0, 1.0, None), ("failed", None, None, None, None),
+    ("complete", None, None, None, None),
+])
+def test_trial_outcome(state, acc, loss, lowest, expected) -> None:
+    assert trial_outcome(state=state, test_acc=acc, final_loss=loss, min_loss=lowest,
+                         classes=10) is expected
+
+
+def test_chance_depends_on_the_number_of_classes() -> None:
+    assert trial_outcome(state="complete", test_acc=0.5, final_loss=math.log(2), min_loss=0.69,
+                         classes=2) is Outcome.AT_CHANCE
+    assert trial_outcome(state="complete", test_acc=0.5, final_loss=math.log(2), min_loss=0.69,
+                         classes=10) is Outcome.LEARNED
+
+
+def test_arm_outcome_counts_and_severity() -> None:
+    assert arm_outcome([Outcome.LEARNED] * 3).describe() == "learned in every seed"
+    mixed = arm_outcome([Outcome.LEARNED, Outcome.AT_CHANCE, Outcome.AT_CHANCE, None])
+    assert (mixed.outcome, mixed.describe()) == (Outcome.AT_CHANCE, "at chance in 2 of 3 seeds")
+    assert not mixed.learned
+    tie = arm_outcome([Outcome.AT_CHANCE, Outcome.DIVERGED, Outcome.LEARNED])
+    assert tie.outcome is Outcome.DIVERGED  # equal counts: the more severe
+    assert arm_outcome([None]).outcome is None and arm_outcome([]).describe() == "no result yet"
+    assert arm_outcome([Outcome.LEARNED]).describe() == "learned"
+
+
+def test_holm_step_down() -> None:
+    assert answer.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert answer.holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
+    adjusted = answer.holm([math.nan, 0.2])
+    assert math.isnan(adjusted[0]) and adjusted[1] == pytest.approx(0.2)
+    assert answer.holm([]) == []
+
+
+def test_welch_p_edges() -> None:
+    assert answer.welch_p([0.8, 0.81, 0.82], [0.8, 0.81, 0.82]) == pytest.approx(1.0)
+    assert answer.welch_p([0.1, 0.1], [0.1, 0.1]) == 1.0  # zero variance, same mean
+    assert answer.welch_p([0.2, 0.2], [0.1, 0.1]) == 0.0  # zero variance, different means
+    assert math.isnan(answer.welch_p([0.8], [0.7, 0.71]))
+    assert answer.welch_p([0.86, 0.87, 0.88], [0.80, 0.81, 0.82]) < 0.01
+
+
+def rows(arms: dict[str, list], *, loss: float = 0.5, epochs: int = 10,
+         subset: int | None = None, stage: str = "grid") -> pd.DataFrame:
+    """lab_results-like rows: the first arm is the control; None test_acc = diverged."""
+    out = []
+    for k, (arm, values) in enumerate(arms.items()):
+        for seed, acc in enumerate(values):
+            out.append({"trial": len(out), "arm": arm, "is_control": k == 0, "seed": seed,
+                        "state": "complete" if acc is not None else "diverged",
+                        "test_acc": acc, "train_acc": acc, "param_count": 61706,
+                        "train_loss": (LN10 if acc is not None and acc < 0.12 else loss)
+                        if acc is not None else None,
+                        "examples_per_sec": 4000.0, "epochs_done": epochs, "epochs": epochs,
+                        "subset": subset, "dataset": "fashion-mnist", "engine": "torch",
+                        "device": "cpu", "num_classes": 10, "lr": 0.9, "stage": stage,
+                        "reason": None})
+    return pd.DataFrame(out)
+
+
+def headline(frame: pd.DataFrame, **kwargs) -> str:
+    return answer.study_answer(frame, **kwargs).headline
+
+
+def test_at_chance_says_did_not_learn_with_the_budget() -> None:
+    text = headline(rows({"book": [0.1, 0.1], "pooling=max": [0.1, 0.1]}, epochs=2, subset=2000))
+    assert text.startswith("Nothing learned at this budget. The book's network did not learn: "
+                           "it stays at chance")
+    assert "after 2 epochs of 2,000 examples; at lr 0.9 it needs more steps" in text
+    assert "noise" not in text and "-0.000" not in text and "beats" not in text
+    assert text.endswith("Budget: 2 epochs of 2,000 examples, 2 seeds per arm, torch on cpu.")
+
+
+def test_a_tie_names_no_winner() -> None:
+    text = headline(rows({"book": [0.8, 0.8], "pooling=max": [0.8, 0.8]}))
+    assert "No arm beats the book's network: pooling=max matches it exactly" in text
+    found = answer.study_answer(rows({"book": [0.8, 0.8], "pooling=max": [0.8, 0.8]}))
+    assert found.leader.decision is Decision.TIE
+
+
+def test_zero_variance_difference_is_decided_not_noise() -> None:
+    found = answer.study_answer(rows({"book": [0.80, 0.80], "max": [0.82, 0.82]}))
+    assert found.leader.decision is Decision.BETTER and "noise" not in found.headline
+    assert "+0.020, 95% CI [+0.020, +0.020]" in found.headline
+
+
+def test_better_worse_undecided_equivalent_one_seed() -> None:
+    book = [0.80, 0.81, 0.82]
+    cases = {(0.86, 0.87, 0.88): Decision.BETTER, (0.70, 0.71, 0.72): Decision.WORSE,
+             (0.79, 0.83, 0.81): Decision.UNDECIDED, (0.8101, 0.8099, 0.8100): Decision.UNDECIDED,
+             (0.85,): Decision.ONE_SEED}
+    for values, decision in cases.items():
+        found = answer.study_answer(rows({"book": book, "other": list(values)}))
+        assert found.leader.decision is decision, values
+    near = [0.8100, 0.8101, 0.8102]
+    found = answer.study_answer(rows({"book": near, "other": [0.8101, 0.8102, 0.8103]}))
+    assert found.leader.decision is Decision.EQUIVALENT
+    assert "by more than ±0.005" in found.headline
+    undecided = headline(rows({"book": book, "other": [0.79, 0.83, 0.81]}))
+    assert "cannot be told apart with 3 seeds" in undecided and "--until-decided" in undecided
+
+
+def test_holm_can_withhold_a_difference_one_test_would_call() -> None:
+    book, lucky = [0.80, 0.81, 0.82], [0.83, 0.845, 0.86]
+    alone = answer.study_answer(rows({"book": book, "lucky": lucky}))
+    assert alone.leader.decision is Decision.BETTER and alone.leader.p_adjusted < 0.05
+    many = {"book": book, "lucky": lucky, **{f"a{i}": [0.80, 0.81, 0.82] for i in range(8)}}
+    found = answer.study_answer(rows(many))
+    assert found.leader.arm.arm == "lucky" and found.leader.decision is not Decision.BETTER
+    assert "after Holm's adjustment for 9 arms" in found.headline
+
+
+def test_arms_that_did_not_learn_are_named_not_compared() -> None:
+    found = answer.study_answer(rows({"book": [0.80, 0.81], "relu": [0.85, 0.86],
+                                      "tanh, lr=9": [None, None], "flat": [0.1, 0.1]}))
+    assert [c.arm.arm for c in found.comparisons] == ["relu"]
+    assert "2 arms did not learn at this budget" in found.headline
+    verdicts = " | ".join(found.verdicts)
+    assert "tanh, lr=9 diverged in every seed: its loss turned NaN" in verdicts
+    assert "flat did not learn: it stays at chance in every seed (test accuracy 0.100)" in verdicts
+
+
+def test_control_at_chance_other_arm_learned() -> None:
+    text = headline(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1, subset=500))
+    assert "The book's network did not learn" in text and "relu did learn (0.710 ± 0.014)" in text
+
+
+def test_sequential_looks_widen_the_interval() -> None:
+    frame = rows({"book": [0.80, 0.81, 0.82], "max": [0.825, 0.835, 0.845]})
+    once = answer.study_answer(frame)
+    until = {"max_seeds": 10, "start_seeds": 3, "margin": 0.005}
+    looked = answer.study_answer(frame, attrs={"until_decided": until})
+    assert answer.looks(until) == 8 and looked.leader.looks == 8
+    assert once.leader.decision is Decision.BETTER
+    assert looked.leader.decision is Decision.UNDECIDED  # 8 looks: each at alpha / 8
+    assert looked.leader.difference.low < once.leader.difference.low
+    assert "99.4% CI" in looked.headline and "for 8 looks" in looked.headline
+    assert "Until decided: 3 of at most 10 seeds so far, undecided." in looked.headline
+    done = answer.study_answer(rows({"book": [0.80] * 3, "max": [0.80] * 3}),
+                               attrs={"until_decided": until})
+    assert "stopped at 3 seeds because every seed gave the same accuracy" in done.headline
+
+
+def test_search_answers_from_confirmation_only() -> None:
+    frame = pd.concat([rows({"book": [0.80, 0.81]}, stage="control"),
+                       rows({"x": [0.95]}, stage="search").assign(is_control=False, trial=10),
+                       rows({"x": [0.84, 0.85]}, stage="confirm").assign(is_control=False,
+                                                                          trial=[11, 12])])
+    found = answer.study_answer(frame, settings={"sampler": "tpe"})
+    assert found.leader.arm.test_acc.n == 2  # the lucky search trial is left out
+    assert found.leader.arm.test_acc.mean == pytest.approx(0.845)
+    assert "Best of 1 configurations searched, confirmed with 2 seeds each" in found.headline
+    unconfirmed = answer.study_answer(frame[frame.stage != "confirm"], settings={"sampler": "tpe"})
+    assert "not confirmed: rerun with --confirm 3" in unconfirmed.headline
+
+
+def test_trade_off_names_the_best_small_network() -> None:
+    frame = rows({"book": [0.80, 0.81], "big": [0.90, 0.91], "small": [0.85, 0.86]})
+    frame.loc[frame.arm == "big", "param_count"] = 500_000
+    frame.loc[frame.arm == "small", "param_count"] = 100_000
+    text = headline(frame, settings={"objectives": ["test_acc", "param_count"]})
+    assert "Best overall: big (0.905 ± 0.007, 500,000 parameters)" in text
+    assert "best at most twice the book's 61,706 parameters: small" in text
+
+
+def test_budget_lists_epoch_ranges_and_seed_ranges() -> None:
+    frame = rows({"book": [0.80, 0.81, 0.82], "a": [0.8, 0.81]})
+    frame.loc[frame.arm == "a", "epochs"] = 20
+    spent = answer.budget(frame, compute.arm_stats(frame))
+    assert spent.describe() == "10-20 epochs of 60,000 examples, 2-3 seeds per arm, torch on cpu"
