@@ -21,6 +21,7 @@ from lenet_lab import store
 from lenet_lab.errors import LabError
 from lenet_lab.sweep import Worker, plan_sweep, run_sweep
 from lenet_lab.sweep.queue import claim, open_study, reconcile
+from lenet_lab.sweep.trial import run_trial
 from lenet_lab.sweep_file import load_sweep
 from lenet_lab.train import EpochMetrics, TrainResult
 
@@ -333,3 +334,25 @@ def test_a_database_from_before_stages_is_upgraded_in_place(tmp_path: Path) -> N
     run_sweep(plan_for(tmp_path, seeds=3), trainer=StandIn())  # the next run upgrades it
     frame = rows(tmp_path)
     assert frame.stage.tolist() == [None] * 4 + ["grid"] * 2 and frame.seed.max() == 2
+
+
+def test_workers_sharing_a_search_draw_different_configurations(tmp_path: Path) -> None:
+    """Two workers with one sampler seed once drew the same random trials in lockstep."""
+    (tmp_path / "search.toml").write_text(
+        'title = "a search"\n[run]\nsampler = "tpe"\ntrials = 4\nconfirm = 0\nseeds = 1\n'
+        '[space]\nlr = { low = 0.1, high = 1.0 }\n')
+    plan = plan_for(tmp_path, str(tmp_path / "search.toml"), seeds=None)
+    db = store.connect(plan.storage)
+    rdb = open_study(plan, db)
+    first, second = (Worker(plan, db=db, rdb=rdb, trainer=StandIn()) for _ in range(2))
+    turn = 0  # the workers take turns, as two processes interleave
+    while trials := (first, second)[turn % 2].next_trial():
+        run_trial((first, second)[turn % 2], trials[0])
+        turn += 1
+    searched = rows(tmp_path).query("stage == 'search'")
+    assert len(searched) == 4 and searched.lr.nunique() == 4
+    again = tmp_path / "again"
+    again.mkdir()
+    plan_again = plan_for(again, str(tmp_path / "search.toml"), seeds=None)
+    run_sweep(plan_again, trainer=StandIn())  # one worker: the same draws, reproducibly
+    assert rows(again).query("stage == 'search'").lr.tolist() == searched.lr.tolist()

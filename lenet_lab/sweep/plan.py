@@ -62,22 +62,28 @@ class SweepPlan:
     def directions(self) -> list[str]:
         return [OBJECTIVES[name] for name in self.sweep.run.objectives]
 
-    def sampler(self):
+    def sampler(self, *, trials: int = 0):
+        """The sampler for the next ask in a study holding `trials` trials.
+
+        Its seed is sampler_seed + trials: reproducible for one worker, and workers that
+        share a study (--jobs, other machines) do not draw the same configurations."""
         import optuna
 
         run = self.sweep.run
+        seed = (run.sampler_seed + trials) % 2**32
         if run.sampler == "tpe":
-            return optuna.samplers.TPESampler(seed=run.sampler_seed, **TPE_SETTINGS)
+            return optuna.samplers.TPESampler(seed=seed, **TPE_SETTINGS)
         if run.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=run.sampler_seed)
-        return optuna.samplers.RandomSampler(seed=run.sampler_seed)  # grid trials are all enqueued
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)  # grid trials are all enqueued
 
     def sampler_record(self) -> dict[str, Any]:
         run = self.sweep.run
         name = {"tpe": "TPESampler", "nsga2": "NSGAIISampler"}.get(run.sampler, "RandomSampler")
         settings = TPE_SETTINGS if run.sampler == "tpe" else {}
         pruner = "MedianPruner(" + ", ".join(f"{k}={v}" for k, v in PRUNER.items()) + ")"
-        return {"sampler": run.sampler, "class": name, "seed": run.sampler_seed, **settings,
+        return {"sampler": run.sampler, "class": name, "seed": run.sampler_seed,
+                "seeding": "seed + trials in the study, at each ask", **settings,
                 "pruner": pruner if run.prune else None}
 
     def pruner(self):

@@ -81,6 +81,7 @@ class Worker:
         while True:
             trials = self._claim()
             if not trials and queue.searched_left(plan, study, db) > 0:
+                study.sampler = plan.sampler(trials=len(study.get_trials(deepcopy=False)))
                 with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for
                     warnings.simplefilter("ignore", UserWarning)  # optimize(); we beat ourselves
                     trials = [store.retrying(study.ask)()]
