@@ -67,6 +67,10 @@ def test_welch_p_edges() -> None:
     assert answer.welch_p([0.2, 0.2], [0.1, 0.1]) == 0.0  # zero variance, different means
     assert math.isnan(answer.welch_p([0.8], [0.7, 0.71]))
     assert answer.welch_p([0.86, 0.87, 0.88], [0.80, 0.81, 0.82]) < 0.01
+    from scipy import stats
+
+    a, b = [0.86, 0.87, 0.885, 0.9], [0.80, 0.81, 0.82]
+    assert answer.welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def rows(arms: dict[str, list], *, loss: float = 0.5, epochs: int = 10,
@@ -172,13 +176,15 @@ def test_sequential_looks_widen_the_interval() -> None:
 
 def test_search_answers_from_confirmation_only() -> None:
     frame = pd.concat([rows({"book": [0.80, 0.81]}, stage="control"),
-                       rows({"x": [0.95]}, stage="search").assign(is_control=False, trial=10),
+                       rows({"x": [0.95, 0.95], "y": [0.7]}, stage="search").assign(
+                           is_control=False, trial=[10, 13, 14]),
                        rows({"x": [0.84, 0.85]}, stage="confirm").assign(is_control=False,
                                                                           trial=[11, 12])])
     found = answer.study_answer(frame, settings={"sampler": "tpe"})
     assert found.leader.arm.test_acc.n == 2  # the lucky search trial is left out
     assert found.leader.arm.test_acc.mean == pytest.approx(0.845)
-    assert "Best of 1 configurations searched, confirmed with 2 seeds each" in found.headline
+    assert "Best of 2 configurations searched (3 trials), confirmed with 2 seeds each" \
+        in found.headline
     unconfirmed = answer.study_answer(frame[frame.stage != "confirm"], settings={"sampler": "tpe"})
     assert "not confirmed: rerun with --confirm 3" in unconfirmed.headline
 

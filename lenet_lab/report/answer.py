@@ -56,7 +56,7 @@ def welch_p(a: list[float], b: list[float]) -> float:
         return 1.0 if d.mean == 0 else 0.0
     from scipy import stats
 
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return float(2 * stats.t.sf(abs(d.mean / d.sd), d.df))
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -293,16 +293,19 @@ def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float) -> str
 
 
 def _search_note(results: pd.DataFrame, stage: pd.Series, confirmed: bool) -> str:
-    searched = int((stage == "search").sum())
+    trials = results[stage == "search"]
+    searched = f"{trials.arm.nunique()} configurations searched"
+    if trials.arm.nunique() < len(trials):  # a sampler may draw one configuration twice
+        searched += f" ({len(trials)} trials)"
     if confirmed:
         confirm = results[stage == "confirm"]
         seeds = confirm.groupby("arm").size()
         pending = int(confirm.state.isin([Status.WAITING, Status.RUNNING]).sum())
-        note = (f"Best of {searched} configurations searched, confirmed with "
-                f"{int(seeds.max())} seeds each ({len(seeds)} configurations).")
+        note = (f"Best of {searched}, confirmed with {int(seeds.max())} seeds each "
+                f"({len(seeds)} configurations).")
         return note + (f" Confirmation still running: {pending} trials to go." if pending else "")
-    return (f"{searched} configurations searched, one seed each, not confirmed: rerun with "
-            f"--confirm 3 to rerun the best with seeds.")
+    return (f"{searched[0].upper()}{searched[1:]}, one seed each, not confirmed: rerun "
+            f"with --confirm 3 to rerun the best with seeds.")
 
 
 def _trade_off(arms: list[ArmStats]) -> str:

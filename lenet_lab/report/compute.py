@@ -37,7 +37,8 @@ class Interval:
     low: float  # NaN when there are too few values for an interval
     high: float
     n: int
-    sd: float = math.nan
+    sd: float = math.nan  # of the values; for a difference, its standard error
+    df: float = math.nan  # degrees of freedom of a difference (Welch)
 
     @property
     def known(self) -> bool:
@@ -73,7 +74,7 @@ def difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> 
     se = math.sqrt(vx + vy)
     df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
     half = t_quantile(0.5 + level / 2, df) * se
-    return Interval(diff, diff - half, diff + half, min(len(x), len(y)), se)
+    return Interval(diff, diff - half, diff + half, min(len(x), len(y)), se, df)
 
 
 @dataclass(frozen=True)
