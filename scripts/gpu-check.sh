@@ -14,8 +14,10 @@
 #   LENET_LAB_DATA=/path/holding/fashion-mnist WHEELS=/path/to/wheels scripts/gpu-check.sh
 #
 # Knobs: DEVICE (gpu), EPOCHS (bench epochs, 5), SUBSET (sweep examples, 10000),
-# SWEEP_EPOCHS (2), JOBS ("1 2 4 8"), FUSE (1,3,6,12,24), FULL (1: run the full pooling
-# sweep), OUT (where the JSON and logs go; a temp folder).
+# SWEEP_EPOCHS (2), JOBS ("1 2 4 8"), FUSE (1,3,6,12,24), MODES ("compile graphs"), FULL
+# (1: run the full pooling sweep), OUT (where the JSON and logs go; a temp folder). A
+# smoke run on a CPU: DEVICE=cpu MODES= FULL=0 EPOCHS=1 SUBSET=500 SUBSET_BENCH=500
+# SWEEP_EPOCHS=1 JOBS=1 FUSE=1,2 (SUBSET_BENCH: examples per bench epoch; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LENET_LAB_DATA:?set LENET_LAB_DATA to a folder holding fashion-mnist/}"
@@ -26,6 +28,7 @@ SWEEP_EPOCHS=${SWEEP_EPOCHS:-2}
 JOBS=${JOBS:-"1 2 4 8"}
 FUSE=${FUSE:-1,3,6,12,24}
 FULL=${FULL:-1}
+MODES=${MODES-"compile graphs"}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 
@@ -45,8 +48,10 @@ if missing:
 PY
 
 lab() { python3 -m lenet_lab "$@"; }
-lab bench --engine torch --device "$DEVICE" --epochs "$EPOCHS" --mode compile --mode graphs \
-    --fuse "$FUSE" --json > "$OUT/bench.json"
+mode_args=()
+for mode in $MODES; do mode_args+=(--mode "$mode"); done
+lab bench --engine torch --device "$DEVICE" --epochs "$EPOCHS" ${SUBSET_BENCH:+--subset "$SUBSET_BENCH"} \
+    "${mode_args[@]}" --fuse "$FUSE" --json > "$OUT/bench.json"
 
 # Several trials per GPU: the same grid (pooling x 8 seeds) with more and more workers.
 for jobs in $JOBS; do
