@@ -61,6 +61,7 @@ def _print_table(header: list[str], rows: list[list[str]], title: str | None = N
     table = Table(*header, title=title, title_justify="left", box=None)
     for column in table.columns:
         column.justify = "left" if column.header in left or not left else "right"
+        column.overflow = "fold"  # a narrow terminal wraps names instead of cutting them
     for row in rows:
         table.add_row(*row)
     out.print(table)

@@ -46,6 +46,7 @@ def test_arm_outcome_counts_and_severity() -> None:
     assert arm_outcome([Outcome.LEARNED] * 3).describe() == "learned in every seed"
     mixed = arm_outcome([Outcome.LEARNED, Outcome.AT_CHANCE, Outcome.AT_CHANCE, None])
     assert (mixed.outcome, mixed.describe()) == (Outcome.AT_CHANCE, "at chance in 2 of 3 seeds")
+    assert mixed.short() == "at chance 2/3" and arm_outcome([Outcome.LEARNED]).short() == "learned"
     assert not mixed.learned
     tie = arm_outcome([Outcome.AT_CHANCE, Outcome.DIVERGED, Outcome.LEARNED])
     assert tie.outcome is Outcome.DIVERGED  # equal counts: the more severe

@@ -186,7 +186,7 @@ def summary_rows(arms: list[ArmStats]) -> list[list[str]]:
              number(arm.test_acc.mean), number(arm.test_acc.sd),
              number(min(arm.test_accs, default=math.nan)),
              number(max(arm.test_accs, default=math.nan)),
-             number(arm.examples_per_sec.mean, ",.0f"), arm.outcome.describe(),
+             number(arm.examples_per_sec.mean, ",.0f"), arm.outcome.short(),
              ", ".join(f"{n} {state}" for state, n in arm.states.items() if state != Status.COMPLETE)]
             for arm in arms]
 

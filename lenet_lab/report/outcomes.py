@@ -80,6 +80,12 @@ class ArmOutcome:
             return "in every seed" if self.of > 1 else ""
         return f"in {self.count} of {self.of} seeds"
 
+    def short(self) -> str:
+        """'at chance 2/3', or 'learned' when every seed learned: for narrow tables."""
+        if self.outcome is None:
+            return "-"
+        return str(self.outcome) + (f" {self.count}/{self.of}" if self.count < self.of else "")
+
     def describe(self) -> str:
         """'at chance in 2 of 3 seeds', or 'learned' / 'diverged' when every seed agrees."""
         if self.outcome is None:
