@@ -154,6 +154,14 @@ def test_arms_that_did_not_learn_are_named_not_compared() -> None:
     assert "flat did not learn: it stays at chance in every seed (test accuracy 0.100)" in verdicts
 
 
+def test_arms_still_running_are_not_called_unlearned() -> None:
+    frame = rows({"book": [0.80, 0.81], "max": [0.85, 0.86], "slow": [0.5]})
+    frame.loc[frame.arm == "slow", ["state", "test_acc"]] = ["running", None]
+    found = answer.study_answer(frame)
+    assert "did not learn" not in found.headline
+    assert "slow has no result yet" in " ".join(found.verdicts)
+
+
 def test_control_at_chance_other_arm_learned() -> None:
     text = headline(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1, subset=500))
     assert "The book's network did not learn" in text and "relu did learn (0.710 ± 0.014)" in text

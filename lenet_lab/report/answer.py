@@ -247,7 +247,8 @@ def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget
         best = max(learned, key=lambda a: a.test_acc.mean)
         return (f"{head}. {best.arm} did learn ({_acc(best)}): at this budget that only says "
                 f"it learns sooner.")
-    missing = len([a for a in arms if not a.is_control and not a.outcome.learned])
+    missing = len([a for a in arms if not a.is_control and a.outcome.outcome is not None
+                   and not a.outcome.learned])
     tail = f" {missing} arm{'s' * (missing != 1)} did not learn at this budget (see each arm)." \
         if missing else ""
     if not comparisons:
