@@ -119,7 +119,7 @@ def _running_trial(plan, host: str, pid: int) -> tuple[Worker, int]:
     """A claimed trial recorded as run by (host, pid), as a worker leaves it mid-way."""
     db = store.connect(plan.storage)
     worker = Worker(plan, db=db, rdb=open_study(plan, db))
-    trial = claim(plan, worker.study, worker.rdb, worker.db)
+    trial = claim(plan, worker.study, worker.rdb, worker.db)[0]
     store.start_trial(worker.db, trial_id=trial._trial_id, study_name=plan.study_name,
                       number=trial.number, arm=trial.user_attrs["arm"], is_control=True,
                       stage="grid",                      columns=store.trial_columns({"seed": 0}), run={"engine": "torch"})
@@ -356,3 +356,36 @@ def test_workers_sharing_a_search_draw_different_configurations(tmp_path: Path) 
     plan_again = plan_for(again, str(tmp_path / "search.toml"), seeds=None)
     run_sweep(plan_again, trainer=StandIn())  # one worker: the same draws, reproducibly
     assert rows(again).query("stage == 'search'").lr.tolist() == searched.lr.tolist()
+
+
+def _claim_all(plan, out: str) -> None:
+    """A worker process that only claims: every trial id it gets, until the queue is empty."""
+    import optuna
+
+    db = store.connect(plan.storage)
+    rdb = store.optuna_storage(plan.storage)
+    study = optuna.load_study(study_name=plan.study_name, storage=rdb)
+    taken = []
+    while trials := claim(plan, study, rdb, db):
+        taken += [t._trial_id for t in trials]
+    Path(out).write_text(" ".join(map(str, taken)))
+
+
+@pytest.mark.slow
+def test_concurrent_claims_take_each_trial_once(tmp_path: Path) -> None:
+    """On SQLite two processes could both read WAITING and both take one trial."""
+    import multiprocessing
+
+    plan = plan_for(tmp_path, seeds=150)  # long enough for all four to take part
+    db = store.connect(plan.storage)
+    open_study(plan, db)
+    context = multiprocessing.get_context("spawn")
+    outs = [str(tmp_path / f"claims-{i}") for i in range(4)]
+    workers = [context.Process(target=_claim_all, args=(plan, out)) for out in outs]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(120)
+    taken = [int(t) for out in outs for t in Path(out).read_text().split()]
+    assert len(taken) == 300 and len(set(taken)) == 300
+    assert min(len(Path(out).read_text().split()) for out in outs) > 0  # all took part

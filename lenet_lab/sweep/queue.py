@@ -31,7 +31,7 @@ from lenet_lab.errors import LabError
 from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param
 from lenet_lab.sweep_file import Arm, build
 
-__all__ = ["add_seed", "claim", "claim_group", "on_stale", "open_study", "reconcile", "searched_left"]
+__all__ = ["add_seed", "claim", "on_stale", "open_study", "reconcile", "searched_left"]
 
 DONE_STATES = ("COMPLETE", "PRUNED")
 KEPT_FAILURES = (Status.DIVERGED.value, Status.INFEASIBLE.value)  # results: not rerun
@@ -240,53 +240,40 @@ def reconcile(plan: SweepPlan, study, rdb, db) -> None:
 
 
 @store.retrying
-def claim(plan: SweepPlan, study, rdb, db):
-    """The next queued trial, taken atomically, or None when the queue is empty.
+def claim(plan: SweepPlan, study, rdb, db, key=None) -> list:
+    """Queued trials, taken atomically: the first waiting one, and with `key` (a frozen
+    trial's fuse key, None: not fusable) up to plan.fuse more that share its key, to
+    train as one fused model. Empty when the queue is; unlike study.ask(), this never
+    makes up a new trial.
 
-    Unlike study.ask(), this never makes up a new trial when the queue is empty.
+    Optuna moves WAITING -> RUNNING for one caller only on PostgreSQL (SELECT ... FOR
+    UPDATE); Python's SQLite driver reads outside a transaction, so two processes could
+    both see WAITING and both take the trial. The creation lock serialises claims.
     """
     import optuna
 
-    for trial_id in store.waiting_trial_ids(db, plan.study_name):
-        try:  # the storage moves WAITING -> RUNNING for one caller only
-            if rdb.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
-                rdb.record_heartbeat(trial_id)  # from now on its worker can be seen to die
-                run = plan.sweep.run
-                if run.sampler != "grid" or run.prune:  # the trial will suggest or report:
-                    # Optuna's trial cache must know it (an incremental read of the unfinished)
-                    study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                return optuna.Trial(study, trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
-
-
-@store.retrying
-def claim_group(plan: SweepPlan, study, rdb, db, key) -> list:
-    """Up to plan.fuse queued trials that train as one fused model, each taken atomically:
-    the first one claimed sets the fuse key (`key(frozen trial)`, None: not fusable) and
-    the others must share it. Empty when the queue is."""
-    import optuna
-
-    waiting = {t._trial_id: t for t in study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
-    group, wanted = [], None
-    for trial_id in store.waiting_trial_ids(db, plan.study_name):
-        if trial_id not in waiting:
-            continue  # queued after the read above: the next claim sees it
-        found = key(waiting[trial_id])
-        if group and (found is None or found != wanted):
-            continue
-        try:  # the storage moves WAITING -> RUNNING for one caller only
-            if rdb.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
-                rdb.record_heartbeat(trial_id)
-                group.append(optuna.Trial(study, trial_id))
-                wanted = found
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        if group and (wanted is None or len(group) == plan.fuse):
-            break
-    if group and (plan.sweep.run.sampler != "grid" or plan.sweep.run.prune):
+    with store.creation_lock(plan.storage):
+        waiting = {t._trial_id: t for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+        group, wanted = [], None
+        for trial_id in store.waiting_trial_ids(db, plan.study_name):
+            if trial_id not in waiting:
+                continue  # queued after the read above: the next claim sees it
+            found = key(waiting[trial_id]) if key else None
+            if group and (found is None or found != wanted):
+                continue
+            try:
+                if rdb.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+                    rdb.record_heartbeat(trial_id)  # from now on its worker can be seen to die
+                    group.append(optuna.Trial(study, trial_id))
+                    wanted = found
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            if group and (wanted is None or len(group) >= plan.fuse):
+                break
+    run = plan.sweep.run
+    if group and (run.sampler != "grid" or run.prune):  # the trials will suggest or report:
+        # Optuna's trial cache must know them (an incremental read of the unfinished)
         study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     return group
 

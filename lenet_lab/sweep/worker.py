@@ -96,11 +96,8 @@ class Worker:
 
     def _claim(self) -> list:
         plan = self.plan
-        if plan.fuse > 1:
-            return queue.claim_group(plan, self.study, self.rdb, self.db,
-                                     lambda t: fuse_key_of(plan, t))
-        trial = queue.claim(plan, self.study, self.rdb, self.db)
-        return [trial] if trial is not None else []
+        key = (lambda t: fuse_key_of(plan, t)) if plan.fuse > 1 else None
+        return queue.claim(plan, self.study, self.rdb, self.db, key)
 
     def run(self) -> int:
         """Run trials until the queue (and a search's budget) is exhausted; returns how many."""
