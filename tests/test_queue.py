@@ -346,7 +346,7 @@ def test_workers_sharing_a_search_draw_different_configurations(tmp_path: Path) 
     rdb = open_study(plan, db)
     first, second = (Worker(plan, db=db, rdb=rdb, trainer=StandIn()) for _ in range(2))
     turn = 0  # the workers take turns, as two processes interleave
-    while trials := (first, second)[turn % 2].next_trial():
+    while trials := (first, second)[turn % 2].next_trials():
         run_trial((first, second)[turn % 2], trials[0])
         turn += 1
     searched = rows(tmp_path).query("stage == 'search'")

@@ -70,7 +70,7 @@ class Worker:
         store.retrying(self.study.tell)(trial, values, skip_if_finished=True,
                                         state=state and optuna.trial.TrialState[state])
 
-    def next_trial(self) -> list:
+    def next_trials(self) -> list:
         """Queued trials (a fused group, or one), else a new one from a search's sampler,
         else [] when all is done.
 
@@ -102,7 +102,7 @@ class Worker:
     def run(self) -> int:
         """Run trials until the queue (and a search's budget) is exhausted; returns how many."""
         count = 0
-        while trials := self.next_trial():
+        while trials := self.next_trials():
             run_group(self, trials)
             count += len(trials)
         return count
