@@ -24,7 +24,7 @@ from rich.table import Table
 from lenet_lab import __version__
 from lenet_lab.data import Dataset
 from lenet_lab.engines import ENGINES, get_engine
-from lenet_lab.errors import LabError
+from lenet_lab.errors import LabError, SpecError
 from lenet_lab.spec import (CHOICES, LeNetSpec, Status, TrainConfig, field_kind, format_widths,
                             from_options)
 from lenet_lab.train import EpochMetrics, TrainResult, train as run_training
@@ -396,7 +396,7 @@ def _counts(text: str | None) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",")) if text else ()
     except ValueError:
-        raise LabError(f"--fuse takes whole numbers separated by commas, such as 1,3,6, "
+        raise SpecError(f"--fuse takes whole numbers separated by commas, such as 1,3,6, "
                        f"not {text!r}") from None
 
 

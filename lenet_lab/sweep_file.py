@@ -92,6 +92,12 @@ class Sweep:
             arms.insert(0, arms.pop(resolved.index(control)))
         return arms
 
+    @property
+    def queued_stage(self) -> str:
+        """The stage of an arm x seed queued at the start (also for trials queued before
+        stages were recorded): every grid trial, or a search's control."""
+        return "grid" if self.run.sampler == "grid" else "control"
+
     def is_control(self, values: dict[str, Any]) -> bool:
         return {**self.control(), **values} == self.control()
 

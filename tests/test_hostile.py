@@ -141,7 +141,7 @@ CASES = {
                           "--fuse takes auto, off or a number of trials from 1 to 256, not 'lots'",
                           code=2),
     "bench-fuse-nonsense": Case("boundary", ["bench", "--engine", "torch", "--fuse", "1,x"],
-                                "--fuse takes whole numbers separated by commas", code=1),
+                                "--fuse takes whole numbers separated by commas", code=2),
     "bench-fuse-on-mxnet": Case("boundary", ["bench", "--fuse", "3", "--subset", "100"],
                                 "bench --fuse takes trial counts such as 1,3,6 and needs "
                                 "--engine torch", code=2),

@@ -221,6 +221,12 @@ def test_confirmation_resumes_and_can_be_turned_off(tmp_path: Path) -> None:
     assert sorted(confirm.seed) == [1, 2] and confirm.arm.nunique() == 1
     best = frame[frame.stage == "search"].sort_values("test_acc").arm.iloc[-1]
     assert confirm.arm.iloc[0] == best
+    from lenet_lab.report.build import best_confirmed
+
+    # the interrupted confirmation left a failed row: once rerun, the stage still counts
+    assert (frame[frame.stage == "confirm"].state == "failed").sum() == 1
+    study, label, values = best_confirmed(plan.storage, "search", engine="torch")
+    assert (study, label) == (plan.study_name, best) and values["pooling"] in ("avg", "max")
     off = load_sweep(str(tmp_path / "search.toml")).with_run(engine="torch", epochs=1,
                                                              subset=200, confirm=0)
     other = plan_sweep(off, storage=f"sqlite:///{tmp_path}/off.db", device="cpu")

@@ -48,6 +48,7 @@ def best_confirmed(storage: str, sweep: str, *, engine: str) -> tuple[str, str, 
     `engine` first. None when the database holds no such study."""
     import pandas as pd
 
+    from lenet_lab.spec import Status
     from lenet_lab.sweep_space import FIELDS
 
     where = store.parse_storage(storage)
@@ -62,7 +63,7 @@ def best_confirmed(storage: str, sweep: str, *, engine: str) -> tuple[str, str, 
             data = load_study(db, row["study"])
             stage = data.results.get("stage")
             confirm = data.results[stage == "confirm"] if stage is not None else data.results[:0]
-            if not len(confirm) or not confirm.state.isin(["complete", "diverged"]).all():
+            if not len(confirm) or confirm.state.isin([Status.WAITING, Status.RUNNING]).any():
                 continue  # not confirmed yet, or still running
             arms = answer.study_answer(data.results, data.epochs, settings=data.settings).arms
             learned = [a for a in arms if not a.is_control and a.outcome.learned]

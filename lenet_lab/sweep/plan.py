@@ -133,7 +133,7 @@ def fuse_size(text: str | int, *, engine: str, device: Device) -> int:
     """`--fuse auto|off|N` -> how many trials train together (1: each alone).
 
     auto fuses on GPUs only: on CPUs a fused model trained slower than its members one
-    after another (0.46x for 3 book LeNets on 2 cores; docs/performance.md)."""
+    after another (0.63x for 3 book LeNets on 2 cores; docs/performance.md)."""
     text = str(text).strip().lower()
     if text == "auto":
         return FUSE_AUTO_GPU if engine == "torch" and device.kind == "gpu" else 1

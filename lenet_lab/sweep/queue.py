@@ -109,7 +109,7 @@ def _enqueue_missing(plan: SweepPlan, study, db) -> None:
                                       or failed_for_good):
             taken.add((t.user_attrs["arm"], t.user_attrs["seed"]))
     grid = sweep.run.sampler == "grid"
-    stages = [(arm, "grid" if grid else "control", range(sweep.run.seeds))
+    stages = [(arm, sweep.queued_stage, range(sweep.run.seeds))
               for arm in (sweep.grid_arms() if grid else [Arm(())])]
     if not grid and sweep.run.confirmations and _search_done(plan, db, trials):
         # fresh seeds: the searched trial ran seed 0, and its luck is what confirmation removes
@@ -136,11 +136,6 @@ def _search_done(plan: SweepPlan, db, trials) -> bool:
     return not unfinished and _searched_left(plan, searched, db) <= 0
 
 
-def _searched_arm(trial) -> tuple[dict, Arm]:
-    values = {k: decode_param(k, v) for k, v in trial.params.items()}
-    return values, Arm(tuple(sorted(values.items())))
-
-
 def _best_configurations(plan: SweepPlan, trials, statuses) -> list[Arm]:
     """The search's best configurations by test accuracy (distinct, not the control);
     with the parameter count as an objective, also the best one at most twice the
@@ -149,9 +144,11 @@ def _best_configurations(plan: SweepPlan, trials, statuses) -> list[Arm]:
     complete = [t for t in trials if "arm" not in t.user_attrs and t.state.name == "COMPLETE"
                 and statuses.get(t._trial_id, (None,))[0] == Status.COMPLETE]
     accuracy = run.objectives.index("test_acc")
-    ranked = [_searched_arm(t) + (t,) for t in
-              sorted(complete, key=lambda t: (-t.values[accuracy], t.number))]
-    ranked = [(arm, t) for values, arm, t in ranked if not sweep.is_control(values)]
+    ranked = []
+    for t in sorted(complete, key=lambda t: (-t.values[accuracy], t.number)):
+        values = {k: decode_param(k, v) for k, v in t.params.items()}
+        if not sweep.is_control(values):
+            ranked.append((Arm(tuple(sorted(values.items()))), t))
     chosen: list[Arm] = []
     for arm, _ in ranked:
         if arm not in chosen and len(chosen) < run.confirmations:
@@ -173,9 +170,8 @@ def add_seed(plan: SweepPlan, study, arm_label: str) -> None:
         raise LabError(f"arm {arm_label!r} has no queued trials to add a seed to")
     last = max(trials, key=lambda t: t.user_attrs["seed"])
     values = {k: decode_param(k, v) for k, v in json.loads(last.user_attrs["values"]).items()}
-    stage = last.user_attrs.get("stage", "grid" if plan.sweep.run.sampler == "grid" else "control")
     _enqueue(plan, study, Arm(tuple(sorted(values.items())), name=arm_label),
-             last.user_attrs["seed"] + 1, stage)
+             last.user_attrs["seed"] + 1, last.user_attrs.get("stage", plan.sweep.queued_stage))
 
 
 def _pid_alive(pid: int) -> bool:

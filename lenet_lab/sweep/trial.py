@@ -82,8 +82,8 @@ def trial_values(worker: TrialHost, trial) -> TrialValues:
             for key, dimension in sweep.space.items():
                 _suggest(trial, key, dimension)  # registers the fixed params with Optuna
         values = {k: decode_param(k, v) for k, v in json.loads(attrs["values"]).items()}
-        stage = attrs.get("stage", "grid" if sweep.run.sampler == "grid" else "control")
-        return TrialValues(values, attrs["seed"], attrs["arm"], attrs["control"], stage)
+        return TrialValues(values, attrs["seed"], attrs["arm"], attrs["control"],
+                           attrs.get("stage", sweep.queued_stage))
     values = {key: _suggest(trial, key, dim) for key, dim in sorted(sweep.space.items())}
     return TrialValues(values, 0, Arm(tuple(sorted(values.items()))).label,
                        sweep.is_control(values), "search")
