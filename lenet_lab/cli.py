@@ -18,13 +18,14 @@ from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
 from lenet_lab import __version__
 from lenet_lab.data import Dataset
 from lenet_lab.engines import ENGINES, get_engine
-from lenet_lab.errors import LabError, SpecError
+from lenet_lab.errors import LabError, SpecError, quiet_library_warnings
 from lenet_lab.spec import (CHOICES, LeNetSpec, Status, TrainConfig, field_kind, format_widths,
                             from_options)
 from lenet_lab.train import EpochMetrics, TrainResult, train as run_training
@@ -40,8 +41,10 @@ class _Redacting(Console):
                       **options)
 
 
-# Piped output (scripts, logs) gets wide tables instead of rich's 80-column default.
-out = _Redacting(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# Piped output (scripts, logs) gets wide tables instead of rich's 80-column default,
+# unless COLUMNS says how wide.
+out = _Redacting(highlight=False, soft_wrap=True,
+                 width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 err = _Redacting(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 app = typer.Typer(
@@ -56,12 +59,17 @@ def _bar(*columns: Any) -> Progress:
 
 
 def _print_table(header: list[str], rows: list[list[str]], title: str | None = None, *,
-                 left: tuple[str, ...] = ()) -> None:
-    """A borderless table; columns named in `left` (and text columns) align left."""
+                 left: tuple[str, ...] = (), whole: tuple[str, ...] = ()) -> None:
+    """A borderless table; columns named in `left` (and text columns) align left. A
+    narrow terminal wraps the other columns, never the names in `whole`, which users
+    type (study and sweep names)."""
     table = Table(*header, title=title, title_justify="left", box=None)
-    for column in table.columns:
+    for i, column in enumerate(table.columns):
         column.justify = "left" if column.header in left or not left else "right"
-        column.overflow = "fold"  # a narrow terminal wraps names instead of cutting them
+        column.overflow = "fold"  # wrap at spaces; fold only a word wider than the column
+        if column.header in whole:
+            column.no_wrap = True
+            column.min_width = max((len(row[i]) for row in rows), default=0)
     for row in rows:
         table.add_row(*row)
     out.print(table)
@@ -236,8 +244,8 @@ def sweep(
     where = _safe_url(plan.storage)
     if not quiet:
         out.print(f"{loaded.title}\nstudy {plan.study_name!r} in {where}: {plan.describe(jobs)}")
-    progress = _bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    progress = _bar(BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), TextColumn("{task.fields[detail]}"))
     task = progress.add_task(plan.study_name, total=loaded.expected_trials(), detail="")
     try:  # SIGTERM as Ctrl-C: the running trials are recorded as interrupted
         with stop_on_signals(), progress, watch(plan, lambda done, detail: progress.update(
@@ -260,7 +268,7 @@ def sweeps_() -> None:
     found, broken = load_sweeps()
     _print_table(["name", "exercise", "sampler", "trials", "title"],
                  [[s.name, str(s.exercise or ""), s.run.sampler, str(s.expected_trials()), s.title]
-                  for s in found])
+                  for s in found], whole=("name",))
     for problem in broken:
         err.print(f"skipped {problem}")
 
@@ -275,7 +283,8 @@ def studies(storage: StorageOpt = None) -> None:
     _print_table(["study", "sweep", "engine", "trials", "best test acc"], [
         [row["study"], row["sweep"] or "-", row["engine"] or "-",
          ", ".join(f"{n} {state}" for state, n in sorted(row["states"].items())) or "-",
-         "-" if row["best_test_acc"] is None else f"{row['best_test_acc']:.4f}"] for row in rows])
+         "-" if row["best_test_acc"] is None else f"{row['best_test_acc']:.4f}"] for row in rows],
+        whole=("study", "sweep"))
 
 
 @app.command()
@@ -402,6 +411,7 @@ def _counts(text: str | None) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one line per error, never a traceback for bad input."""
+    quiet_library_warnings()
     args = _optional_values(sys.argv[1:] if argv is None else argv)
     _Redacting.secrets = [*args, *(os.environ.get(f"LENET_LAB_{name}")
                                    for name in ("STORAGE", "MIRROR"))]

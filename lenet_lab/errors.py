@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["DataError", "DeviceError", "EngineUnavailable", "InfeasibleSpec", "LabError", "SpecError",
-           "StorageError", "SweepError"]
+           "StorageError", "SweepError", "quiet_library_warnings"]
 
 
 class LabError(Exception):
@@ -42,3 +42,15 @@ class DeviceError(LabError):
 
 class EngineUnavailable(LabError):
     """An engine whose framework is not installed."""
+
+
+def quiet_library_warnings() -> None:
+    """Keep libraries' warnings (pandas' and numpy's FutureWarnings and deprecations,
+    Optuna's "experimental" notes) out of a command's output: they are for developers,
+    whose tests fail on the ones our code triggers (pyproject.toml), not for users."""
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=r".*is experimental \(supported from")
+

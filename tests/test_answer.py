@@ -107,7 +107,7 @@ def test_at_chance_says_did_not_learn_with_the_budget() -> None:
 
 def test_a_tie_names_no_winner() -> None:
     text = headline(rows({"book": [0.8, 0.8], "pooling=max": [0.8, 0.8]}))
-    assert "No arm beats the book's network: pooling=max matches it exactly" in text
+    assert "No arm beats the book's network: A1 (pooling=max) matches it exactly" in text
     found = answer.study_answer(rows({"book": [0.8, 0.8], "pooling=max": [0.8, 0.8]}))
     assert found.leader.decision is Decision.TIE
 
@@ -150,8 +150,8 @@ def test_arms_that_did_not_learn_are_named_not_compared() -> None:
     assert [c.arm.arm for c in found.comparisons] == ["relu"]
     assert "2 arms did not learn at this budget" in found.headline
     verdicts = " | ".join(found.verdicts)
-    assert "tanh, lr=9 diverged in every seed: its loss turned NaN" in verdicts
-    assert "flat did not learn: it stays at chance in every seed (test accuracy 0.100)" in verdicts
+    assert "(tanh, lr=9) diverged in every seed: its loss turned NaN" in verdicts
+    assert "(flat) did not learn: it stays at chance in every seed (test accuracy 0.100)" in verdicts
 
 
 def test_arms_still_running_are_not_called_unlearned() -> None:
@@ -159,12 +159,12 @@ def test_arms_still_running_are_not_called_unlearned() -> None:
     frame.loc[frame.arm == "slow", ["state", "test_acc"]] = ["running", None]
     found = answer.study_answer(frame)
     assert "did not learn" not in found.headline
-    assert "slow has no result yet" in " ".join(found.verdicts)
+    assert "A2 (slow) has no result yet" in " ".join(found.verdicts)
 
 
 def test_control_at_chance_other_arm_learned() -> None:
     text = headline(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1, subset=500))
-    assert "The book's network did not learn" in text and "relu did learn (0.710 ± 0.014)" in text
+    assert "The book's network did not learn" in text and "A1 (relu) did learn (0.710 ± 0.014)" in text
 
 
 def test_sequential_looks_widen_the_interval() -> None:
@@ -203,8 +203,8 @@ def test_trade_off_names_the_best_small_network() -> None:
     frame.loc[frame.arm == "big", "param_count"] = 500_000
     frame.loc[frame.arm == "small", "param_count"] = 100_000
     text = headline(frame, settings={"objectives": ["test_acc", "param_count"]})
-    assert "Best overall: big (0.905 ± 0.007, 500,000 parameters)" in text
-    assert "best at most twice the book's 61,706 parameters: small" in text
+    assert "Best overall: A1 (big), 0.905 ± 0.007 with 500,000 parameters" in text
+    assert "best at most twice the book's 61,706 parameters: A2 (small)" in text
 
 
 def test_budget_lists_epoch_ranges_and_seed_ranges() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
+import socket
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +23,46 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 XSS = "<script>alert(1)</script>"
+LINK = "<a href='https://example.invalid/'>click</a>"
 QUICK = ["--subset", "500", "--epochs", "2", "--seeds", "2", "-q"]
+# A grid that learns at a small budget (ReLU and Adam), with markup in its title and in
+# an arm's name; a TPE search of 10 trials (and its confirmation).
+GRID = f"""title = "A small grid <img src=x onerror=alert(2)>"
+exercise = 3
+[fixed]
+activation = "relu"
+optimizer = "adam"
+lr = 0.01
+[[arms]]
+name = "{LINK}"
+pooling = "max"
+[[arms]]
+kernel_size = 3
+"""
+SEARCH = """title = "A small search"
+exercise = 8
+[run]
+sampler = "tpe"
+trials = 10
+[space]
+lr = { low = 0.001, high = 1.0, log = true }
+optimizer = ["sgd", "adam"]
+activation = ["sigmoid", "relu"]
+"""
 
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three real studies (a grid on two engines, one named like an attack, and a search)."""
+    """Real small studies: the book's grid at chance on two engines (one study named like
+    an attack), a grid that learns and a search of 10 trials."""
     folder = tmp_path_factory.mktemp("report")
-    (folder / "search.toml").write_text(
-        'title = "A small lr search"\nexercise = 8\n[run]\nsampler = "tpe"\ntrials = 3\n'
-        'prune = true\n[space]\nlr = { low = 0.05, high = 1.0, log = true }\n'
-        'pooling = ["avg", "max"]\n')
-    for args in (["pooling", "--engine", "torch"], ["pooling", "--engine", "mxnet", "--study", XSS],
-                 ["search.toml", "--engine", "torch", "--seeds", "1"]):
-        done = lenet_lab("sweep", *args, *QUICK, cwd=folder)
+    (folder / "grid.toml").write_text(GRID)
+    (folder / "search.toml").write_text(SEARCH)
+    for args in (["pooling", "--engine", "torch", *QUICK],
+                 ["pooling", "--engine", "mxnet", "--study", XSS, *QUICK],
+                 ["grid.toml", "--engine", "torch", *QUICK],
+                 ["search.toml", "--engine", "torch", "--subset", "500", "--epochs", "2", "-q"]):
+        done = lenet_lab("sweep", *args, cwd=folder)
         assert done.returncode == 0, done.stderr
     done = lenet_lab("report", cwd=folder)
     assert done.returncode == 0, done.stderr
@@ -50,17 +80,35 @@ def browser():
     return sync_playwright()
 
 
-def test_every_page_renders_without_errors_offline(reports: Path, tmp_path: Path) -> None:
-    copied = tmp_path / "elsewhere"
-    shutil.copytree(reports, copied)  # a copied folder must render on its own
+# What the page shows: each figure's drawing area against its width, the visible text
+# (HTML and SVG), the document's width and any element that user text could have made.
+LOOK = """() => {
+  const figures = [...document.querySelectorAll("div.plotly-graph-div")].map(
+      gd => gd._fullLayout ? gd._fullLayout._size.w / gd._fullLayout.width : 0);
+  const svg = [...document.querySelectorAll("svg text")].map(t => t.textContent);
+  return {figures, text: [document.body.innerText, ...svg].join("\\n"),
+          width: document.documentElement.scrollWidth,
+          injected: [...document.querySelectorAll("a[href*='example.invalid'], img[src='x']")]
+                      .map(e => e.outerHTML),
+          scripts: [...document.querySelectorAll("script")].filter(
+                      s => s.textContent.includes("alert(")).length};
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_every_page_reads_at_desktop_and_phone_width(reports: Path, width: int,
+                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
+    copied = tmp_path_factory.mktemp(f"elsewhere-{width}")
+    shutil.copytree(reports, copied, dirs_exist_ok=True)  # a copied folder renders on its own
+    shots = tmp_path_factory.mktemp(f"screenshots-{width}")
     pages = sorted(copied.glob("*.html"))
-    assert len(pages) == 4  # the index and three studies
+    assert len(pages) == 5  # the index and four studies
     with browser() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = chromium.new_page(viewport={"width": 1300, "height": 900})
+        page = chromium.new_page(viewport={"width": width, "height": 900})
         problems: list[str] = []
         outside: list[str] = []
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
@@ -77,50 +125,72 @@ def test_every_page_renders_without_errors_offline(reports: Path, tmp_path: Path
                 route.abort()
 
         page.route("**/*", only_files)
-        figures = {}
+        seen = {}
         for path in pages:
             page.goto(path.as_uri())
             page.wait_for_load_state("load")
             divs = page.locator("div.plotly-graph-div")
             page.wait_for_function("n => document.querySelectorAll('div.plotly-graph-div .main-svg')"
                                    ".length >= n", arg=divs.count(), timeout=30000)
-            figures[path.name] = (divs.count(),
-                                  page.locator("div.plotly-graph-div:has(.main-svg)").count())
+            seen[path.name] = page.evaluate(LOOK)
+            page.screenshot(path=str(shots / f"{path.stem}.png"), full_page=True)
         chromium.close()
+    print(f"screenshots at {width} px: {shots}")
     assert problems == [] and outside == []
-    for name, (drawn, rendered) in figures.items():
-        assert drawn == rendered, name  # every figure has its SVG
-    study_pages = {n: f for n, f in figures.items() if n != "index.html"}
+    assert len(list(shots.glob("*.png"))) == len(pages)
+    for name, look in seen.items():
+        assert all(share >= 0.4 for share in look["figures"]), (name, look["figures"])
+        assert not re.findall(r"\d\.\d{7,}", look["text"]), name  # no 17-digit floats
+        assert look["width"] <= width, name  # wide tables and figures scroll in their box
+        assert look["injected"] == [] and look["scripts"] == 0, name
+    study_pages = {n: look for n, look in seen.items() if n != "index.html"}
     # bars, curves, accuracy vs speed, inputs and two activation layers on every study page;
     # the search adds its history, parallel coordinates and importances.
-    assert all(drawn >= 6 for drawn, _ in study_pages.values())
-    assert max(drawn for drawn, _ in study_pages.values()) >= 8
+    assert all(len(look["figures"]) >= 6 for look in study_pages.values())
+    assert max(len(look["figures"]) for look in study_pages.values()) >= 9
+    for text in (LINK, "<img src=x onerror=alert(2)>", XSS):  # shown as the text it is
+        assert any(text in look["text"] for look in seen.values()), text
+
+
+def test_index_is_the_exercise_checklist(reports: Path) -> None:
+    index = html.unescape((reports / "index.html").read_text())
+    assert '<meta name="viewport"' in index
+    for number, sweep in ((2, "improve"), (4, "channels"), (9, "mnist")):
+        assert f"<h3>{number}. " in index and f"not run yet: <code>lenet-lab sweep {sweep}</code>" in index
+    assert "Replace the average pooling with max pooling" in index
+    assert index.index("<h3>1. ") < index.index("<h3>3. ") < index.index("<h3>8. ") < index.index("<h3>10. ")
+    assert "the book's network did not learn: it stays at chance" in index  # the run at chance
+    assert "2 epochs of 500 examples, 2 seeds per arm, torch on cpu" in index
+    assert "#activations" in index.split("<h3>10. ")[1]  # exercise 10 links its figures
+    assert "Side by side: pooling" in index and "pooling-torch-e2-n500: test acc" in index
+    assert ">nan<" not in index
 
 
 def test_user_strings_are_text_not_markup(reports: Path) -> None:
     index = (reports / "index.html").read_text()
     assert XSS not in index and "&lt;script&gt;alert(1)&lt;/script&gt;" in index
-    xss_pages = [p for p in reports.glob("study-*.html") if "alert" in p.read_text()]
+    xss_pages = [p for p in reports.glob("study-*.html") if "alert(1)" in p.read_text()]
     assert len(xss_pages) == 1 and XSS not in xss_pages[0].read_text()
-    with browser() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM,
-                                              args=["--no-sandbox", "--disable-gpu"])
-        page = chromium.new_page()
-        dialogs: list[str] = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        for path in (reports / "index.html", xss_pages[0]):
-            page.goto(path.as_uri())
-            page.wait_for_load_state("load")
-            assert page.get_by_text(XSS, exact=True).count() >= 1
-        chromium.close()
-    assert dialogs == []
+    grid = next(p for p in reports.glob("study-grid*.html")).read_text()
+    assert LINK not in grid and "&lt;a href=&#39;https://example.invalid/&#39;&gt;" in grid
+    figures = re.findall(r"<script[^>]*>(.*?)</script>", grid, re.S)
+    assert len(figures) >= 6 and not any("example.invalid" in f for f in figures)  # keys only
 
 
-def test_index_answers_and_compares_the_engines(reports: Path) -> None:
-    index = (reports / "index.html").read_text()
-    assert "Replace the average pooling with max pooling" in index
-    assert "Budget: 2 epochs of 500 examples, 2 seeds per arm, torch on cpu." in index
-    assert "Compare: pooling" in index and "pooling-torch-e2-n500: test acc" in index
+def test_a_dead_worker_is_reconciled_before_the_report_reads(reports: Path, tmp_path: Path) -> None:
+    """A trial left running by a killed worker reads as failed, not running for ever."""
+    shutil.copy(reports.parent / "studies.db", tmp_path / "studies.db")
+    with sqlite3.connect(tmp_path / "studies.db") as conn:
+        trial_id, = conn.execute(
+            "SELECT t.trial_id FROM trials t JOIN studies s USING (study_id) WHERE "
+            "s.study_name = 'pooling-torch-e2-n500' ORDER BY t.number DESC LIMIT 1").fetchone()
+        conn.execute("UPDATE trials SET state = 'RUNNING' WHERE trial_id = ?", (trial_id,))
+        conn.execute("UPDATE lab_trials SET status = 'running', pid = 2147483646, host = ? "
+                     "WHERE trial_id = ?", (socket.gethostname(), trial_id))
+    done = lenet_lab("report", "pooling-torch-e2-n500", "--no-activations", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "1 failed" in index and "running" not in index
 
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:

@@ -67,10 +67,41 @@ def test_arm_stats_control_first_with_differences() -> None:
 
 
 def test_summary_rows_for_the_terminal() -> None:
-    rows = compute.summary_rows(compute.arm_stats(RESULTS))
-    assert rows[0] == ["pooling=avg (control)", "3", "0.8100", "0.0100", "0.8000", "0.8200",
-                       "4,100", "learned", ""]
-    assert rows[1][0] == "pooling=max" and rows[1][1] == "3" and rows[1][-1] == "1 diverged"
+    arms = compute.arm_stats(RESULTS)
+    rows = compute.summary_rows(arms)
+    assert rows[0] == ["book", "3", "0.8100", "0.0100", "0.8000", "0.8200", "4,100", "learned", ""]
+    assert rows[1][0] == "A1" and rows[1][1] == "3" and rows[1][-1] == "1 diverged"
+    assert compute.arm_legend(arms) == ["book  the book's network", "A1    pooling=max"]
+
+
+def test_arm_keys_follow_first_trials_and_labels_keep_four_digits() -> None:
+    rows = pd.DataFrame({
+        "trial": [0, 1, 2, 3, 4], "arm": ["lr=0.0241001", "book", "lr=0.0241001", "x", "lr=0.5"],
+        "is_control": [0, 1, 0, 0, None], "lr": [0.024100123456, 0.9, 0.024100123456, 0.9, 0.5],
+        "seed": [0, 0, 1, 0, 0]})
+    names = compute.arm_names(rows)
+    assert {arm: n.key for arm, n in names.items()} == {
+        "lr=0.0241001": "A1", "book": "book", "x": "A2", "lr=0.5": "A3"}
+    assert names["lr=0.0241001"].label == "lr=0.0241" and not names["lr=0.0241001"].named
+    assert names["x"].label == "x" and names["x"].named  # an [[arms]] name stays
+    assert str(names["book"]) == "the book's network" and str(names["lr=0.5"]) == "A3 (lr=0.5)"
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.019593896127160337, "0.01959"), (0.0241, "0.0241"), (0.1 + 0.2, "0.3"), (3412.3, "3,412"), (9999.7, "10,000"),
+    (55062.2, "55,060"), (61706, "61,706"), (float("nan"), "-"), (None, "-"), ("adam", "adam")])
+def test_numbers_as_text_have_four_significant_digits(value, text: str) -> None:
+    assert compute.sig(value) == text
+
+
+def test_shown_arms_and_a_shared_machine() -> None:
+    arms = compute.arm_stats(RESULTS)
+    assert [a.key for a in compute.shown_arms(arms, limit=0)] == ["book"]
+    steady = RESULTS.assign(examples_per_sec=4000.0)
+    assert not compute.shared_machine(steady)
+    first = steady.index[steady.state == "complete"][0]
+    assert compute.shared_machine(steady.assign(
+        examples_per_sec=steady.examples_per_sec.where(steady.index != first, 3000.0)))
 
 
 def test_learning_curves_mean_min_max_over_seeds() -> None:
@@ -96,17 +127,19 @@ def test_failures_keep_the_reason() -> None:
     assert failed.trial.tolist() == [5] and failed.reason.iloc[0] == "diverged at epoch 1"
 
 
-def test_user_text_reaches_plotly_escaped() -> None:
+def test_user_text_stays_out_of_plotly() -> None:
     from lenet_lab.report import draw
 
     link = '<a href="#injected">click</a><b>x</b>'
     rows = RESULTS.replace({"arm": {"pooling=max": link}})
     arms = compute.arm_stats(rows)
+    colors = draw.arm_colors(arms)
     epochs = pd.DataFrame({"trial": [0, 3], "epoch": [1, 1], "train_loss": [1.0, 1.0],
                            "train_acc": [0.5, 0.5], "test_acc": [0.5, 0.5]})
-    figures = [draw.arm_bars(arms), draw.learning_curves(compute.learning_curves(epochs, rows)),
-               draw.accuracy_vs_speed(rows, [])]
+    figures = [draw.arm_bars(arms, colors, 0.1),
+               draw.learning_curves(compute.learning_curves(epochs, rows), arms, colors),
+               draw.accuracy_vs_speed(rows, arms, colors, [])]
     for figure in figures:
         shown = figure.to_json()
-        assert "<a href" not in shown and "<b>" not in shown
-        assert '&lt;a href=\\"#injected\\"&gt;click&lt;' in shown  # JSON escapes the quotes
+        assert "injected" not in shown and '"A1"' in shown  # figures name arms by key
+    assert draw.text(link) == '&lt;a href="#injected"&gt;click&lt;/a&gt;&lt;b&gt;x&lt;/b&gt;'

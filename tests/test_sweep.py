@@ -28,7 +28,7 @@ def test_pooling_sweep_acceptance_run_and_rerun(tmp_path: Path) -> None:
     assert set(frame.study) == {"pooling-mxnet-e2-n2000"} and set(frame.engine) == {"mxnet"}
     assert frame.test_acc.between(0, 1).all() and (frame.examples_per_sec > 0).all()
     assert (frame.epochs_done == 2).all() and frame.is_control.sum() == 2
-    assert "pooling=avg (control)" in done.stdout and "query: pandas.read_sql" in done.stdout
+    assert "A1    pooling=max" in done.stdout and "query: pandas.read_sql" in done.stdout
     # Per-epoch metrics and weights were stored for every trial.
     epochs = pd.read_sql("SELECT * FROM lab_epochs", f"sqlite:///{tmp_path}/studies.db")
     assert len(epochs) == 8
@@ -112,6 +112,30 @@ def test_studies_and_export(tmp_path: Path, quick_study: Path) -> None:
     csv = pd.read_csv(tmp_path / "pooling-torch-e1-n500.csv")
     parquet = pd.read_parquet(tmp_path / "pooling-torch-e1-n500.parquet")
     assert len(csv) == len(parquet) == 4 and list(parquet.columns) == RESULT_COLUMNS
+
+
+def test_terminal_tables_fit_80_columns_without_cutting_names(tmp_path: Path,
+                                                               quick_study: Path) -> None:
+    shutil.copy(quick_study, tmp_path / "studies.db")
+    long = "pooling-torch-e1-n500-a-long-name-for-a-narrow-terminal"
+    assert lenet_lab("copy", "pooling-torch-e1-n500", "--to", "sqlite:///studies.db",
+                     "--as", long, cwd=tmp_path).returncode == 0
+    narrow = {"COLUMNS": "80"}
+    summary = lenet_lab("sweep", "pooling", *QUICK, cwd=tmp_path, **narrow)  # all done: prints
+    table = summary.stdout.splitlines()[:6]  # title, header, two arms, what the keys mean
+    assert summary.returncode == 0 and table[1].split()[:3] == ["arm", "seeds", "test"]
+    assert [line.split()[0] for line in table[2:]] == ["book", "A1", "book", "A1"]
+    assert table[5] == "A1    pooling=max"
+    for args in (["studies"], ["sweeps"]):
+        done = lenet_lab(*args, cwd=tmp_path, **narrow)
+        assert done.returncode == 0, done.stderr
+        assert max(len(line) for line in done.stdout.splitlines()) <= 80, done.stdout
+    listing = lenet_lab("studies", cwd=tmp_path, **narrow).stdout
+    assert all(any(line.startswith(f" {name} ") for line in listing.splitlines())
+               for name in (long, "pooling-torch-e1-n500"))  # whole, on one line
+    names = lenet_lab("sweeps", cwd=tmp_path, **narrow).stdout
+    assert all(f" {name} " in names for name in ("conv-layers", "dense-layers", "training"))
+    assert max(len(line) for line in table) <= 80
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ activations` does the same for any trial or any spec.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,11 +20,12 @@ from lenet_lab.engines import get_engine
 from lenet_lab.errors import LabError
 from lenet_lab.files import output_folder
 from lenet_lab.report import draw
-from lenet_lab.report.pages import figure_html, page, write_page
+from lenet_lab.report.compute import arm_names, is_control
+from lenet_lab.report.pages import figure_html, render, write_page
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
 from lenet_lab.train import train
 
-__all__ = ["DEFAULT_CLASSES", "Network", "activation_figures", "activations_page", "parse_classes",
+__all__ = ["Activations", "DEFAULT_CLASSES", "Network", "activation_figures", "activations_page", "parse_classes",
            "sample_images", "section", "trial_network", "write_activation_page"]
 
 LAYERS = ("conv0", "conv1")
@@ -36,11 +36,12 @@ ALIASES = {"sweater": "pullover", "jumper": "pullover", "tshirt": "t-shirt", "to
 
 @dataclass(frozen=True)
 class Network:
-    label: str  # e.g. "book (trial 0)"
+    label: str  # e.g. "A3: lr=0.0241 (trial 12)"
     engine: str
     spec: LeNetSpec
     weights: dict[str, np.ndarray]
     dataset: str
+    key: str = ""  # the short row label in figures, e.g. "A3"
 
 
 def parse_classes(dataset: str, names: list[str]) -> list[int]:
@@ -78,63 +79,74 @@ def activation_figures(networks: list[Network], images: np.ndarray, labels: list
     maps = {net.label: get_engine(net.engine).activations(net.spec, net.weights, images, LAYERS)
             for net in networks}
     for layer in LAYERS:
-        rows = {f"{draw.text(net.label)}<br>{label}": list(maps[net.label][layer][i])
+        rows = {f"{draw.text(net.key or net.label)}<br>{label}": list(maps[net.label][layer][i])
                 for net in networks for i, label in enumerate(labels)}
         figures.append(draw.activation_maps(rows, f"{layer}: one column per channel"))
     return figures
 
 
-def trial_network(db, study: str, trial: int, label: str) -> Network | None:
+def trial_network(db, study: str, trial: int, label: str, key: str = "") -> Network | None:
     row = store.trial_record(db, study, trial)
     weights = store.load_weights(db, row["trial_id"]) if row else None
     if weights is None:
         return None
     return Network(f"{label} (trial {trial})", row["engine"], LeNetSpec.from_json(row["spec_json"]),
-                   weights, row["dataset"])
+                   weights, row["dataset"], key)
 
 
-def study_networks(results) -> list[tuple[int, str]]:
-    """(trial, label) of the control arm's first completed trial and the best trial."""
+def study_networks(results) -> list[tuple[int, str, str]]:
+    """(trial, label, key) of the control arm's first completed trial and of the best
+    completed trial of the other arms."""
     done = results[results.state == Status.COMPLETE]
     if not len(done):
         return []
+    names = arm_names(results)
     picks = []
-    control = done[done.is_control.notna() & done.is_control.astype(bool)]
+    control = done[is_control(done)]
     if len(control):
-        picks.append((int(control.trial.min()), "book's network"))
-    best = done.loc[done.test_acc.idxmax()]
-    if not picks or int(best.trial) != picks[0][0]:
-        picks.append((int(best.trial), f"best: {best.arm}"))
+        picks.append((int(control.trial.min()), "book: the book's network", "book"))
+    others = done[~is_control(done)]
+    if len(others):
+        best = others.loc[others.test_acc.idxmax()]
+        name = names[best.arm]
+        picks.append((int(best.trial), f"{name.key}, the best other arm: {name.label}", name.key))
     return picks
 
 
-def section(db, data, data_dir: str | None = None) -> str:
-    """The report's exercise-10 section for one study ('' when no weights are stored)."""
+def section(db, data, data_dir: str | None = None) -> Activations | None:
+    """The report's exercise-10 figures for one study (None when no weights are stored)."""
     picks = study_networks(data.results)
-    networks = [n for n in (trial_network(db, data.name, t, label) for t, label in picks) if n]
+    networks = [n for n in (trial_network(db, data.name, *pick) for pick in picks) if n]
     if not networks:
-        return ""
+        return None
     dataset = networks[0].dataset
     names = list(DEFAULT_CLASSES) if dataset == "fashion-mnist" else ["3", "8"]
     try:
         test = load_dataset(dataset, data_dir=data_dir, download_missing=False)
     except LabError as exc:
-        return f"<h2>Activations</h2><p>{html.escape(str(exc))}</p>"
+        return Activations([n.label for n in networks], [], str(exc))
     images, labels = sample_images(test, parse_classes(dataset, names))
-    figures = activation_figures(networks, images, labels)
-    return ("<h2>Activations of the first two layers (exercise 10)</h2>"
-            f"<p class=\"muted\">{html.escape(', '.join(n.label for n in networks))}; "
-            f"conv outputs after the activation, before pooling.</p>"
-            + "".join(figure_html(f) for f in figures))
+    return Activations([n.label for n in networks],
+                       [figure_html(f) for f in activation_figures(networks, images, labels)])
+
+
+@dataclass(frozen=True)
+class Activations:
+    """What a study page shows for exercise 10."""
+
+    networks: list[str]  # which networks, e.g. "book: the book's network (trial 0)"
+    figures: list[str]  # figure HTML
+    problem: str = ""  # why there are no figures
 
 
 def write_activation_page(network: Network, data: Dataset, classes: list[int], per_class: int,
                           folder: Path) -> Path:
     """`<folder>/activations.html` for one network (the `lenet-lab activations` page)."""
     images, labels = sample_images(data, classes, per_class)
-    figures = "".join(figure_html(f) for f in activation_figures([network], images, labels))
-    heading = html.escape(f"Activations of {network.label}")
-    return write_page(folder, "activations.html", page("Activations", f"<h1>{heading}</h1>{figures}"))
+    figures = [figure_html(f) for f in activation_figures([network], images, labels)]
+    return write_page(folder, "activations.html",
+                      render("activations.html", title=f"Activations of {network.label}",
+                             figures=figures))
 
 
 def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str], per_class: int,
@@ -154,7 +166,7 @@ def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str]
         where = store.parse_storage(storage)
         db = store.connect(where, read_only=True)
         try:
-            network = trial_network(db, study, trial, study)
+            network = trial_network(db, study, trial, study, f"trial {trial}")
         finally:
             db.dispose()
         if network is None:
@@ -171,7 +183,7 @@ def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str]
         if result.status is not Status.COMPLETE:
             raise LabError(f"training {result.reason}: choose a smaller --lr")
         network = Network(f"trained here (test acc {result.final.test_acc:.3f})", engine, spec,
-                          result.weights, dataset)
+                          result.weights, dataset, "trained")
     return write_activation_page(network, load_dataset(dataset, data_dir=data_dir), wanted,
                                  per_class, folder)
 

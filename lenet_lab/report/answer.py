@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from lenet_lab.report.compute import ArmStats, Interval, arm_stats, difference
+from lenet_lab.report.compute import ArmStats, Interval, arm_names, arm_stats, difference, sig
 from lenet_lab.report.outcomes import Outcome
 from lenet_lab.spec import Status
 from lenet_lab.sweep_space import MARGIN_DEFAULT as MARGIN  # inside +-MARGIN: no difference
@@ -170,9 +170,30 @@ class Answer:
     arms: list[ArmStats] = field(default_factory=list)  # the compared arms, control first
     comparisons: list[Comparison] = field(default_factory=list)
 
+    budget: Budget | None = None
+
     @property
     def leader(self) -> Comparison | None:
         return self.comparisons[0] if self.comparisons else None
+
+    def one_line(self) -> str:
+        """The index's line: the leader's effect with its interval and verdict, or what
+        did not learn, and the budget."""
+        control = next((a for a in self.arms if a.is_control), None)
+        spent = f" ({self.budget.describe()})" if self.budget else ""
+        if control is None or control.outcome.outcome is None:
+            return f"no finished trials of the book's network yet{spent}"
+        if not control.outcome.learned:
+            learned = [a for a in self.arms if a.outcome.learned]
+            best = max(learned, key=lambda a: a.test_acc.mean) if learned else None
+            return _not_learned(control, "the book's network") + (
+                f"; {best} learned: {_acc(best)}" if best else "") + spent
+        lead = self.leader
+        if lead is None:
+            return f"no other arm learned; the book's network {_acc(control)}{spent}"
+        d = lead.difference
+        effect = _signed(d.mean) + (f" [{_signed(d.low)}, {_signed(d.high)}]" if d.known else "")
+        return f"{lead.arm}: {effect} vs the book's network, {lead.decision.value}{spent}"
 
 
 def _signed(value: float) -> str:
@@ -209,13 +230,13 @@ def study_answer(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
     stage = results.stage if "stage" in results else pd.Series(None, index=results.index)
     confirmed = search and bool((stage == "confirm").any())
     compared = results[stage != "search"] if confirmed else results
-    arms = arm_stats(compared, epochs)
+    arms = arm_stats(compared, epochs, names=arm_names(results))
     until = attrs.get("until_decided")
     margin = (until or {}).get("margin", MARGIN)
     comparisons = compare(arms, n_looks=looks(until), margin=margin)
     spent = budget(compared, arms)
     answer = Answer(_headline(arms, comparisons, spent, margin), arms=arms,
-                    comparisons=comparisons)
+                    comparisons=comparisons, budget=spent)
     answer.verdicts = [_verdict(a, comparisons, margin) for a in arms if not a.is_control]
     extra = [_search_note(results, stage, confirmed)] if search else []
     if "param_count" in settings.get("objectives", []):
@@ -245,7 +266,7 @@ def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget
         if not learned:
             return f"Nothing learned at this budget. {head}."
         best = max(learned, key=lambda a: a.test_acc.mean)
-        return (f"{head}. {best.arm} did learn ({_acc(best)}): at this budget that only says "
+        return (f"{head}. {best} did learn ({_acc(best)}): at this budget that only says "
                 f"it learns sooner.")
     missing = len([a for a in arms if not a.is_control and a.outcome.outcome is not None
                    and not a.outcome.learned])
@@ -257,40 +278,40 @@ def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget
     arm, versus = lead.arm, f"{_acc(lead.arm)} vs {_acc(control)} for the book's network"
     n = control.test_acc.n
     text = {
-        Decision.BETTER: f"{arm.arm} beats the book's network: {versus} ({lead.interval()}).",
-        Decision.WORSE: f"No arm beats the book's network: the closest, {arm.arm}, is worse: "
+        Decision.BETTER: f"{arm} beats the book's network: {versus} ({lead.interval()}).",
+        Decision.WORSE: f"No arm beats the book's network: the closest, {arm}, is worse: "
                         f"{versus} ({lead.interval()}).",
         Decision.EQUIVALENT: f"No arm differs from the book's network by more than "
-                             f"±{margin:g}: the best, {arm.arm}, {versus} ({lead.interval()}).",
-        Decision.TIE: f"No arm beats the book's network: {arm.arm} matches it exactly "
+                             f"±{margin:g}: the best, {arm}, {versus} ({lead.interval()}).",
+        Decision.TIE: f"No arm beats the book's network: {arm} matches it exactly "
                       f"({control.test_acc.mean:.3f} in every seed).",
-        Decision.UNDECIDED: f"{arm.arm} and the book's network cannot be told apart with {n} "
+        Decision.UNDECIDED: f"{arm} and the book's network cannot be told apart with {n} "
                             f"seeds: {versus} ({lead.interval()}); rerun with "
                             f"{'a larger --until-decided MAX' if lead.looks > 1 else '--until-decided'}"
                             f" to add seeds until it is decided.",
-        Decision.ONE_SEED: f"{arm.arm}: {versus}, from one seed, which gives no interval: "
+        Decision.ONE_SEED: f"{arm}: {versus}, from one seed, which gives no interval: "
                            f"rerun with --seeds 3.",
     }[lead.decision]
     return text + tail
 
 
 def _lr(arm: ArmStats) -> str:
-    return f"{arm.lr:g}" if arm.lr is not None else "?"
+    return sig(arm.lr) if arm.lr is not None else "?"
 
 
 def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float) -> str:
     if not arm.outcome.learned:
-        return _not_learned(arm, arm.arm)
+        return _not_learned(arm, str(arm))
     found = next((c for c in comparisons if c.arm is arm), None)
     if found is None:
-        return f"{arm.arm}: {_acc(arm)} (the book's network did not learn: no comparison)"
+        return f"{arm}: {_acc(arm)} (the book's network did not learn: no comparison)"
     words = {Decision.BETTER: "better than the control", Decision.WORSE: "worse than the control",
              Decision.EQUIVALENT: f"within ±{margin:g} of the control",
              Decision.TIE: "the same as the control in every seed",
              Decision.UNDECIDED: "cannot be told from the control with the seeds run",
              Decision.ONE_SEED: "one seed: no interval"}[found.decision]
     detail = "" if found.decision in (Decision.TIE, Decision.ONE_SEED) else f" ({found.interval()})"
-    return f"{arm.arm}: {_acc(arm)}: {words}{detail}"
+    return f"{arm}: {_acc(arm)}: {words}{detail}"
 
 
 def _search_note(results: pd.DataFrame, stage: pd.Series, confirmed: bool) -> str:
@@ -317,12 +338,12 @@ def _trade_off(arms: list[ArmStats]) -> str:
     limit = BOOK_PARAMS_FACTOR * control.param_count
     best = max(learned, key=lambda a: a.test_acc.mean)
     small = [a for a in learned if a.param_count <= limit]
-    text = f"Best overall: {best.arm} ({_acc(best)}, {best.param_count:,} parameters)"
+    text = f"Best overall: {best}, {_acc(best)} with {best.param_count:,} parameters"
     if not small:
         return text + f"; none of those compared is at most {limit:,} parameters."
     lean = max(small, key=lambda a: a.test_acc.mean)
     return (text + f"; best at most twice the book's {control.param_count:,} parameters: "
-                   f"{lean.arm} ({_acc(lean)}, {lean.param_count:,} parameters).")
+                   f"{lean}, {_acc(lean)} with {lean.param_count:,} parameters.")
 
 
 def _until_note(answer: Answer, until: dict[str, Any]) -> str:

@@ -111,13 +111,31 @@ def search_figures(storage: str, data: StudyData) -> list:
     return figures
 
 
+def book_exercises() -> dict[int, tuple[str, str]]:
+    """{exercise: (the book's text, the sweep that answers it)} from the shipped sweeps."""
+    from lenet_lab.sweep_file import bundled_dir, load_sweep
+
+    found = {}
+    for path in sorted(bundled_dir().glob("*.toml")):
+        sweep = load_sweep(str(path))
+        if sweep.exercise:
+            found.setdefault(sweep.exercise, (sweep.title, sweep.name))
+    return found
+
+
 def build_report(storage: str | None = None, studies: list[str] | None = None, *,
                  out: str | Path = "reports", activations: bool = True,
                  data_dir: str | None = None, progress: Callable[[str], None] | None = None) -> Path:
-    """Write index.html and one page per study into `out`; returns the index's path."""
+    """Write index.html and one page per study into `out`; returns the index's path.
+
+    Trials of workers that died are failed first (as a resumed sweep would), so no
+    study shows trials running for ever."""
     url = store.storage_url(storage)
     chosen = store.known_studies(url, studies)
     folder = output_folder(out, create=True)
+    from lenet_lab.sweep.queue import fail_dead_trials
+
+    fail_dead_trials(url, chosen)
     db = store.connect(url, read_only=True)
     entries = []
     try:
@@ -126,17 +144,26 @@ def build_report(storage: str | None = None, studies: list[str] | None = None, *
                 progress(name)
             data = load_study(db, name)
             file_name = page_name(name)
-            content, headline, arms = study_page(
+            shown: dict[str, Any] = {}
+
+            def activation_figures(d: StudyData) -> Any:
+                shown["figures"] = activation_section(db, d, data_dir)
+                return shown["figures"]
+
+            content, found = study_page(
                 data, search=lambda d: search_figures(url, d),
-                activations=(lambda d: activation_section(db, d, data_dir)) if activations else None)
+                activations=activation_figures if activations else None)
             write_page(folder, file_name, content)
             counts = compute.summary_counts(data.results)
             entries.append({
                 "study": name, "page": file_name, "title": data.title, "sweep": data.meta.get("sweep"),
-                "exercise": data.meta.get("exercise"), "headline": headline,
+                "exercise": data.meta.get("exercise"), "headline": found.headline,
+                "line": found.one_line(), "activations": bool(shown.get("figures")),
                 "status": ", ".join(f"{v} {k}" for k, v in counts.items() if k != "trials")
-                          or "no trials", "arms": arms})
+                          or "no trials", "arms": found.arms})
     finally:
         db.dispose()
     entries.sort(key=lambda x: (x["exercise"] or 99, x["study"]))
-    return write_page(folder, "index.html", index_page(entries))
+    return write_page(folder, "index.html", index_page(
+        entries, book_exercises(),
+        "activations.html" if (folder / "activations.html").exists() else None))

@@ -6,8 +6,9 @@ Nothing here draws or touches the database, so tests can check each number direc
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,11 +16,108 @@ import pandas as pd
 from lenet_lab.report.outcomes import ArmOutcome, arm_outcome, trial_outcome
 from lenet_lab.spec import Status
 
-__all__ = ["ArmStats", "Interval", "arm_stats", "difference", "failures", "learning_curves",
-           "mean_interval", "pareto_front", "summary_counts", "summary_rows", "t_quantile",
-           "trial_outcomes"]
+__all__ = ["ArmName", "ArmStats", "Interval", "arm_keys", "arm_legend", "arm_names", "arm_stats", "chance_level",
+           "difference", "failures", "learning_curves", "mean_interval", "pareto_front",
+           "shared_machine", "shown_arms", "sig", "summary_counts", "summary_rows",
+           "t_quantile", "trial_outcomes"]
 
 LEVEL = 0.95  # confidence level of every interval in the reports
+SHOWN_ARMS = 10  # figures draw the best this many arms and the control; tables list all
+SPEED_SPREAD = 0.10  # examples/sec varying more than this within an arm: a shared machine
+
+
+def sig(value: Any, digits: int = 4) -> str:
+    """A number as text with at most `digits` significant digits (0.0241, 3,412, 55,060);
+    whole-number counts (parameters) stay exact, text stays text."""
+    if value is None or isinstance(value, (bool, str, np.bool_)):
+        return "-" if value is None else str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    value = float(value)
+    if not math.isfinite(value):
+        return "-" if math.isnan(value) else str(value)
+    if abs(value) >= 1000:  # thousands separators; whole numbers at most `digits` significant
+        return f"{round(value, digits - 1 - math.floor(math.log10(abs(value)))):,.0f}"
+    return f"{value:.{digits}g}"
+
+
+@dataclass(frozen=True)
+class ArmName:
+    """How pages and tables name an arm: a short key (`book`, `A1`, ...) in figures,
+    and a label of the values that vary between the study's arms (`lr=0.0241`)."""
+
+    key: str
+    label: str
+    values: dict[str, Any]  # the varying fields' values, as stored
+    named: bool = False  # the label is an [[arms]] name, not made of the values
+
+    def __str__(self) -> str:
+        return "the book's network" if self.key == "book" else f"{self.key} ({self.label})"
+
+
+def arm_names(results: pd.DataFrame) -> dict[str, ArmName]:
+    """Arm (as stored) -> its ArmName. The control is `book`; the others are A1, A2, ...
+    in the order of their first trial, which for a grid is the sweep file's order, so
+    studies of one grid (other engines, budgets) give an arm the same key."""
+    from lenet_lab.spec import SPEC_FIELDS
+
+    rows = results[results.arm.notna()].sort_values("trial")
+    firsts = rows.groupby("arm", sort=False).first()  # first non-null value of each column
+    varying = [c for c in SPEC_FIELDS if c in firsts and c != "seed"
+               and firsts[c].dropna().astype(str).nunique() > 1]
+    keys = arm_keys(zip(rows.trial, rows.arm, is_control(rows)))
+    names = {}
+    for arm, first in firsts.iterrows():
+        values = {c: _plain(first[c]) for c in varying if not pd.isna(first[c])}
+        shown = ", ".join(f"{c}={sig(v)}" for c, v in values.items())
+        if keys[arm] == "book":
+            names[arm] = ArmName("book", "the book's network", values)
+            continue
+        named = not re.match(r"[a-z_]+=", str(arm))  # an [[arms]] name, not "lr=0.1, ..."
+        names[arm] = ArmName(keys[arm], str(arm) if named or not shown else shown, values, named)
+    return names
+
+
+def arm_keys(trials: Iterable[tuple[int, str, bool]]) -> dict[str, str]:
+    """{arm: key} from (trial number, arm, is control) rows: the control is `book`, the
+    others A1, A2, ... in the order of their first trial."""
+    keys: dict[str, str] = {}
+    for _, arm, control in sorted(trials, key=lambda row: row[0]):
+        if arm not in keys:
+            keys[arm] = "book" if control else f"A{sum(k != 'book' for k in keys.values()) + 1}"
+    return keys
+
+
+def is_control(results: pd.DataFrame) -> pd.Series:
+    """Each row's control flag as a bool (stored 0/1, or missing for a queued trial)."""
+    if "is_control" not in results:
+        return pd.Series(False, index=results.index)
+    return results.is_control.map(lambda v: False if pd.isna(v) else bool(v)).astype(bool)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def chance_level(results: pd.DataFrame) -> float:
+    """1 / classes: the accuracy of guessing (0.1 for both datasets)."""
+    classes = results.num_classes.dropna() if "num_classes" in results else ()
+    return 1.0 / (int(classes.iloc[0]) if len(classes) else 10)
+
+
+def shown_arms(arms: list[ArmStats], limit: int = SHOWN_ARMS) -> list[ArmStats]:
+    """The control and the best `limit` other arms that have a result, for figures."""
+    done = [a for a in arms if a.test_acc.n]
+    best = sorted((a for a in done if not a.is_control), key=lambda a: -a.test_acc.mean)
+    return [a for a in done if a.is_control] + best[:limit]
+
+
+def shared_machine(results: pd.DataFrame) -> bool:
+    """Whether examples/sec varied within an arm by more than SPEED_SPREAD of its mean:
+    then other work shared the machine, and speeds say nothing about the arms."""
+    done = results[results.state == Status.COMPLETE]
+    spread = done.groupby("arm").examples_per_sec.agg(lambda v: (v.max() - v.min()) / v.mean())
+    return bool((spread > SPEED_SPREAD).any())
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -91,6 +189,14 @@ class ArmStats:
     vs_control: Interval | None = None  # test_acc difference to the control arm
     outcome: ArmOutcome = field(default_factory=lambda: ArmOutcome(None))
     lr: float | None = None
+    name: ArmName | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name.key if self.name else self.arm
+
+    def __str__(self) -> str:
+        return str(self.name) if self.name else self.arm
 
 
 def trial_outcomes(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.Series:
@@ -105,19 +211,22 @@ def trial_outcomes(results: pd.DataFrame, epochs: pd.DataFrame | None = None) ->
                      dtype=object)
 
 
-def arm_stats(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list[ArmStats]:
+def arm_stats(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
+              names: dict[str, ArmName] | None = None) -> list[ArmStats]:
     """One entry per arm, the control first, then by mean test accuracy (best first).
 
     Outcomes need each trial's lowest loss, from `epochs` (without it none is unstable).
+    `names` defaults to arm_names(results); pass the whole study's for a part of it.
     """
     arms = []
     outcomes = trial_outcomes(results, epochs)
-    for arm, rows in results.groupby("arm", sort=False, dropna=False):
+    names = arm_names(results) if names is None else names
+    for arm, rows in results.groupby("arm", sort=False):
         done = rows[rows.state == Status.COMPLETE]
         params = done.param_count.dropna()
         lrs = rows.lr.dropna() if "lr" in rows else ()
         arms.append(ArmStats(
-            arm=str(arm), is_control=bool(rows.is_control.dropna().astype(bool).any()),
+            arm=str(arm), is_control=bool(is_control(rows).any()),
             states={str(k): int(v) for k, v in rows.state.value_counts().sort_index().items()},
             test_acc=mean_interval(done.test_acc), train_acc=mean_interval(done.train_acc),
             train_loss=mean_interval(done.train_loss),
@@ -125,7 +234,7 @@ def arm_stats(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list
             param_count=int(params.iloc[0]) if len(params) else None,
             test_accs=[float(v) for v in done.test_acc],
             outcome=arm_outcome(list(outcomes[rows.index])),
-            lr=float(lrs.iloc[0]) if len(lrs) else None))
+            lr=float(lrs.iloc[0]) if len(lrs) else None, name=names.get(arm)))
     control = next((a for a in arms if a.is_control), None)
     if control is not None:
         arms = [a if a is control else _with_difference(a, control) for a in arms]
@@ -173,22 +282,26 @@ def failures(results: pd.DataFrame) -> pd.DataFrame:
     return other[["trial", "arm", "seed", "state", "epochs_done", "reason"]].sort_values("trial")
 
 
-SUMMARY_HEADER = ["arm", "complete", "test acc mean", "sd", "min", "max", "examples/sec",
-                  "outcome", "other"]
+SUMMARY_HEADER = ["arm", "seeds", "test acc", "sd", "min", "max", "ex/sec", "outcome", "other"]
 
 
 def summary_rows(arms: list[ArmStats]) -> list[list[str]]:
-    """The end-of-sweep table: one row per arm (see SUMMARY_HEADER)."""
-    def number(value: float, form: str = ".4f") -> str:
-        return "-" if math.isnan(value) else format(value, form)
+    """The end-of-sweep table: one row per arm by its key (see SUMMARY_HEADER and
+    arm_legend), narrow enough for an 80-column terminal."""
+    def number(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value:.4f}"
 
-    return [[f"{arm.arm}{' (control)' if arm.is_control else ''}", str(arm.test_acc.n),
-             number(arm.test_acc.mean), number(arm.test_acc.sd),
+    return [[arm.key, str(arm.test_acc.n), number(arm.test_acc.mean), number(arm.test_acc.sd),
              number(min(arm.test_accs, default=math.nan)),
              number(max(arm.test_accs, default=math.nan)),
-             number(arm.examples_per_sec.mean, ",.0f"), arm.outcome.short(),
+             sig(arm.examples_per_sec.mean), arm.outcome.short(),
              ", ".join(f"{n} {state}" for state, n in arm.states.items() if state != Status.COMPLETE)]
             for arm in arms]
+
+
+def arm_legend(arms: list[ArmStats]) -> list[str]:
+    """What each key stands for, one line per arm: `A1  pooling=max`."""
+    return [f"{arm.key:<5} {arm.name.label if arm.name else arm.arm}" for arm in arms]
 
 
 def summary_counts(results: pd.DataFrame) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """Plotly figures drawn from the computed numbers (see compute.py); no arithmetic here.
 
+Figures hold their room whatever the arms: arms appear by their short keys (`book`,
+`A1`, ...; the page's table says what each stands for), legends sit below the plot, one
+panel per row, so the drawing keeps the figure's width on a phone too. Each arm has one
+colour in every figure (bars, seed dots, curves, bands, points).
+
 Plotly renders a subset of HTML (`<a href>`, `<b>`, `<br>`) in trace names, tick labels,
 titles and hover text. Every user string (arm and study names) passes `text()` on its
 way in, so it shows as the text it is.
@@ -17,11 +22,17 @@ from plotly.subplots import make_subplots
 from lenet_lab.report.compute import ArmStats
 from lenet_lab.spec import Status
 
-__all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "learning_curves", "text"]
+__all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "arm_colors", "learning_curves",
+           "legend_below", "text"]
 
+CONTROL_COLOR = "#7f7f7f"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-          "#7f7f7f", "#bcbd22", "#17becf"]
-LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
+          "#bcbd22", "#17becf", "#393b79"]  # ten: the best ten arms are drawn
+# d3 formats: at most 4 significant digits on every axis ("0.1", not 0.10000000000000000555)
+NUMBER = ".4~g"
+LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
+          "legend": {"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0},
+          "title": {"x": 0, "xanchor": "left", "font": {"size": 15}}}
 
 
 def text(value: object) -> str:
@@ -32,89 +43,152 @@ def text(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
+def _layout(title: str, **extra: Any) -> dict[str, Any]:
+    return {**LAYOUT, "title": {**LAYOUT["title"], "text": title}, **extra}
+
+
+def legend_below(figure: go.Figure) -> go.Figure:
+    """A figure made elsewhere (Optuna's views) with the report's layout."""
+    figure.update_layout(**_layout(figure.layout.title.text or ""))
+    return figure
+
+
+def arm_colors(arms: list[ArmStats]) -> dict[str, str]:
+    """Arm -> colour: grey for the control, the palette in key order for the others;
+    one map for all of a page's figures."""
+    others = sorted((a for a in arms if not a.is_control), key=lambda a: _key_order(a.key))
+    colors = {a.arm: COLORS[i % len(COLORS)] for i, a in enumerate(others)}
+    return {**colors, **{a.arm: CONTROL_COLOR for a in arms if a.is_control}}
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    return (int(key[1:]), key) if key[:1] == "A" and key[1:].isdigit() else (0, key)
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def learning_curves(curves: dict[str, pd.DataFrame]) -> go.Figure:
-    """Train loss, train acc and test acc per epoch: the seeds' mean with a min-max band."""
-    metrics = [("train_loss", "train loss"), ("train_acc", "train acc"), ("test_acc", "test acc")]
-    figure = make_subplots(rows=1, cols=3, subplot_titles=[title for _, title in metrics])
-    for i, (arm, frame) in enumerate(curves.items()):
-        color = COLORS[i % len(COLORS)]
-        for col, (metric, _) in enumerate(metrics, start=1):
-            x = list(frame.epoch)
+def _padded(values: Any, pad: float) -> list[float]:
+    """An axis range around the values with 5% room each side that never collapses:
+    when every value is the same, ± pad around it."""
+    low, high = float(min(values)), float(max(values))
+    room = 0.05 * (high - low) if high - low > 1e-9 else pad
+    return [low - room, high + room]
+
+
+def learning_curves(curves: dict[str, pd.DataFrame], arms: list[ArmStats],
+                    colors: dict[str, str]) -> go.Figure:
+    """Train loss (log scale), train acc and test acc per epoch, one panel per row: the
+    seeds' mean with a min-max band in the arm's colour. Draws the `arms` given."""
+    metrics = [("train_loss", "train loss (log scale)"), ("train_acc", "train accuracy"),
+               ("test_acc", "test accuracy")]
+    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                           subplot_titles=[title for _, title in metrics])
+    for arm in arms:
+        frame = curves.get(arm.arm)
+        if frame is None:
+            continue
+        color, key, x = colors[arm.arm], text(arm.key), list(frame.epoch)
+        for row, (metric, _) in enumerate(metrics, start=1):
             figure.add_trace(go.Scatter(
                 x=x + x[::-1], y=list(frame[f"{metric}_max"]) + list(frame[f"{metric}_min"])[::-1],
-                fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
-                hoverinfo="skip", showlegend=False, legendgroup=text(arm)), row=1, col=col)
+                mode="lines", fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
+                hoverinfo="skip", showlegend=False, legendgroup=key), row=row, col=1)
             figure.add_trace(go.Scatter(
-                x=x, y=frame[f"{metric}_mean"], mode="lines+markers", name=text(arm),
-                legendgroup=text(arm),
-                line={"color": color}, showlegend=col == 1,
-                customdata=frame["seeds"], hovertemplate="epoch %{x}: %{y:.4f} (%{customdata} seeds)"),
-                row=1, col=col)
-    figure.update_xaxes(title_text="epoch")
-    figure.update_layout(title="Learning curves (mean over seeds, band: min to max)",
-                         height=380, **LAYOUT)
+                x=x, y=frame[f"{metric}_mean"], mode="lines+markers", name=key, legendgroup=key,
+                line={"color": color}, marker={"size": 5}, showlegend=row == 1,
+                customdata=frame["seeds"],
+                hovertemplate=f"{key}, epoch %{{x}}: %{{y:.4g}} (%{{customdata}} seeds)"
+                              "<extra></extra>"), row=row, col=1)
+    figure.update_yaxes(type="log", row=1, col=1, tickformat=NUMBER)
+    for row, metric in ((2, "train_acc"), (3, "test_acc")):
+        values = [v for a in arms if a.arm in curves for c in ("min", "max")
+                  for v in curves[a.arm][f"{metric}_{c}"].dropna()]
+        if values:
+            figure.update_yaxes(range=_padded(values, 0.05), row=row, col=1)
+    figure.update_yaxes(tickformat=NUMBER, row=2, col=1)
+    figure.update_yaxes(tickformat=NUMBER, row=3, col=1)
+    last = max((int(frame.epoch.max()) for frame in curves.values()), default=1)
+    figure.update_xaxes(tick0=1, dtick=max(1, -(-last // 10)), range=[0.8, last + 0.2])
+    figure.update_xaxes(title_text="epoch", row=3, col=1)
+    figure.update_layout(**_layout("Learning curves (mean over seeds; band: min to max)",
+                                   height=740, legend={**LAYOUT["legend"], "y": -0.07},
+                                   margin={**LAYOUT["margin"], "t": 80}))
     return figure
 
 
-def accuracy_vs_speed(results: pd.DataFrame, front: list[int]) -> go.Figure:
-    """Every completed trial: test accuracy against examples/sec, with the Pareto front."""
+def accuracy_vs_speed(results: pd.DataFrame, arms: list[ArmStats], colors: dict[str, str],
+                      front: list[int] | None) -> go.Figure:
+    """Each completed trial of the `arms` given: test accuracy against examples/sec, with
+    the Pareto front (None: none is drawn, the machine was shared)."""
     done = results[results.state == Status.COMPLETE].reset_index(drop=True)
     figure = go.Figure()
-    for i, (arm, rows) in enumerate(done.groupby("arm", sort=False)):
+    for arm in arms:
+        rows = done[done.arm == arm.arm]
+        if not len(rows):
+            continue
         figure.add_trace(go.Scatter(
-            x=rows.examples_per_sec, y=rows.test_acc, mode="markers", name=text(arm),
-            marker={"color": COLORS[i % len(COLORS)], "size": 9},
-            customdata=rows[["trial", "seed"]],
-            hovertemplate="trial %{customdata[0]} (seed %{customdata[1]}): "
-                          "%{y:.4f} at %{x:,.0f} examples/sec"))
+            x=rows.examples_per_sec, y=rows.test_acc, mode="markers", name=text(arm.key),
+            marker={"color": colors[arm.arm], "size": 9}, customdata=rows[["trial", "seed"]],
+            hovertemplate=f"{text(arm.key)}, trial %{{customdata[0]}} (seed %{{customdata[1]}}): "
+                          "%{y:.4g} at %{x:,.4~r} examples/sec<extra></extra>"))
     if front:
         points = done.iloc[front].sort_values("examples_per_sec")
         figure.add_trace(go.Scatter(x=points.examples_per_sec, y=points.test_acc,
                                     mode="lines", name="Pareto front",
                                     line={"color": "black", "dash": "dot"}))
-    figure.update_layout(title="Test accuracy against training speed", height=420,
-                         xaxis_title="examples/sec (training only)", yaxis_title="test accuracy",
-                         **LAYOUT)
+    drawn = done[done.arm.isin([a.arm for a in arms])]
+    if len(drawn):
+        figure.update_yaxes(range=_padded(drawn.test_acc, 0.05))
+        figure.update_xaxes(range=_padded(drawn.examples_per_sec,
+                                          0.1 * drawn.examples_per_sec.max() or 1))
+    figure.update_layout(**_layout(
+        "Test accuracy against training speed", height=420,
+        xaxis={"title": "examples/sec (training only)", "tickformat": ",.4~r"},
+        yaxis={"title": "test accuracy", "tickformat": NUMBER}))
     return figure
 
 
-def arm_bars(arms: list[ArmStats]) -> go.Figure:
-    """Mean test accuracy per arm with its 95% interval, each seed's value as a dot."""
+def arm_bars(arms: list[ArmStats], colors: dict[str, str], chance: float) -> go.Figure:
+    """Mean test accuracy per arm from 0, with its 95% interval, each seed's value as a
+    dot in the arm's colour, and a dashed line at chance."""
     done = [a for a in arms if a.test_acc.n]
+    keys = [text(a.key) for a in done]
     figure = go.Figure(go.Bar(
-        x=[text(a.arm + (" (control)" if a.is_control else "")) for a in done],
-        y=[a.test_acc.mean for a in done],
-        error_y={"type": "data", "symmetric": False,
+        x=keys, y=[a.test_acc.mean for a in done], name="mean (95% CI)",
+        error_y={"type": "data", "symmetric": False, "color": "#333",
                  "array": [(a.test_acc.high - a.test_acc.mean) if a.test_acc.known else 0 for a in done],
                  "arrayminus": [(a.test_acc.mean - a.test_acc.low) if a.test_acc.known else 0
                                 for a in done]},
-        marker_color=["#7f7f7f" if a.is_control else COLORS[0] for a in done], name="mean"))
+        marker={"color": [_rgba(colors[a.arm], 0.55) for a in done]},
+        hovertemplate="%{x}: %{y:.4f}<extra></extra>"))
     figure.add_trace(go.Scatter(
-        x=[text(a.arm + (" (control)" if a.is_control else "")) for a in done for _ in a.test_accs],
-        y=[v for a in done for v in a.test_accs], mode="markers", name="seeds",
-        marker={"color": "black", "size": 6}))
-    low = min((v for a in done for v in a.test_accs), default=0.0)
-    figure.update_layout(title="Test accuracy per arm (mean, 95% CI, each seed)", height=400,
-                         yaxis_title="test accuracy", yaxis_range=[max(0.0, low - 0.05), 1.0],
-                         **LAYOUT)
+        x=[text(a.key) for a in done for _ in a.test_accs], y=[v for a in done for v in a.test_accs],
+        mode="markers", name="each seed", hovertemplate="%{x}: %{y:.4f}<extra>seed</extra>",
+        marker={"color": [colors[a.arm] for a in done for _ in a.test_accs], "size": 8,
+                "line": {"color": "#222", "width": 1}}))
+    figure.add_hline(y=chance, line={"dash": "dash", "color": "#d62728", "width": 1.5},
+                     annotation_text=f"chance ({chance:.2g})", annotation_position="top right")
+    figure.update_layout(**_layout(
+        "Test accuracy per arm (mean, 95% CI, each seed)", height=400,
+        yaxis={"title": "test accuracy", "range": [0, 1.02], "tickformat": NUMBER},
+        xaxis={"type": "category"}))
     return figure
 
 
 def activation_maps(maps: dict[str, Any], title: str, *,
-                    column_titles: list[str] | None = None, width: int = 1150) -> go.Figure:
+                    column_titles: list[str] | None = None, width: int = 1000) -> go.Figure:
     """Heatmaps: one row per label, one square cell per 2-D map (e.g. per channel).
 
-    `maps` is {row label: list of 2-D arrays}. Labels stand left of their rows.
+    `maps` is {row label: list of 2-D arrays}; labels are short (an arm key and an
+    image) and stand left of their rows.
     """
     rows = list(maps)
     columns = max(len(v) for v in maps.values())
-    label_width = 230
-    cell = max(36, min(170, (width - label_width - 40) / columns))
+    label_width = 110
+    cell = max(36, min(150, (width - label_width - 20) / columns))
     figure = make_subplots(rows=len(rows), cols=columns, horizontal_spacing=0.003,
                            vertical_spacing=min(0.02, 0.3 / len(rows)), column_titles=column_titles)
     for r, label in enumerate(rows, start=1):
@@ -124,7 +198,8 @@ def activation_maps(maps: dict[str, Any], title: str, *,
                              row=r, col=c)
         axis = figure.get_subplot(r, 1).yaxis
         figure.add_annotation(text=label, xref="paper", yref="paper", x=-0.005, xanchor="right",
-                              y=sum(axis.domain) / 2, showarrow=False, font={"size": 11})
+                              y=sum(axis.domain) / 2, showarrow=False, font={"size": 11},
+                              align="right")
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False)
     figure.update_layout(title=title, width=width, height=int(cell * len(rows)) + 90,

@@ -1,29 +1,30 @@
 """The report's HTML: a page per study and the index, from computed numbers and figures.
 
-Every string that comes from users (study names, sweep titles, arms, commands) is
-HTML-escaped. `write_page` puts plotly.min.js beside the pages, so a copied folder
-renders anywhere without a network, and writes each page atomically.
+Pages come from the Jinja2 templates in `templates/` (package data) with autoescape on,
+so every string from users (study names, sweep titles, arms, commands) is text wherever
+it lands; figure HTML from plotly is the only markup passed through. `write_page` puts
+plotly.min.js beside the pages, so a copied folder renders anywhere without a network,
+and writes each page atomically.
 """
 
 from __future__ import annotations
 
-import html
+import dataclasses
+import functools
 import json
 import math
-from pathlib import Path
-import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
 from lenet_lab.files import atomic_write
 from lenet_lab.report import answer, compute, draw
+from lenet_lab.report.compute import sig
 from lenet_lab.spec import Status
 
-__all__ = ["StudyData", "figure_html", "index_page", "page", "study_page", "write_page"]
-
-e = html.escape
+__all__ = ["Cell", "StudyData", "figure_html", "index_page", "render", "study_page", "write_page"]
 
 
 @dataclass
@@ -42,110 +43,130 @@ class StudyData:
     def settings(self) -> dict[str, Any]:
         return json.loads(self.meta.get("settings") or "{}")
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
-h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
-table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; }
-th:first-child, td:first-child, td.text { text-align: left; }
-.answer { font-size: 1.1rem; background: #f4f8fb; padding: 0.8rem 1rem; border-left: 4px solid #1f77b4; }
-.muted { color: #666; font-size: 0.85rem; }
-code, pre { background: #f6f6f6; padding: 0.1rem 0.3rem; }
-"""
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text, the number it sorts by (None: by its text), text-aligned."""
+
+    text: str
+    sort: float | str | None = None
+    left: bool = False
+    wrap: bool = False
 
 
-def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{e(title)}</title><style>{STYLE}</style>"
-            f"<script src=\"plotly.min.js\"></script></head><body>\n{body}\n</body></html>\n")
+def _text(value: Any, *, wrap: bool = False) -> Cell:
+    return Cell(str(value), left=True, wrap=wrap)
 
 
-def _table(header: list[str], rows: list[list[Any]], text_columns: tuple[int, ...] = ()) -> str:
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
-    text = ' class="text"'
-    body = "".join(
-        "<tr>" + "".join(f"<td{text if i in text_columns else ''}>{e(str(c))}</td>"
-                         for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _number(value: float | None, text: str | None = None) -> Cell:
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return Cell("-" if missing else (text if text is not None else sig(value)),
+                "" if missing else repr(float(value)))
+
+
+def _table(header: list[Cell], rows: list[list[Cell]]) -> dict[str, Any]:
+    return {"header": header, "rows": rows}
+
+
+@functools.cache
+def _templates():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("lenet_lab.report", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def render(template: str, **context: Any) -> str:
+    """One page from its template (autoescaped)."""
+    return _templates().get_template(template).render(**context)
 
 
 def figure_html(figure) -> str:
     return figure.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
 
 
-def _number(value: float, digits: int = 4) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else \
-        f"{value:.{digits}f}"
-
-
-def _interval(interval: compute.Interval, digits: int = 4) -> str:
+def _interval(interval: compute.Interval) -> Cell:
     if interval.n == 0:
-        return "-"
-    if not interval.known:
-        return f"{interval.mean:.{digits}f}"
-    return f"{interval.mean:.{digits}f} ± {interval.sd:.{digits}f}"
+        return _number(None)
+    text = f"{interval.mean:.4f}" + (f" ± {interval.sd:.4f}" if interval.known else "")
+    return _number(interval.mean, text)
 
 
-def arms_section(arms: list[compute.ArmStats]) -> str:
+def arms_table(arms: list[compute.ArmStats]) -> dict[str, Any]:
+    """One row per arm: its key, one column per varying value, then its numbers."""
+    varying = list(dict.fromkeys(k for a in arms if a.name for k in a.name.values))
+    header = [Cell("arm", left=True), *(Cell(k, left=True) for k in varying)] + [Cell(h) for h in (
+        "test acc (mean ± sd)", "vs control (95% CI)", "train acc", "final loss", "examples/sec",
+        "parameters")] + [Cell("outcome", left=True), Cell("trials", left=True)]
     rows = []
     for arm in arms:
-        d = arm.vs_control
+        d, values = arm.vs_control, arm.name.values if arm.name else {}
+        key = "book (control)" if arm.is_control else \
+            f"{arm.key} ({arm.name.label})" if arm.name and arm.name.named else arm.key
         rows.append([
-            arm.arm + (" (control)" if arm.is_control else ""),
+            _text(key), *(_param(values.get(k)) for k in varying),
             _interval(arm.test_acc),
-            "-" if d is None or not d.known else f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]",
+            _number(None) if d is None or not d.known else _number(
+                d.mean, f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"),
             _interval(arm.train_acc), _interval(arm.train_loss),
-            "-" if arm.examples_per_sec.n == 0 else f"{arm.examples_per_sec.mean:,.0f}",
-            "-" if arm.param_count is None else f"{arm.param_count:,}",
-            arm.outcome.describe(),
-            ", ".join(f"{n} {state}" for state, n in arm.states.items()),
-        ])
-    return _table(["arm", "test acc (mean ± sd)", "vs control (95% CI)", "train acc",
-                   "final loss", "examples/sec", "parameters", "outcome", "trials"], rows, (0, 7, 8))
+            _number(arm.examples_per_sec.mean if arm.examples_per_sec.n else None),
+            _number(arm.param_count), _text(arm.outcome.describe()),
+            _text(", ".join(f"{n} {state}" for state, n in arm.states.items()))])
+    return _table(header, rows)
+
+
+def _param(value: Any) -> Cell:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(value)
+    return _text("-" if value is None else value)
 
 
 def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = None,
-               activations: Callable[[StudyData], str] | None = None
-               ) -> tuple[str, str, list[compute.ArmStats]]:
-    """The page's HTML, its headline answer and the arms' numbers."""
+               activations: Callable[[StudyData], Any] | None = None) -> tuple[str, answer.Answer]:
+    """The page's HTML and the study's answer."""
     results = data.results
     found = answer.study_answer(results, data.epochs, settings=data.settings, attrs=data.attrs)
-    arms, headline = found.arms, found.headline
-    settings = data.settings
-    parts = ["<p><a href=\"index.html\">&larr; all studies</a></p>",
-             f"<h1>{e(data.title)}</h1>",
-             f"<p class=\"muted\">study <code>{e(data.name)}</code>"
-             f"{' &middot; exercise ' + e(str(data.meta['exercise'])) if data.meta.get('exercise') else ''}"
-             f" &middot; sweep <code>{e(str(data.meta.get('sweep', '-')))}</code></p>",
-             f"<p class=\"answer\">{e(headline)}</p>"]
-    question = _question(data.meta.get("sweep_file"))
-    if question:
-        parts.append(f"<p>{e(question)}</p>")
-    if found.verdicts:
-        parts.append("<ul>" + "".join(f"<li>{e(v)}</li>" for v in found.verdicts) + "</ul>")
-    parts.append("<h2>Arms</h2>" + arms_section(arms))
-    if arms:
-        parts.append(figure_html(draw.arm_bars(arms)))
+    arms = found.arms
+    shown = compute.shown_arms(arms)
+    # figures draw every arm of the study (a search's too), but only the best SHOWN_ARMS
+    every = compute.arm_stats(results, data.epochs, names=compute.arm_names(results))
+    drawn = compute.shown_arms(every)
+    colors = draw.arm_colors(drawn + [a for a in shown if a.arm not in {d.arm for d in drawn}])
+    context: dict[str, Any] = {
+        "title": data.title, "name": data.name, "exercise": data.meta.get("exercise"),
+        "sweep": data.meta.get("sweep", "-"), "headline": found.headline,
+        "question": _question(data.meta.get("sweep_file")), "verdicts": found.verdicts,
+        "arms": arms_table(arms), "shown": len(shown) - any(a.is_control for a in shown),
+        "hidden": len([a for a in arms if a.test_acc.n]) - len(shown),
+        "bars": figure_html(draw.arm_bars(shown, colors, compute.chance_level(results)))
+                if shown else "",
+        "curves": "", "speed": "", "shared": False,
+        "spread": f"{compute.SPEED_SPREAD:.0%}", "search": [], "activations": None}
     curves = compute.learning_curves(data.epochs, results) if len(data.epochs) else {}
     if curves:
-        parts.append("<h2>Learning curves</h2>" + figure_html(draw.learning_curves(curves)))
+        context["curves"] = figure_html(draw.learning_curves(curves, drawn, colors))
     done = results[results.state == Status.COMPLETE].reset_index(drop=True)
     if len(done):
-        front = compute.pareto_front(list(zip(done.examples_per_sec, done.test_acc)))
-        parts.append("<h2>Accuracy and speed</h2>" + figure_html(draw.accuracy_vs_speed(results, front)))
-    if search and settings.get("sampler", "grid") != "grid":
-        figures = search(data)
-        if figures:
-            parts.append("<h2>Search</h2>" + "".join(figure_html(f) for f in figures))
+        shared = compute.shared_machine(results)
+        front = None if shared else compute.pareto_front(
+            list(zip(done.examples_per_sec, done.test_acc)))
+        context.update(shared=shared, speed=figure_html(draw.accuracy_vs_speed(results, drawn, colors, front)))
+    if search and data.settings.get("sampler", "grid") != "grid":
+        context["search"] = [figure_html(draw.legend_below(f)) for f in search(data)]
     if activations:
-        parts.append(activations(data))
+        context["activations"] = activations(data)
     failed = compute.failures(results)
-    parts.append("<h2>Trials that did not complete</h2>" + (
-        _table(["trial", "arm", "seed", "state", "epochs", "reason"],
-               [[r.trial, r.arm, r.seed, r.state, r.epochs_done, r.reason or ""]
-                for r in failed.itertuples()], (1, 3, 5)) if len(failed) else "<p>None.</p>"))
-    parts.append("<h2>Environment</h2>" + _environment(data))
-    return page(data.title, "\n".join(parts)), headline, arms
+    names = compute.arm_names(results)
+    context["failures"] = _table(
+        [Cell(h, left=h in ("arm", "state", "reason")) for h in
+         ("trial", "arm", "seed", "state", "epochs", "reason")],
+        [[_number(r.trial), _text(names[r.arm].key if r.arm in names else "-"),
+          _number(None if pd.isna(r.seed) else int(r.seed)), _text(r.state),
+          _number(None if pd.isna(r.epochs_done) else int(r.epochs_done)),
+          _text(r.reason or "", wrap=True)] for r in failed.itertuples()])
+    context["environment"] = _environment(data)
+    return render("study.html", **context), found
 
 
 def _question(sweep_file: str | None) -> str | None:
@@ -159,7 +180,7 @@ def _question(sweep_file: str | None) -> str | None:
         return None
 
 
-def _environment(data: StudyData) -> str:
+def _environment(data: StudyData) -> dict[str, Any]:
     meta, results = data.meta, data.results
     packages = json.loads(meta.get("packages") or "{}")
     rows = [
@@ -174,28 +195,39 @@ def _environment(data: StudyData) -> str:
         ["created (UTC)", str(meta.get("created_at") or "-")],
         ["packages", ", ".join(f"{k} {v}" for k, v in packages.items()) or "-"],
     ]
-    return _table(["", ""], rows, (0, 1))
+    return _table([Cell("", left=True), Cell("", left=True)],
+                  [[_text(k), _text(v, wrap=True)] for k, v in rows])
 
 
-def index_page(entries: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr><td class=\"text\">{e(str(x['exercise'] or ''))}</td>"
-        f"<td class=\"text\"><a href=\"{e(x['page'])}\">{e(x['study'])}</a></td>"
-        f"<td class=\"text\">{e(x['title'])}</td><td class=\"text\">{e(x['status'])}</td>"
-        f"<td class=\"text\">{e(x['headline'])}</td></tr>" for x in entries)
-    body = [
-        "<h1>lenet-lab: the LeNet exercises of Dive into Deep Learning, measured</h1>",
-        "<p class=\"muted\">Each study runs the book's network as its control arm. "
-        "Accuracies are after the last epoch, mean ± sd over seeds; "
-        "intervals are 95% t-intervals.</p>",
-        "<table><thead><tr><th>exercise</th><th>study</th><th>question</th><th>trials</th>"
-        f"<th>answer</th></tr></thead><tbody>{rows}</tbody></table>",
-    ]
-    body += comparisons(entries)
-    return page("lenet-lab report", "\n".join(body))
+BOOK_EXERCISE_10 = ("Display the activations of the first and second layer of LeNet for "
+                    "different inputs (e.g., sweaters, coats).")
 
 
-def comparisons(entries: list[dict[str, Any]]) -> list[str]:
+def index_page(entries: list[dict[str, Any]], exercises: dict[int, tuple[str, str]],
+               activation_page: str | None = None) -> str:
+    """The exercise checklist: the book's ten exercises in order, each with its studies'
+    one-line answers or the command that runs it; then other studies and the studies of
+    one sweep side by side. `exercises` is {number: (title, sweep name)}."""
+    checklist = []
+    for number in range(1, 11):
+        title, sweep = exercises.get(number, (BOOK_EXERCISE_10, ""))
+        studies = [x for x in entries if x["exercise"] == number]
+        links = []
+        if number == 10:
+            links = [{"page": f"{x['page']}#activations",
+                      "text": f"the book's network and the best of {x['study']}"}
+                     for x in entries if x["activations"]]
+            if activation_page:
+                links.insert(0, {"page": activation_page, "text": "lenet-lab activations page"})
+        checklist.append({"number": number, "title": title, "studies": studies, "links": links,
+                          "command": f"lenet-lab sweep {sweep}" if sweep else
+                                     "lenet-lab sweep pooling, then lenet-lab report"})
+    others = [x for x in entries if x["exercise"] not in range(1, 11)]
+    return render("index.html", title="lenet-lab report", exercises=checklist, others=others,
+                  compare=comparisons(entries))
+
+
+def comparisons(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Studies of the same sweep (other engines, devices, budgets) side by side."""
     by_sweep: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
@@ -205,18 +237,19 @@ def comparisons(entries: list[dict[str, Any]]) -> list[str]:
     for sweep, group in sorted(by_sweep.items()):
         if len(group) < 2:
             continue
-        arm_names = list(dict.fromkeys(a.arm for x in group for a in x["arms"]))
+        labels = {a.arm: a for x in group for a in x["arms"]}
         rows = []
-        for arm in arm_names:
-            row = [arm]
+        for arm, first in labels.items():
+            row = [_text(str(first) if not first.is_control else "book")]
             for x in group:
                 stats = next((a for a in x["arms"] if a.arm == arm), None)
-                row += ["-", "-"] if stats is None else [
+                row += [_number(None), _number(None)] if stats is None else [
                     _interval(stats.test_acc),
-                    "-" if stats.examples_per_sec.n == 0 else f"{stats.examples_per_sec.mean:,.0f}"]
+                    _number(stats.examples_per_sec.mean if stats.examples_per_sec.n else None)]
             rows.append(row)
-        header = ["arm"] + [f"{x['study']}: {h}" for x in group for h in ("test acc", "examples/sec")]
-        sections.append(f"<h2>Compare: {e(sweep)}</h2>" + _table(header, rows, (0,)))
+        header = [Cell("arm", left=True)] + [Cell(f"{x['study']}: {h}") for x in group
+                                             for h in ("test acc", "examples/sec")]
+        sections.append({"sweep": sweep, **_table(header, rows)})
     return sections
 
 

@@ -102,7 +102,8 @@ def _states_and_best(conn: sa.Connection, study: str) -> tuple[dict[str, int], f
 
 
 def progress(db: Engine, study: str) -> dict[str, Any]:
-    """Counts by state, best test accuracy and the running trials' epochs, for a live display."""
+    """Counts by state, best test accuracy, every started trial's (number, arm, is control)
+    and the running trials' epochs, for a live display."""
     with db.connect() as conn:
         states, best = _states_and_best(conn, study)
         running = conn.execute(
@@ -112,7 +113,10 @@ def progress(db: Engine, study: str) -> dict[str, Any]:
             .where(lab_trials.c.study_name == study,
                    lab_trials.c.status == Status.RUNNING.value)
             .group_by(lab_trials.c.number, lab_trials.c.arm)).all()
-    return {"states": states, "best": best,
+        arms = conn.execute(sa.select(lab_trials.c.number, lab_trials.c.arm,
+                                      lab_trials.c.is_control)
+                            .where(lab_trials.c.study_name == study)).all()
+    return {"states": states, "best": best, "arms": [tuple(row) for row in arms],
             "running": [(number, arm, epoch or 0) for number, arm, epoch in running]}
 
 
@@ -166,7 +170,29 @@ def study_frames(db: Engine, name: str):
             "SELECT lt.number AS trial, e.* FROM lab_epochs e JOIN lab_trials lt "
             "ON lt.trial_id = e.trial_id WHERE lt.study_name = :s ORDER BY lt.number, e.epoch"),
             conn, params={"s": name})
-    return results, epochs
+        queued = conn.execute(sa.text(
+            "SELECT t.number, a.key, a.value_json FROM trial_user_attributes a JOIN trials t "
+            "ON t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id "
+            "WHERE s.study_name = :s AND a.key IN ('arm', 'control', 'stage')"),
+            {"s": name}).all()
+    return _with_queued_arms(results, queued), epochs
+
+
+def _with_queued_arms(results, queued):
+    """Trials that no worker has started yet have no lab_trials row: their arm, control
+    flag and stage come from what the queue gave Optuna, so no arm reads as missing."""
+    import json
+
+    import pandas as pd
+
+    column = {"arm": "arm", "control": "is_control", "stage": "stage"}
+    found = pd.DataFrame([(n, column[k], json.loads(v)) for n, k, v in queued],
+                         columns=["trial", "column", "value"])
+    for name, rows in found.groupby("column"):
+        if name in results:
+            values = results.trial.map(dict(zip(rows.trial, rows.value)))
+            results[name] = results[name].astype(object).where(results[name].notna(), values)
+    return results
 
 
 def study_attrs(db: Engine, study_name: str) -> dict[str, Any]:

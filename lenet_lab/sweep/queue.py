@@ -31,7 +31,7 @@ from lenet_lab.errors import LabError
 from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param
 from lenet_lab.sweep_file import Arm, build
 
-__all__ = ["add_seed", "claim", "on_stale", "open_study", "reconcile", "searched_left"]
+__all__ = ["add_seed", "claim", "fail_dead_trials", "on_stale", "open_study", "reconcile", "searched_left"]
 
 DONE_STATES = ("COMPLETE", "PRUNED")
 KEPT_FAILURES = (Status.DIVERGED.value, Status.INFEASIBLE.value)  # results: not rerun
@@ -212,10 +212,41 @@ def on_stale(db):
 
 def _reconcile_locked(plan: SweepPlan, study, rdb, db) -> None:
     """Fail the trials of dead workers, then queue every missing arm x seed again."""
+    _fail_dead_locked(plan.study_name, study, rdb, db)
+    _enqueue_missing(plan, study, db)
+
+
+def fail_dead_trials(storage: str, names: list[str]) -> None:
+    """Fail the running trials of dead workers in these studies, as a resumed sweep does
+    first, so that readers (the report) never show them running for ever. Queueing them
+    again is left to the next `lenet-lab sweep`. A database this process may not write
+    (a read-only copy) is left as it is."""
+    import optuna
+    import sqlalchemy as sa
+
+    reader = store.connect(storage, read_only=True)
+    try:
+        if not any(store.running_workers(reader, name) for name in names):
+            return  # the usual case: nothing to write
+    finally:
+        reader.dispose()
+    db = store.connect(storage)
+    try:
+        with store.creation_lock(storage):
+            rdb = store.optuna_storage(storage, on_stale=on_stale(db))
+            for name in names:
+                _fail_dead_locked(name, optuna.load_study(study_name=name, storage=rdb), rdb, db)
+    except (OSError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+        pass  # read-only, or not a lenet-lab database: nothing of ours to reconcile
+    finally:
+        db.dispose()
+
+
+def _fail_dead_locked(study_name: str, study, rdb, db) -> None:
     import optuna
 
     host = socket.gethostname()
-    for trial_id, (worker_host, pid) in store.running_workers(db, plan.study_name).items():
+    for trial_id, (worker_host, pid) in store.running_workers(db, study_name).items():
         if worker_host != host or pid is None:
             continue
         if _pid_alive(pid):
@@ -225,7 +256,6 @@ def _reconcile_locked(plan: SweepPlan, study, rdb, db) -> None:
     with warnings.catch_warnings():  # fail_stale_trials is "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # calls on_stale for each
-    _enqueue_missing(plan, study, db)
 
 
 @store.retrying

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 from lenet_lab import store
 from lenet_lab.data import Dataset
 from lenet_lab.engines import Device
-from lenet_lab.errors import LabError, SweepError
+from lenet_lab.errors import LabError, SweepError, quiet_library_warnings
 from lenet_lab.spec import Status
 from lenet_lab.sweep import queue
 from lenet_lab.sweep.plan import SweepPlan, load_cached
@@ -133,6 +133,7 @@ def stop_on_signals() -> Iterator[None]:
 def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | None) -> None:
     # Each worker gets its share of the cores; set before any framework is imported.
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    quiet_library_warnings()  # as the command that started it
     try:
         with stop_on_signals():
             Worker(plan, index=index, data_dir=data_dir).run()
@@ -236,21 +237,32 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
 
     Works for any number of workers and machines, since it reads the database.
     """
+    from lenet_lab.report.compute import arm_keys
+
     stop = threading.Event()
+    epochs = "" if "epochs" in plan.sweep.space else f"/{plan.sweep.control()['epochs']}"
 
     def poll() -> None:
-        db = store.connect(plan.storage, read_only=True)
+        db = None
         while not stop.wait(1.0):
-            try:
+            try:  # connect anew until the database has its tables: a reader opened
+                # before the file existed would read an empty one for ever
+                db = db or store.connect(plan.storage, read_only=True)
                 now = store.progress(db, plan.study_name)
             except Exception:  # tables not created yet, or a busy database: try again
+                if db is not None:
+                    db.dispose()
+                db = None
                 continue
             done = sum(n for state, n in now["states"].items()
                        if state not in (Status.RUNNING, Status.WAITING))
-            running = ", ".join(f"#{n} epoch {e + 1}" for n, _, e in now["running"])
+            keys = arm_keys(now["arms"])  # the report's keys: book, A1, ...
+            running = ", ".join(f"{keys.get(arm, '#' + str(n))} epoch {e + 1}{epochs}"
+                                for n, arm, e in now["running"])
             best = f"best {now['best']:.3f}" if now["best"] is not None else ""
             on_update(done, f"{running}  {best}".strip())
-        db.dispose()
+        if db is not None:
+            db.dispose()
 
     thread = threading.Thread(target=poll, daemon=True)
     if enabled:
@@ -267,11 +279,12 @@ def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, str, str]
     """The end-of-sweep table (header, rows, title), the answer (the report's headline and
     each arm's verdict, from the same code) and how to query the results."""
     from lenet_lab.report.build import study_answer  # pandas
-    from lenet_lab.report.compute import SUMMARY_HEADER, summary_rows
+    from lenet_lab.report.compute import SUMMARY_HEADER, arm_legend, summary_rows
 
     found = study_answer(plan.storage, plan.study_name)
     query = (f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "
              f"'{plan.study_name}'\", \"{store.safe_url(plan.storage)}\")")
-    answer = "\n".join([found.headline, *(f"- {line}" for line in found.verdicts)])
+    answer = "\n".join([*arm_legend(found.arms), "", found.headline,
+                        *(f"- {line}" for line in found.verdicts)])
     return (SUMMARY_HEADER, summary_rows(found.arms),
             f"{plan.study_name}: test accuracy after the last epoch", answer, query)
