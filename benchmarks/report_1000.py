@@ -20,6 +20,7 @@ import optuna
 import sqlalchemy as sa
 
 from lenet_lab import store
+from lenet_lab.store import schema
 from lenet_lab.report import build_report
 from lenet_lab.spec import LeNetSpec, TrainConfig
 
@@ -43,20 +44,19 @@ def synthetic_study(url: str, trials: int, epochs: int) -> None:
         spec, config = LeNetSpec(kernel_size=1 + arm % 9), TrainConfig(seed=number // 20)
         accuracy = 0.8 + 0.005 * arm + rng.normal(0, 0.01)
         study.tell(trial, accuracy)
-        columns = store.trial_columns(spec, config)
+        columns = store.trial_columns({}, spec, config)
         trial_rows.append({
             "trial_id": trial._trial_id, "study_name": "synthetic", "number": number,
             "arm": f"arm {arm}", "is_control": arm == 0, "engine": "torch", "device": "cpu",
-            "spec_json": json.dumps(columns["spec"]), "config_json": json.dumps(columns["config"]),
             "status": "complete", "train_loss": 0.4, "train_acc": accuracy + 0.01,
             "test_acc": accuracy, "examples_per_sec": 7000 + rng.normal(0, 300), "epochs_done": epochs,
-            "seconds": 80.0, **columns["columns"]})
+            "seconds": 80.0, **columns})
         epoch_rows += [{"trial_id": trial._trial_id, "epoch": e, "train_loss": 2.3 / e,
                         "train_acc": accuracy * e / epochs, "test_acc": accuracy * e / epochs,
                         "examples_per_sec": 7000.0, "seconds": 8.0} for e in range(1, epochs + 1)]
     with engine.begin() as conn:
-        conn.execute(sa.insert(store.lab_trials), trial_rows)
-        conn.execute(sa.insert(store.lab_epochs), epoch_rows)
+        conn.execute(sa.insert(schema.lab_trials), trial_rows)
+        conn.execute(sa.insert(schema.lab_epochs), epoch_rows)
 
 
 def main() -> None:

@@ -203,8 +203,8 @@ def test_trade_off_names_the_best_small_network() -> None:
     frame.loc[frame.arm == "big", "param_count"] = 500_000
     frame.loc[frame.arm == "small", "param_count"] = 100_000
     text = headline(frame, settings={"objectives": ["test_acc", "param_count"]})
-    assert "Best overall: A1 (big), 0.905 ± 0.007 with 500,000 parameters" in text
-    assert "best at most twice the book's 61,706 parameters: A2 (small)" in text
+    assert "Best overall: A1, 0.905 ± 0.007 with 500,000 parameters" in text
+    assert "best at most twice the book's 61,706 parameters: A2, 0.855" in text
 
 
 def test_budget_lists_epoch_ranges_and_seed_ranges() -> None:

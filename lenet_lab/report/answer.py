@@ -338,12 +338,13 @@ def _trade_off(arms: list[ArmStats]) -> str:
     limit = BOOK_PARAMS_FACTOR * control.param_count
     best = max(learned, key=lambda a: a.test_acc.mean)
     small = [a for a in learned if a.param_count <= limit]
-    text = f"Best overall: {best}, {_acc(best)} with {best.param_count:,} parameters"
+    # keys only: the sentence before and the verdicts say what each arm is
+    text = f"Best overall: {best.key}, {_acc(best)} with {best.param_count:,} parameters"
     if not small:
         return text + f"; none of those compared is at most {limit:,} parameters."
     lean = max(small, key=lambda a: a.test_acc.mean)
     return (text + f"; best at most twice the book's {control.param_count:,} parameters: "
-                   f"{lean}, {_acc(lean)} with {lean.param_count:,} parameters.")
+                   f"{lean.key}, {_acc(lean)} with {lean.param_count:,} parameters.")
 
 
 def _until_note(answer: Answer, until: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ database (through `store`) and writes `index.html` and one `study-<name>.html` p
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +45,7 @@ def study_answer(storage: str, name: str) -> answer.Answer:
 
 def best_confirmed(storage: str, sweep: str, *, engine: str) -> tuple[str, str, dict] | None:
     """The best configuration that a study of `sweep` confirmed with seeds, as
-    (study, arm label, field values), from a finished confirmation stage; studies on
+    (study, its label as the report shows it, field values), from a finished confirmation stage; studies on
     `engine` first. None when the database holds no such study."""
     import pandas as pd
 
@@ -73,7 +74,7 @@ def best_confirmed(storage: str, sweep: str, *, engine: str) -> tuple[str, str, 
                 values = {k: _field_value(k, first[k]) for k in FIELDS - {
                     "dataset", "epochs", "num_classes"} if not pd.isna(first[k])}
                 found.append((row["engine"] != engine, -best.test_acc.mean, row["study"],
-                              best.arm, values))
+                              str(best.name.label if best.name else best.arm), values))
     finally:
         db.dispose()
     return min(found)[2:] if found else None
@@ -90,22 +91,33 @@ def _field_value(name: str, value: Any) -> Any:
 
 
 def search_figures(storage: str, data: StudyData) -> list:
-    """Optuna's own views for model-based searches (history, coordinates, importance)."""
+    """Optuna's own views for model-based searches: the history, parallel coordinates and
+    importances of test accuracy, and with several objectives their Pareto front."""
     import optuna
     from optuna import visualization as vis
 
     study = optuna.load_study(study_name=data.name, storage=store.optuna_storage(storage, read_only=True))
-    if len(study.directions) > 1:
-        return []
+    names = data.settings.get("objectives") or ["test_acc"]
+    accuracy = names.index("test_acc") if "test_acc" in names else 0
+    target = {"target": (lambda t: t.values[accuracy]) if len(study.directions) > 1 else None,
+              "target_name": "test accuracy"}
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    figures = [vis.plot_optimization_history(study, target_name="test accuracy")]
+    figures = [vis.plot_optimization_history(study, **target)]
+    if len(study.directions) > 1 and finished:
+        figures.insert(0, vis.plot_pareto_front(study, target_names=[
+            n.replace("_", " ") for n in names]))
     if finished and any(t.params for t in finished):
-        figures.append(vis.plot_parallel_coordinate(study, target_name="test accuracy"))
+        figures.append(vis.plot_parallel_coordinate(study, **target))
         if len(finished) >= 2:
             try:
-                figures.append(vis.plot_param_importances(
-                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
-                    target_name="test accuracy"))
+                # with a target, PED-ANOVA ranks what makes it low: hand it -accuracy
+                ranked = {**target, "target": (lambda t: -t.values[accuracy])} \
+                    if target["target"] else target
+                with warnings.catch_warnings():  # that it ranks low values: we know
+                    warnings.simplefilter("ignore", UserWarning)
+                    figures.append(vis.plot_param_importances(
+                        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                        **ranked))
             except (RuntimeError, ValueError):  # too few distinct values to rank
                 pass
     return figures

@@ -68,7 +68,7 @@ def arm_names(results: pd.DataFrame) -> dict[str, ArmName]:
     keys = arm_keys(zip(rows.trial, rows.arm, is_control(rows)))
     names = {}
     for arm, first in firsts.iterrows():
-        values = {c: _plain(first[c]) for c in varying if not pd.isna(first[c])}
+        values = {c: _plain(first[c], c) for c in varying if not pd.isna(first[c])}
         shown = ", ".join(f"{c}={sig(v)}" for c, v in values.items())
         if keys[arm] == "book":
             names[arm] = ArmName("book", "the book's network", values)
@@ -95,8 +95,12 @@ def is_control(results: pd.DataFrame) -> pd.Series:
     return results.is_control.map(lambda v: False if pd.isna(v) else bool(v)).astype(bool)
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+def _plain(value: Any, name: str) -> Any:
+    """A stored value as Python's: numpy scalars unwrapped, SQLite's 0/1 back to a bool."""
+    from lenet_lab.spec import field_kind
+
+    value = value.item() if hasattr(value, "item") else value
+    return bool(value) if field_kind(name) == "bool" else value
 
 
 def chance_level(results: pd.DataFrame) -> float:

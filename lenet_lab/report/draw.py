@@ -48,8 +48,17 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
 
 
 def legend_below(figure: go.Figure) -> go.Figure:
-    """A figure made elsewhere (Optuna's views) with the report's layout."""
+    """A figure made elsewhere (Optuna's views) with the report's layout: its legend and
+    colour bars below the plot, so the drawing keeps the width on a phone."""
     figure.update_layout(**_layout(figure.layout.title.text or ""))
+    bars = [style.colorbar for trace in figure.data for part in ("marker", "line")
+            if (style := getattr(trace, part, None)) is not None
+            and getattr(style, "colorbar", None) is not None and style.colorbar.to_plotly_json()]
+    for i, bar in enumerate(bars):  # stacked under the plot, one row each
+        bar.update(orientation="h", x=0, xanchor="left", xpad=0, y=-0.25 - 0.3 * i,
+                   yanchor="top", thickness=10, len=0.6, title={"side": "top"})
+    if bars:
+        figure.update_layout(height=(figure.layout.height or 450) + 110 * len(bars))
     return figure
 
 
