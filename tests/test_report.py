@@ -187,10 +187,16 @@ def test_a_dead_worker_is_reconciled_before_the_report_reads(reports: Path, tmp_
         conn.execute("UPDATE trials SET state = 'RUNNING' WHERE trial_id = ?", (trial_id,))
         conn.execute("UPDATE lab_trials SET status = 'running', pid = 2147483646, host = ? "
                      "WHERE trial_id = ?", (socket.gethostname(), trial_id))
+        # and one queued trial that no worker started: its arm comes from the queue
+        conn.execute("UPDATE trials SET state = 'WAITING' WHERE trial_id = ?", (trial_id - 1,))
+        conn.execute("DELETE FROM lab_trials WHERE trial_id = ?", (trial_id - 1,))
     done = lenet_lab("report", "pooling-torch-e2-n500", "--no-activations", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     index = (tmp_path / "reports" / "index.html").read_text()
-    assert "1 failed" in index and "running" not in index
+    assert "1 failed" in index and "1 waiting" in index and "running" not in index
+    page = (tmp_path / "reports" / "study-pooling-torch-e2-n500.html").read_text()
+    arms = page.split('<h2 id="arms">')[1].split("</table>")[0]
+    assert "nan" not in arms and re.search(r">A1</td>.*>1 failed, 1 waiting</td>", arms)
 
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:

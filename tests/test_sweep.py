@@ -200,3 +200,18 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path: Path) -> None:
     assert (frame.reason == "interrupted").sum() == 1
     assert lenet_lab(*args, cwd=tmp_path).returncode == 0
     assert arm_seeds(results(tmp_path)) == [("pooling=avg", 0), ("pooling=max", 0)]
+
+
+def test_progress_names_the_running_arm_and_epoch_from_a_fresh_database(tmp_path: Path) -> None:
+    from lenet_lab.sweep import plan_sweep, run_sweep, watch
+    from lenet_lab.sweep_file import load_sweep
+
+    sweep = load_sweep("pooling").with_run(engine="torch", epochs=2, seeds=1, subset=20000)
+    plan = plan_sweep(sweep, storage=f"sqlite:///{tmp_path}/studies.db", device="cpu")
+    seen: list[tuple[int, str]] = []
+    with watch(plan, lambda done, detail: seen.append((done, detail))):  # before the file exists
+        run_sweep(plan)
+    details = [detail for _, detail in seen]
+    assert any(d.startswith("book epoch ") and d.split()[2] in ("1/2", "2/2") for d in details)
+    assert any(d.startswith("A1 epoch ") for d in details), details
+    assert seen[-1][0] <= 2 and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
