@@ -212,3 +212,17 @@ def test_budget_lists_epoch_ranges_and_seed_ranges() -> None:
     frame.loc[frame.arm == "a", "epochs"] = 20
     spent = answer.budget(frame, compute.arm_stats(frame))
     assert spent.describe() == "10-20 epochs of 60,000 examples, 2-3 seeds per arm, torch on cpu"
+
+
+def test_one_line_for_the_index() -> None:
+    better = answer.study_answer(rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.86, 0.84]}))
+    assert better.one_line() == ("A1 (pooling=max): +0.050 [+0.027, +0.073] vs the book's network, "
+                                 "better (10 epochs of 60,000 examples, 3 seeds per arm, torch on cpu)")
+    chance = answer.study_answer(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1, subset=500))
+    assert chance.one_line().startswith("the book's network did not learn: it stays at chance")
+    assert "; A1 (relu) learned: 0.710 ± 0.014 (1 epoch of 500 examples" in chance.one_line()
+    looks = answer.study_answer(
+        rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.86, 0.84]}),
+        attrs={"until_decided": {"max_seeds": 10, "start_seeds": 3, "margin": 0.005}})
+    assert "] (99.4% CI) vs the book's network" in looks.one_line()
+    assert answer.study_answer(rows({})).one_line().startswith("no finished trials")

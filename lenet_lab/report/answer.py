@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +193,9 @@ class Answer:
         if lead is None:
             return f"no other arm learned; the book's network {_acc(control)}{spent}"
         d = lead.difference
-        effect = _signed(d.mean) + (f" [{_signed(d.low)}, {_signed(d.high)}]" if d.known else "")
+        level = "" if lead.looks == 1 else f" ({100 * (1 - ALPHA / lead.looks):.3g}% CI)"
+        effect = _signed(d.mean) + (f" [{_signed(d.low)}, {_signed(d.high)}]{level}"
+                                    if d.known else "")
         return f"{lead.arm}: {effect} vs the book's network, {lead.decision.value}{spent}"
 
 
@@ -241,7 +244,9 @@ def study_answer(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
     extra = [_search_note(results, stage, confirmed)] if search else []
     if "param_count" in settings.get("objectives", []):
         extra.append(_trade_off(arms))
-    extra += [f"{name} is {source}." for name, source in attrs.get("arm_sources", {}).items()]
+    # (databases from earlier versions hold the source's values with all their digits)
+    extra += [f"{name} is {re.sub(r'[0-9]*[.][0-9]{5,}', lambda m: sig(float(m[0])), source)}."
+              for name, source in attrs.get("arm_sources", {}).items()]
     if until:
         extra.append(_until_note(answer, until))
     extra.append(f"Budget: {spent.describe()}.")
