@@ -339,6 +339,31 @@ def report(
     out.print(f"wrote {index} (open it in a browser; the folder works offline)")
 
 
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this machine "
+                                           "only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8080,
+) -> None:
+    """Open the database in optuna-dashboard, live while a sweep runs (extra [dashboard]).
+
+    Grid and search trials show their parameters, and the objectives their names."""
+    from lenet_lab.store import list_studies, optuna_storage
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise LabError('lenet-lab dashboard needs optuna-dashboard: pip install '
+                       '"lenet-lab[dashboard]"') from None
+    if not list_studies(storage):
+        raise LabError(f"no studies in {_safe_url(storage)}: run `lenet-lab sweep pooling` "
+                       f"first, or name the database with --storage")
+    out.print(f"optuna-dashboard on {_safe_url(storage)}: open http://{host}:{port}/ "
+              f"(Ctrl-C stops it)")
+    optuna_dashboard.run_server(optuna_storage(storage, read_only=True), host=host, port=port)
+
+
 @app.command("activations")
 @with_spec_options(training=True)
 def activations_(

@@ -209,6 +209,8 @@ def _acc(arm: ArmStats) -> str:
 
 
 def _not_learned(arm: ArmStats, the: str) -> str:
+    if set(arm.states) == {Status.INFEASIBLE}:
+        return f"{the} cannot be built on this data (infeasible: see the trials' reasons)"
     o = arm.outcome
     seeds = f" {o.seeds}" if o.seeds else ""
     accuracy = f" (test accuracy {arm.test_acc.mean:.3f})" if arm.test_acc.n else ""

@@ -16,7 +16,7 @@ from lenet_lab.sweep_file import Sweep
 from lenet_lab.sweep_space import OBJECTIVES
 
 __all__ = ["SweepPlan", "TPE_SETTINGS", "decode_param", "default_study_name", "encode_param",
-           "fuse_size", "load_cached", "plan_sweep"]
+           "fuse_size", "grid_choices", "load_cached", "plan_sweep"]
 
 # TPE's defaults changed in Optuna 5; these are spelled out and stored with every study.
 TPE_SETTINGS = {"n_startup_trials": 10, "multivariate": True, "constant_liar": True}
@@ -30,6 +30,24 @@ def encode_param(value: Any) -> Any:
 
 def decode_param(key: str, value: Any) -> Any:
     return parse_widths(value, key) if field_kind(key) == "widths" else value
+
+
+def grid_choices(sweep: Sweep) -> dict[str, list[Any]]:
+    """A grid's Optuna params: each field that varies between its arms (the control's
+    values included), with the values it takes, encoded, in the order the arms first take
+    them. Grid trials register these, so optuna-dashboard's parallel coordinates, slices
+    and importances work for grids too; the same choices for every trial of a study, as
+    Optuna requires. Empty for a search (its params are its space)."""
+    if sweep.run.sampler != "grid":
+        return {}
+    control = sweep.control()
+    resolved = [{**control, **arm.as_dict()} for arm in sweep.grid_arms()]
+    choices: dict[str, list[Any]] = {}
+    for key in dict.fromkeys(k for arm in sweep.grid_arms() for k in arm.as_dict()):
+        values = list(dict.fromkeys(encode_param(values[key]) for values in resolved))
+        if len(values) > 1:
+            choices[key] = values
+    return choices
 
 
 _loaded: dict[tuple[str, str | None], Dataset] = {}

@@ -28,7 +28,7 @@ from typing import Any
 from lenet_lab import store
 from lenet_lab.spec import Status
 from lenet_lab.errors import LabError
-from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param
+from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param, grid_choices
 from lenet_lab.sweep_file import Arm, build
 
 __all__ = ["add_seed", "claim", "fail_dead_trials", "on_stale", "open_study", "reconcile", "searched_left"]
@@ -69,6 +69,11 @@ def open_study(plan: SweepPlan, db):
             if store.study_row(db, plan.study_name) is None:
                 store.record_study(db, _study_record(plan))
             run = plan.sweep.run
+            with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(run.objectives))  # optuna-dashboard shows them
+            study.set_user_attr("exercise", plan.sweep.exercise)
+            study.set_user_attr("title", plan.sweep.title)
             if plan.arm_sources:
                 study.set_user_attr("arm_sources", plan.arm_sources)
             if run.until_decided:  # the answer's intervals depend on how many looks it may take
@@ -123,8 +128,8 @@ def _enqueue_missing(plan: SweepPlan, study, db) -> None:
 
 def _enqueue(plan: SweepPlan, study, arm: Arm, seed: int, stage: str) -> None:
     sweep, values = plan.sweep, arm.as_dict()
-    params = {} if sweep.run.sampler == "grid" else {  # a search registers its params
-        key: encode_param(values.get(key, sweep.control()[key])) for key in sweep.space}
+    keys = grid_choices(sweep) or sweep.space  # the params each trial registers
+    params = {key: encode_param(values.get(key, sweep.control()[key])) for key in keys}
     study.enqueue_trial(params, user_attrs={
         "arm": arm.label, "seed": seed, "control": sweep.is_control(values), "stage": stage,
         "values": json.dumps({k: encode_param(v) for k, v in values.items()})})
@@ -297,9 +302,8 @@ def claim(plan: SweepPlan, study, rdb, db, key=None) -> list:
                 continue
             if group and (wanted is None or len(group) >= plan.fuse):
                 break
-    run = plan.sweep.run
-    if group and (run.sampler != "grid" or run.prune):  # the trials will suggest or report:
-        # Optuna's trial cache must know them (an incremental read of the unfinished)
+    if group:  # the trials will suggest (a grid's too) or report: Optuna's trial cache
+        # must know them (an incremental read of the unfinished)
         study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     return group
 

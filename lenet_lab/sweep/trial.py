@@ -20,7 +20,7 @@ from lenet_lab.data import Dataset
 from lenet_lab.engines import Device
 from lenet_lab.errors import InfeasibleSpec, SpecError, StorageError
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
-from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param
+from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param, grid_choices
 from lenet_lab.sweep_file import Arm, Distribution, build
 from lenet_lab.train import EpochMetrics, TrainResult, fuse_key
 
@@ -77,10 +77,9 @@ def trial_values(worker: TrialHost, trial) -> TrialValues:
     """An enqueued arm x seed, or values asked from the sampler (seed 0)."""
     sweep = worker.plan.sweep
     attrs = trial.user_attrs
-    if "arm" in attrs:
-        if sweep.run.sampler != "grid":
-            for key, dimension in sweep.space.items():
-                _suggest(trial, key, dimension)  # registers the fixed params with Optuna
+    if "arm" in attrs:  # register the queued params with Optuna (a grid's: its choices)
+        for key, dimension in (grid_choices(sweep) or sweep.space).items():
+            _suggest(trial, key, dimension)
         values = {k: decode_param(k, v) for k, v in json.loads(attrs["values"]).items()}
         return TrialValues(values, attrs["seed"], attrs["arm"], attrs["control"],
                            attrs.get("stage", sweep.queued_stage))
