@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from typing import Annotated, Any, Callable, Literal, Optional
 
 import typer
@@ -255,9 +256,12 @@ def sweep(
         err.print(f"Interrupted: finished trials are kept in {where}; run the same command "
                   f"again to continue study {plan.study_name!r}")
         raise typer.Exit(130) from None
-    *table, headline, query = summary(plan)
+    *table, legend, headline, query = summary(plan)
     _print_table(*table, left=("arm", "outcome", "other"))
-    out.print(f"{headline}\n{query}")
+    for line in legend:  # what each key stands for, wrapped under itself
+        out.print(textwrap.fill(line, width=out.width, subsequent_indent=" " * 6,
+                                break_on_hyphens=False))
+    out.print(f"\n{headline}\n{query}")
 
 
 @app.command("sweeps")

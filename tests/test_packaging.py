@@ -49,5 +49,9 @@ def test_the_wheel_ships_every_sweep_and_runs_one_from_an_empty_folder(
     assert len(names) == 9 and all(f" {name} " in f" {listing} " for name in names), listing
     done = run(installed / "lenet-lab", "sweep", "pooling", "--engine", "torch", "--subset", "300",
                "--epochs", "1", "-q", cwd=tmp_path, env=env)
-    assert "pooling=max" in done.stdout and "pooling=avg (control)" in done.stdout
+    assert "\nA1    pooling=max\n" in done.stdout and "\n book " in done.stdout
     assert "studies.db" in {p.name for p in tmp_path.iterdir()}
+    # the report's templates ship as package data
+    report = run(installed / "lenet-lab", "report", "--no-activations", cwd=tmp_path, env=env)
+    assert report.returncode == 0, report.stderr
+    assert '<meta name="viewport"' in (tmp_path / "reports" / "index.html").read_text()

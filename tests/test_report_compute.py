@@ -88,7 +88,7 @@ def test_arm_keys_follow_first_trials_and_labels_keep_four_digits() -> None:
 
 
 @pytest.mark.parametrize("value, text", [
-    (0.019593896127160337, "0.01959"), (0.0241, "0.0241"), (0.1 + 0.2, "0.3"), (3412.3, "3,412"), (9999.7, "10,000"),
+    (0.019593896127160337, "0.01959"), (0.0241, "0.0241"), (0.1 + 0.2, "0.3"), (3412.3, "3,412"), (9999.7, "10,000"), (1e9, "1e+09"),
     (55062.2, "55,060"), (61706, "61,706"), (float("nan"), "-"), (None, "-"), ("adam", "adam")])
 def test_numbers_as_text_have_four_significant_digits(value, text: str) -> None:
     assert compute.sig(value) == text

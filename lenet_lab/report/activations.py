@@ -25,8 +25,8 @@ from lenet_lab.report.pages import figure_html, render, write_page
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
 from lenet_lab.train import train
 
-__all__ = ["Activations", "DEFAULT_CLASSES", "Network", "activation_figures", "activations_page", "parse_classes",
-           "sample_images", "section", "trial_network", "write_activation_page"]
+__all__ = ["Activations", "DEFAULT_CLASSES", "Network", "activation_figures", "activations_page",
+           "parse_classes", "sample_images", "section", "trial_network", "write_activation_page"]
 
 LAYERS = ("conv0", "conv1")
 DEFAULT_CLASSES = ("sweater", "coat")

@@ -44,9 +44,9 @@ def study_answer(storage: str, name: str) -> answer.Answer:
 
 
 def best_confirmed(storage: str, sweep: str, *, engine: str) -> tuple[str, str, dict] | None:
-    """The best configuration that a study of `sweep` confirmed with seeds, as
-    (study, its label as the report shows it, field values), from a finished confirmation stage; studies on
-    `engine` first. None when the database holds no such study."""
+    """The best configuration that a study of `sweep` confirmed with seeds, as (study,
+    its label as the report shows it, field values), from a finished confirmation stage;
+    studies on `engine` first. None when the database holds no such study."""
     import pandas as pd
 
     from lenet_lab.spec import Status

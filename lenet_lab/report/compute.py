@@ -16,10 +16,10 @@ import pandas as pd
 from lenet_lab.report.outcomes import ArmOutcome, arm_outcome, trial_outcome
 from lenet_lab.spec import Status
 
-__all__ = ["ArmName", "ArmStats", "Interval", "arm_keys", "arm_legend", "arm_names", "arm_stats", "chance_level",
-           "difference", "failures", "learning_curves", "mean_interval", "pareto_front",
-           "shared_machine", "shown_arms", "sig", "summary_counts", "summary_rows",
-           "t_quantile", "trial_outcomes"]
+__all__ = ["ArmName", "ArmStats", "Interval", "arm_keys", "arm_legend", "arm_names", "arm_stats",
+           "chance_level", "difference", "failures", "is_control", "learning_curves",
+           "mean_interval", "pareto_front", "shared_machine", "shown_arms", "sig",
+           "summary_counts", "summary_rows", "t_quantile", "trial_outcomes"]
 
 LEVEL = 0.95  # confidence level of every interval in the reports
 SHOWN_ARMS = 10  # figures draw the best this many arms and the control; tables list all
@@ -27,8 +27,8 @@ SPEED_SPREAD = 0.10  # examples/sec varying more than this within an arm: a shar
 
 
 def sig(value: Any, digits: int = 4) -> str:
-    """A number as text with at most `digits` significant digits (0.0241, 3,412, 55,060);
-    whole-number counts (parameters) stay exact, text stays text."""
+    """A number as text with at most `digits` significant digits (0.0241, 3,412, 55,060,
+    1e+09); whole-number counts (parameters) stay exact, text stays text."""
     if value is None or isinstance(value, (bool, str, np.bool_)):
         return "-" if value is None else str(value)
     if isinstance(value, (int, np.integer)):
@@ -36,7 +36,7 @@ def sig(value: Any, digits: int = 4) -> str:
     value = float(value)
     if not math.isfinite(value):
         return "-" if math.isnan(value) else str(value)
-    if abs(value) >= 1000:  # thousands separators; whole numbers at most `digits` significant
+    if 1000 <= abs(value) < 1e6:  # thousands separators; at most `digits` significant
         return f"{round(value, digits - 1 - math.floor(math.log10(abs(value)))):,.0f}"
     return f"{value:.{digits}g}"
 

@@ -174,7 +174,8 @@ def arm_bars(arms: list[ArmStats], colors: dict[str, str], chance: float) -> go.
         marker={"color": [_rgba(colors[a.arm], 0.55) for a in done]},
         hovertemplate="%{x}: %{y:.4f}<extra></extra>"))
     figure.add_trace(go.Scatter(
-        x=[text(a.key) for a in done for _ in a.test_accs], y=[v for a in done for v in a.test_accs],
+        x=[text(a.key) for a in done for _ in a.test_accs],
+        y=[v for a in done for v in a.test_accs],
         mode="markers", name="each seed", hovertemplate="%{x}: %{y:.4f}<extra>seed</extra>",
         marker={"color": [colors[a.arm] for a in done for _ in a.test_accs], "size": 8,
                 "line": {"color": "#222", "width": 1}}))

@@ -130,7 +130,8 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
     arms = found.arms
     shown = compute.shown_arms(arms)
     # figures draw every arm of the study (a search's too), but only the best SHOWN_ARMS
-    every = compute.arm_stats(results, data.epochs, names=compute.arm_names(results))
+    names = compute.arm_names(results)
+    every = compute.arm_stats(results, data.epochs, names=names)
     drawn = compute.shown_arms(every)
     colors = draw.arm_colors(drawn + [a for a in shown if a.arm not in {d.arm for d in drawn}])
     context: dict[str, Any] = {
@@ -151,20 +152,20 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
         shared = compute.shared_machine(results)
         front = None if shared else compute.pareto_front(
             list(zip(done.examples_per_sec, done.test_acc)))
-        context.update(shared=shared, speed=figure_html(draw.accuracy_vs_speed(results, drawn, colors, front)))
+        context.update(shared=shared,
+                       speed=figure_html(draw.accuracy_vs_speed(results, drawn, colors, front)))
     if search and data.settings.get("sampler", "grid") != "grid":
         context["search"] = [figure_html(draw.legend_below(f)) for f in search(data)]
     if activations:
         context["activations"] = activations(data)
     failed = compute.failures(results)
-    names = compute.arm_names(results)
     context["failures"] = _table(
         [Cell(h, left=h in ("arm", "state", "reason")) for h in
          ("trial", "arm", "seed", "state", "epochs", "reason")],
         [[_number(r.trial), _text(names[r.arm].key if r.arm in names else "-"),
           _number(None if pd.isna(r.seed) else int(r.seed)), _text(r.state),
           _number(None if pd.isna(r.epochs_done) else int(r.epochs_done)),
-          _text(r.reason or "", wrap=True)] for r in failed.itertuples()])
+          _text("" if pd.isna(r.reason) else r.reason, wrap=True)] for r in failed.itertuples()])
     context["environment"] = _environment(data)
     return render("study.html", **context), found
 

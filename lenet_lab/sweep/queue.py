@@ -31,7 +31,8 @@ from lenet_lab.errors import LabError
 from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param, grid_choices
 from lenet_lab.sweep_file import Arm, build
 
-__all__ = ["add_seed", "claim", "fail_dead_trials", "on_stale", "open_study", "reconcile", "searched_left"]
+__all__ = ["add_seed", "claim", "fail_dead_trials", "on_stale", "open_study", "reconcile",
+           "searched_left"]
 
 DONE_STATES = ("COMPLETE", "PRUNED")
 KEPT_FAILURES = (Status.DIVERGED.value, Status.INFEASIBLE.value)  # results: not rerun
@@ -227,24 +228,23 @@ def fail_dead_trials(storage: str, names: list[str]) -> None:
     again is left to the next `lenet-lab sweep`. A database this process may not write
     (a read-only copy) is left as it is."""
     import optuna
-    import sqlalchemy as sa
 
-    reader = store.connect(storage, read_only=True)
+    reader, db = store.connect(storage, read_only=True), None
     try:
         if not any(store.running_workers(reader, name) for name in names):
             return  # the usual case: nothing to write
-    finally:
-        reader.dispose()
-    db = store.connect(storage)
-    try:
+        db = store.connect(storage)
         with store.creation_lock(storage):
             rdb = store.optuna_storage(storage, on_stale=on_stale(db))
             for name in names:
                 _fail_dead_locked(name, optuna.load_study(study_name=name, storage=rdb), rdb, db)
-    except (OSError, sa.exc.OperationalError, sa.exc.ProgrammingError):
-        pass  # read-only, or not a lenet-lab database: nothing of ours to reconcile
+    except Exception as exc:  # read-only, or no lab tables: nothing of ours to reconcile
+        if not isinstance(exc, OSError) and store.database_error(exc) is None:
+            raise
     finally:
-        db.dispose()
+        for handle in (reader, db):
+            if handle is not None:
+                handle.dispose()
 
 
 def _fail_dead_locked(study_name: str, study, rdb, db) -> None:

@@ -275,16 +275,17 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
             thread.join()
 
 
-def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, str, str]:
-    """The end-of-sweep table (header, rows, title), the answer (the report's headline and
-    each arm's verdict, from the same code) and how to query the results."""
+def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, list[str], str, str]:
+    """The end-of-sweep table (header, rows, title), what each arm's key stands for, the
+    answer (the report's headline and each arm's verdict, from the same code) and how to
+    query the results."""
     from lenet_lab.report.build import study_answer  # pandas
     from lenet_lab.report.compute import SUMMARY_HEADER, arm_legend, summary_rows
 
     found = study_answer(plan.storage, plan.study_name)
     query = (f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "
              f"'{plan.study_name}'\", \"{store.safe_url(plan.storage)}\")")
-    answer = "\n".join([*arm_legend(found.arms), "", found.headline,
-                        *(f"- {line}" for line in found.verdicts)])
+    answer = "\n".join([found.headline, *(f"- {line}" for line in found.verdicts)])
     return (SUMMARY_HEADER, summary_rows(found.arms),
-            f"{plan.study_name}: test accuracy after the last epoch", answer, query)
+            f"{plan.study_name}: test accuracy after the last epoch", arm_legend(found.arms),
+            answer, query)
