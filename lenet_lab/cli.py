@@ -353,6 +353,8 @@ def dashboard(
     """Open the database in optuna-dashboard, live while a sweep runs (extra [dashboard]).
 
     Grid and search trials show their parameters, and the objectives their names."""
+    import socket
+
     from lenet_lab.store import list_studies, optuna_storage
 
     try:
@@ -363,6 +365,13 @@ def dashboard(
     if not list_studies(storage):
         raise LabError(f"no studies in {_safe_url(storage)}: run `lenet-lab sweep pooling` "
                        f"first, or name the database with --storage")
+    try:  # before the server says it listens: is the port free, the address ours?
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise LabError(f"cannot listen on {host}:{port} ({why}): choose another --port, or a "
+                       f"--host of this machine") from None
     out.print(f"optuna-dashboard on {_safe_url(storage)}: open http://{host}:{port}/ "
               f"(Ctrl-C stops it)")
     optuna_dashboard.run_server(optuna_storage(storage, read_only=True), host=host, port=port)

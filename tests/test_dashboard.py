@@ -51,6 +51,11 @@ def _get(url: str):
 def test_the_dashboard_lists_a_grid_studys_params_and_metric_names(tmp_path: Path) -> None:
     done = lenet_lab("sweep", "pooling", *QUICK, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = lenet_lab("dashboard", "--port", str(taken.getsockname()[1]), cwd=tmp_path)
+    assert busy.returncode == 1 and busy.stdout == ""
+    assert busy.stderr.endswith("(Address already in use): choose another --port, or a --host "
+                                "of this machine\n")
     port = _free_port()
     server = lenet_lab("dashboard", "--port", str(port), cwd=tmp_path, wait=False)
     base = f"http://127.0.0.1:{port}/api"
