@@ -143,3 +143,21 @@ def test_user_text_stays_out_of_plotly() -> None:
         shown = figure.to_json()
         assert "injected" not in shown and '"A1"' in shown  # figures name arms by key
     assert draw.text(link) == '&lt;a href="#injected"&gt;click&lt;/a&gt;&lt;b&gt;x&lt;/b&gt;'
+
+
+def test_queued_trials_read_with_their_arm_and_values() -> None:
+    import json
+
+    from lenet_lab.store.queries import _with_queued_arms
+
+    frame = pd.DataFrame({"trial": [0, 1], "arm": ["pooling=avg", None], "is_control": [1, None],
+                          "stage": ["grid", None], "pooling": ["avg", None],
+                          "state": ["complete", "waiting"]})
+    queued = [(1, "arm", json.dumps("pooling=max")), (1, "control", "false"),
+              (1, "stage", json.dumps("grid")),
+              (1, "values", json.dumps(json.dumps({"pooling": "max"})))]
+    filled = _with_queued_arms(frame, queued)
+    assert filled.arm.tolist() == ["pooling=avg", "pooling=max"]
+    assert filled.pooling.tolist() == ["avg", "max"] and filled.is_control.tolist() == [1, False]
+    names = compute.arm_names(filled)
+    assert names["pooling=max"].key == "A1" and names["pooling=max"].values == {"pooling": "max"}

@@ -181,7 +181,7 @@ class Answer:
         """The index's line: the leader's effect with its interval and verdict, or what
         did not learn, and the budget."""
         control = next((a for a in self.arms if a.is_control), None)
-        spent = f" ({self.budget.describe()})" if self.budget else ""
+        spent = f" ({self.budget.describe()})" if self.budget and self.budget.seeds[1] else ""
         if control is None or control.outcome.outcome is None:
             return f"no finished trials of the book's network yet{spent}"
         if not control.outcome.learned:
@@ -251,7 +251,8 @@ def study_answer(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
               for name, source in attrs.get("arm_sources", {}).items()]
     if until:
         extra.append(_until_note(answer, until))
-    extra.append(f"Budget: {spent.describe()}.")
+    if spent.seeds[1]:  # a budget says nothing before a trial has finished
+        extra.append(f"Budget: {spent.describe()}.")
     answer.headline = " ".join([answer.headline, *(x for x in extra if x)])
     return answer
 

@@ -173,21 +173,25 @@ def study_frames(db: Engine, name: str):
         queued = conn.execute(sa.text(
             "SELECT t.number, a.key, a.value_json FROM trial_user_attributes a JOIN trials t "
             "ON t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id "
-            "WHERE s.study_name = :s AND a.key IN ('arm', 'control', 'stage')"),
+            "WHERE s.study_name = :s AND a.key IN ('arm', 'control', 'stage', 'values')"),
             {"s": name}).all()
     return _with_queued_arms(results, queued), epochs
 
 
 def _with_queued_arms(results, queued):
     """Trials that no worker has started yet have no lab_trials row: their arm, control
-    flag and stage come from what the queue gave Optuna, so no arm reads as missing."""
+    flag, stage and the arm's own field values come from what the queue gave Optuna, so
+    no arm reads as missing."""
     import json
 
     import pandas as pd
 
     column = {"arm": "arm", "control": "is_control", "stage": "stage"}
-    found = pd.DataFrame([(n, column[k], json.loads(v)) for n, k, v in queued],
-                         columns=["trial", "column", "value"])
+    found = pd.DataFrame(
+        [(n, column[k], json.loads(v)) for n, k, v in queued if k != "values"] +
+        [(n, name, value) for n, k, v in queued if k == "values"  # the arm's own fields
+         for name, value in json.loads(json.loads(v)).items()],
+        columns=["trial", "column", "value"])
     for name, rows in found.groupby("column"):
         if name in results:
             values = results.trial.map(dict(zip(rows.trial, rows.value)))
