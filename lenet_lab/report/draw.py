@@ -212,7 +212,8 @@ def activation_maps(maps: dict[str, Any], title: str, *,
                               align="right")
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False)
-    figure.update_layout(title=title, width=width, height=int(cell * len(rows)) + 90,
+    figure.update_layout(title=title, width=int(label_width + 10 + cell * columns),  # square cells
+                         height=int(cell * len(rows)) + 90,
                          template="plotly_white",
                          margin={"l": label_width, "r": 10, "t": 60, "b": 10})
     return figure
