@@ -19,6 +19,7 @@ from lenet_lab.sweep.plan import grid_choices
 from lenet_lab.sweep.queue import open_study
 from lenet_lab.sweep_file import load_sweep
 from tests.conftest import lenet_lab
+from tests.test_many_workers import pg  # noqa: F401 (a fixture)
 from tests.test_queue import StandIn, done, plan_for, rows
 
 
@@ -67,6 +68,19 @@ def test_a_grid_grown_after_its_study_began_runs_on_without_that_param(tmp_path:
                              ("activation=tanh", {}),  # Optuna keeps a param's first choices
                              ("book", {"activation": "sigmoid"})]
     assert done(rows(tmp_path)) == [("activation=relu", 0), ("activation=tanh", 0), ("book", 0)]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def test_the_dashboards_storage_cannot_delete_a_study(kind: str, request, tmp_path: Path) -> None:
+    url = request.getfixturevalue("pg").new_database("dashboard") if kind == "postgres" \
+        else f"sqlite:///{tmp_path}/studies.db"
+    sweep = load_sweep("pooling").with_run(engine="torch", epochs=1, seeds=1, subset=200)
+    plan = plan_sweep(sweep, storage=url, device="cpu")
+    run_sweep(plan, trainer=StandIn())
+    reader = store.optuna_storage(url, read_only=True)  # what `lenet-lab dashboard` serves
+    with pytest.raises(optuna.exceptions.StorageInternalError):  # the page's delete button
+        reader.delete_study(reader.get_study_id_from_name(plan.study_name))
+    assert optuna.get_all_study_names(url) == [plan.study_name]
 
 
 def test_dashboard_without_the_extra_or_studies_is_one_line(tmp_path: Path, monkeypatch,
