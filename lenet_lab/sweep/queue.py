@@ -277,9 +277,10 @@ def reconcile(plan: SweepPlan, study, rdb, db) -> None:
 def _fix_params(plan: SweepPlan, rdb, trial) -> None:
     """A grid trial queued before grids had params (no fixed params) fixes its arm's values
     now, as enqueue_trial would have: else the sampler makes up the values it registers."""
-    if "arm" in trial.user_attrs and not trial.system_attrs.get("fixed_params"):
-        if params := _queued_params(plan.sweep, json.loads(trial.user_attrs["values"])):
-            rdb.set_trial_system_attr(trial._trial_id, "fixed_params", params)
+    attrs = trial.user_attrs
+    if "arm" in attrs and not trial.system_attrs.get("fixed_params") and \
+            (params := _queued_params(plan.sweep, json.loads(attrs["values"]))):
+        rdb.set_trial_system_attr(trial._trial_id, "fixed_params", params)
 
 
 @store.retrying
