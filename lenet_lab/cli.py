@@ -350,7 +350,7 @@ def dashboard(
                                            "only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8080,
 ) -> None:
-    """Open the database in optuna-dashboard, live while a sweep runs (extra [dashboard]).
+    """Open the database in optuna-dashboard, live while a sweep runs (the dashboard extra).
 
     Grid and search trials show their parameters, and the objectives their names."""
     import socket
