@@ -350,10 +350,13 @@ def dashboard(
                                            "only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8080,
 ) -> None:
-    """Open the database in optuna-dashboard, live while a sweep runs (extra [dashboard]).
+    """Open the database in optuna-dashboard, live while a sweep runs (the dashboard extra).
 
     Grid and search trials show their parameters, and the objectives their names."""
     import socket
+    import warnings
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     from lenet_lab.store import list_studies, optuna_storage
 
@@ -365,16 +368,34 @@ def dashboard(
     if not list_studies(storage):
         raise LabError(f"no studies in {_safe_url(storage)}: run `lenet-lab sweep pooling` "
                        f"first, or name the database with --storage")
-    try:  # before the server says it listens: is the port free, the address ours?
-        with socket.create_server((host, port)):
-            pass
+
+    class Server(ThreadingMixIn, WSGIServer):  # as optuna-dashboard's own command serves
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass  # no access-log line for each of the page's polls
+
+    # Kept out like other libraries' warnings: Optuna's notes while the page computes, such
+    # as "Some regimes for parameter `pooling` have less than 2 trials" (importances of a
+    # 1-seed grid). "optuna" matches Optuna's modules and, on Python 3.12+, the dashboard's.
+    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
+    app = optuna_dashboard.wsgi(optuna_storage(storage, read_only=True))
+    try:
+        server = make_server(host, port, app, server_class=Server, handler_class=Quiet)
     except OSError as exc:
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        why = exc.strerror or str(exc)
         raise LabError(f"cannot listen on {host}:{port} ({why}): choose another --port, or a "
                        f"--host of this machine") from None
-    out.print(f"optuna-dashboard on {_safe_url(storage)}: open http://{host}:{port}/ "
-              f"(Ctrl-C stops it)")
-    optuna_dashboard.run_server(optuna_storage(storage, read_only=True), host=host, port=port)
+    with server:
+        address = f"[{host}]" if ":" in host else host
+        out.print(f"optuna-dashboard on {_safe_url(storage)}: open http://{address}:{port}/ "
+                  f"(Ctrl-C stops it)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass  # the way to stop it
 
 
 @app.command("activations")

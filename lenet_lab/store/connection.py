@@ -165,6 +165,9 @@ def optuna_storage(url: str | StorageUrl, *, on_stale: Callable[..., None] | Non
     where = url if isinstance(url, StorageUrl) else parse_storage(url)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} \
         if where.backend == "sqlite" else {}
+    if read_only and where.backend == "postgresql":  # SQLite: reader_url; here the server
+        # refuses writes (optuna-dashboard's page has delete and rename buttons)
+        engine_kwargs = {"connect_args": {"options": "-c default_transaction_read_only=on"}}
     options: dict[str, Any] = {}
     if on_stale is not None:
         options = {"heartbeat_interval": HEARTBEAT_S, "grace_period": math.ceil(grace_seconds()),

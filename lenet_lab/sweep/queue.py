@@ -127,11 +127,15 @@ def _enqueue_missing(plan: SweepPlan, study, db) -> None:
                 _enqueue(plan, study, arm, seed, stage)
 
 
+def _queued_params(sweep, values: dict[str, Any]) -> dict[str, Any]:
+    """The params a queued arm fixes: a grid's varying fields, a search's space."""
+    keys = grid_choices(sweep) or sweep.space
+    return {key: encode_param(values.get(key, sweep.control()[key])) for key in keys}
+
+
 def _enqueue(plan: SweepPlan, study, arm: Arm, seed: int, stage: str) -> None:
     sweep, values = plan.sweep, arm.as_dict()
-    keys = grid_choices(sweep) or sweep.space  # the params each trial registers
-    params = {key: encode_param(values.get(key, sweep.control()[key])) for key in keys}
-    study.enqueue_trial(params, user_attrs={
+    study.enqueue_trial(_queued_params(sweep, values), user_attrs={
         "arm": arm.label, "seed": seed, "control": sweep.is_control(values), "stage": stage,
         "values": json.dumps({k: encode_param(v) for k, v in values.items()})})
 
@@ -270,6 +274,15 @@ def reconcile(plan: SweepPlan, study, rdb, db) -> None:
         _reconcile_locked(plan, study, rdb, db)
 
 
+def _fix_params(plan: SweepPlan, rdb, trial) -> None:
+    """A grid trial queued before grids had params (no fixed params) fixes its arm's values
+    now, as enqueue_trial would have: else the sampler makes up the values it registers."""
+    attrs = trial.user_attrs
+    if "arm" in attrs and not trial.system_attrs.get("fixed_params") and \
+            (params := _queued_params(plan.sweep, json.loads(attrs["values"]))):
+        rdb.set_trial_system_attr(trial._trial_id, "fixed_params", params)
+
+
 @store.retrying
 def claim(plan: SweepPlan, study, rdb, db, key=None) -> list:
     """Queued trials, taken atomically: the first waiting one, and with `key` (a frozen
@@ -296,6 +309,7 @@ def claim(plan: SweepPlan, study, rdb, db, key=None) -> list:
             try:
                 if rdb.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
                     rdb.record_heartbeat(trial_id)  # from now on its worker can be seen to die
+                    _fix_params(plan, rdb, waiting[trial_id])
                     group.append(optuna.Trial(study, trial_id))
                     wanted = found
             except optuna.exceptions.UpdateFinishedTrialError:

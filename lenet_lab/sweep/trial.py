@@ -79,7 +79,11 @@ def trial_values(worker: TrialHost, trial) -> TrialValues:
     attrs = trial.user_attrs
     if "arm" in attrs:  # register the queued params with Optuna (a grid's: its choices)
         for key, dimension in (grid_choices(sweep) or sweep.space).items():
-            _suggest(trial, key, dimension)
+            try:
+                _suggest(trial, key, dimension)
+            except ValueError:  # Optuna keeps a param's first choices: a grid whose values
+                if sweep.run.sampler != "grid":  # changed since its study began goes on
+                    raise  # without the param (its values are in the user attrs)
         values = {k: decode_param(k, v) for k, v in json.loads(attrs["values"]).items()}
         return TrialValues(values, attrs["seed"], attrs["arm"], attrs["control"],
                            attrs.get("stage", sweep.queued_stage))
