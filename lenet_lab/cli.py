@@ -354,7 +354,6 @@ def dashboard(
 
     Grid and search trials show their parameters, and the objectives their names."""
     import socket
-    import warnings
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -377,10 +376,6 @@ def dashboard(
         def log_message(self, *args: Any) -> None:
             pass  # no access-log line for each of the page's polls
 
-    # Kept out like other libraries' warnings: Optuna's notes while the page computes, such
-    # as "Some regimes for parameter `pooling` have less than 2 trials" (importances of a
-    # 1-seed grid). "optuna" matches Optuna's modules and, on Python 3.12+, the dashboard's.
-    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     app = optuna_dashboard.wsgi(optuna_storage(storage, read_only=True))
     try:
         server = make_server(host, port, app, server_class=Server, handler_class=Quiet)

@@ -46,11 +46,14 @@ class EngineUnavailable(LabError):
 
 def quiet_library_warnings() -> None:
     """Keep libraries' warnings (pandas' and numpy's FutureWarnings and deprecations,
-    Optuna's "experimental" notes) out of a command's output: they are for developers,
-    whose tests fail on the ones our code triggers (pyproject.toml), not for users."""
+    Optuna's "experimental" notes and its UserWarnings, such as importances' "Some regimes
+    for parameter `pooling` have less than 2 trials") out of a command's output: they are
+    for developers, whose tests fail on the ones our code triggers (pyproject.toml), not
+    for users. "optuna" matches Optuna's modules and, on Python 3.12+, optuna-dashboard's."""
     import warnings
 
     for category in (FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=r".*is experimental \(supported from")
+    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
 

@@ -82,9 +82,12 @@ def arm_keys(trials: Iterable[tuple[int, str, bool]]) -> dict[str, str]:
     """{arm: key} from (trial number, arm, is control) rows: the control is `book`, the
     others A1, A2, ... in the order of their first trial."""
     keys: dict[str, str] = {}
+    others = 0
     for _, arm, control in sorted(trials, key=lambda row: row[0]):
-        if arm not in keys:
-            keys[arm] = "book" if control else f"A{sum(k != 'book' for k in keys.values()) + 1}"
+        if arm in keys:
+            continue
+        others += not control
+        keys[arm] = "book" if control else f"A{others}"
     return keys
 
 

@@ -111,14 +111,13 @@ def learning_curves(curves: dict[str, pd.DataFrame], arms: list[ArmStats],
                 customdata=frame["seeds"],
                 hovertemplate=f"{key}, epoch %{{x}}: %{{y:.4g}} (%{{customdata}} seeds)"
                               "<extra></extra>"), row=row, col=1)
-    figure.update_yaxes(type="log", row=1, col=1, tickformat=NUMBER)
+    figure.update_yaxes(tickformat=NUMBER)
+    figure.update_yaxes(type="log", row=1, col=1)
     for row, metric in ((2, "train_acc"), (3, "test_acc")):
         values = [v for a in arms if a.arm in curves for c in ("min", "max")
                   for v in curves[a.arm][f"{metric}_{c}"].dropna()]
         if values:
             figure.update_yaxes(range=_padded(values, 0.05), row=row, col=1)
-    figure.update_yaxes(tickformat=NUMBER, row=2, col=1)
-    figure.update_yaxes(tickformat=NUMBER, row=3, col=1)
     last = max((int(frame.epoch.max()) for frame in curves.values()), default=1)
     figure.update_xaxes(tick0=1, dtick=max(1, -(-last // 10)), range=[0.8, last + 0.2])
     figure.update_xaxes(title_text="epoch", row=3, col=1)
