@@ -20,17 +20,16 @@ import optuna
 import sqlalchemy as sa
 
 from lenet_lab import store
-from lenet_lab.store import schema
 from lenet_lab.report import build_report
 from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.store import schema
 
 
-def synthetic_study(url: str, trials: int, epochs: int) -> None:
+def synthetic_study(db: store.Database, trials: int, epochs: int) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    engine = store.connect(url)
-    study = optuna.create_study(storage=url, study_name="synthetic", direction="maximize")
-    store.ensure_schema(engine)
-    store.record_study(engine, {
+    study = optuna.create_study(storage=db.optuna(), study_name="synthetic", direction="maximize")
+    store.ensure_schema(db)
+    store.record_study(db, {
         "study_name": "synthetic", "sweep": "kernel", "title": "Synthetic: 1,000 trials",
         "exercise": 3, "sweep_file": "", "sweep_sha256": "0" * 64, "engine": "torch",
         "engine_version": "-", "device": "cpu", "device_name": "-",
@@ -54,7 +53,7 @@ def synthetic_study(url: str, trials: int, epochs: int) -> None:
         epoch_rows += [{"trial_id": trial._trial_id, "epoch": e, "train_loss": 2.3 / e,
                         "train_acc": accuracy * e / epochs, "test_acc": accuracy * e / epochs,
                         "examples_per_sec": 7000.0, "seconds": 8.0} for e in range(1, epochs + 1)]
-    with engine.begin() as conn:
+    with db.transaction() as conn:
         conn.execute(sa.insert(schema.lab_trials), trial_rows)
         conn.execute(sa.insert(schema.lab_epochs), epoch_rows)
 
@@ -66,9 +65,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{folder}/studies.db"
-        synthetic_study(url, args.trials, args.epochs)
+        with store.Database(url) as db:
+            synthetic_study(db, args.trials, args.epochs)
         start = time.perf_counter()
-        index = build_report(url, out=Path(folder) / "reports", activations=False)
+        with store.Database(url, read_only=True) as db:
+            index = build_report(db, out=Path(folder) / "reports", activations=False)
         seconds = time.perf_counter() - start
         size = sum(p.stat().st_size for p in index.parent.glob("study-*.html"))
     print(f"report for {args.trials} trials x {args.epochs} epochs: {seconds:.2f} s "

@@ -12,7 +12,7 @@ the same device, with the same batch size:
   MXNet's network is hybridized with static allocation.
 - optional engine modes (torch: `compile`) run lenet-lab's path with that mode.
 - `fuse` K (torch): K copies of the network trained as one fused model (seeds 0..K-1,
-  train.train_fused's session); their examples/sec is summed over the K members, so
+  the torch engine's fused session); their examples/sec is summed over the K members, so
   "x lenet-lab" above 1 means K fused trials finish sooner than K trials one by one.
   With the graphs mode among `modes`, each K also runs graphed.
 
@@ -35,7 +35,7 @@ from lenet_lab.engines import get_engine, parse_device
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LeNetSpec, TrainConfig
 
-__all__ = ["BenchResult", "PathTiming", "run_bench"]
+__all__ = ["BenchResult", "PathTiming", "parse_counts", "run_bench"]
 
 REFERENCE = "book-style reference loop"
 OURS = "lenet-lab"
@@ -93,6 +93,15 @@ class BenchResult:
         return data
 
 
+def parse_counts(text: str | None) -> tuple[int, ...]:
+    """`--fuse 1,3,6` -> (1, 3, 6)."""
+    try:
+        return tuple(int(part) for part in text.split(",")) if text else ()
+    except ValueError:
+        raise SpecError(f"--fuse takes whole numbers separated by commas, such as 1,3,6, "
+                        f"not {text!r}") from None
+
+
 def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, warmup: int = 1,
               batch_size: int = 256, subset: int | None = None, modes: tuple[str, ...] = (),
               fuse: tuple[int, ...] = (), data_dir: str | None = None,
@@ -110,9 +119,9 @@ def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, w
         data = data.subset(subset)
     spec, config = LeNetSpec(), TrainConfig(batch_size=batch_size, epochs=warmup + epochs)
     plans = [(REFERENCE, "book"), (OURS, "default")] + [(f"{OURS} ({m})", m) for m in modes]
-    sessions = [(PathTiming(name, mode), backend.session(spec, config, data, chosen, mode=mode))
+    sessions = [(PathTiming(name, mode), backend.session(spec, [config], data, chosen, mode=mode))
                 for name, mode in plans]
-    if fuse:
+    if fuse:  # K = 1 too: the fused model's own cost, beside the plain session's
         from lenet_lab.engines.torch_fused import FusedSession
 
         fused_modes = ["default"] + [m for m in modes if m == "graphs"]
@@ -129,11 +138,9 @@ def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, w
                 progress(timing.path, epoch + 1, warmup + epochs)
             if timing.path == REFERENCE:
                 totals = session.reference_epoch(order, data.train_images, data.train_labels)
-            elif timing.mode.startswith("fused:"):  # every member the same order; all count
+            else:  # every member (one unless fused) the same order; all count
                 members = session.train_epoch(np.tile(order, (session.members, 1)))
                 totals = replace(members[0], examples=sum(m.examples for m in members))
-            else:
-                totals = session.train_epoch(order)
             if epoch < warmup:
                 timing.warmup_seconds.append(totals.seconds)
             else:

@@ -46,6 +46,8 @@ __all__ = [
     "TrainConfig",
     "check_fits_data",
     "field_kind",
+    "field_param",
+    "field_value",
     "format_widths",
     "from_options",
     "parse_widths",
@@ -297,6 +299,26 @@ def field_kind(name: str) -> str:
     """widths, int, float, bool, choice or text: read off the dataclass field's type."""
     kind = _KINDS[str(SPEC_FIELDS[name].type)]
     return "choice" if name in CHOICES else kind
+
+
+def field_value(name: str, value: Any) -> Any:
+    """A field's value as the spec takes it, however it was stored: numpy scalars
+    unwrapped, SQLite's 0/1 as a bool, whole numbers that pandas read as floats as ints,
+    width lists written as text ("6,16" in SQL and in Optuna's params) as tuples."""
+    value = value.item() if hasattr(value, "item") else value
+    kind = field_kind(name)
+    if kind == "widths":
+        return parse_widths(value, name) if isinstance(value, str) else tuple(value)
+    if kind == "bool":
+        return bool(value)
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def field_param(value: Any) -> Any:
+    """A field's value as an Optuna param, which must be a scalar: widths as text."""
+    return format_widths(value) if isinstance(value, (list, tuple)) else value
 
 
 def from_options(cls: type, values: dict[str, Any]) -> Any:

@@ -1,10 +1,14 @@
-"""Engine-neutral training run with the book's train_ch5 semantics.
+"""Engine-neutral training with the book's train_ch5 semantics: one loop for K members.
 
 Per epoch: shuffle (a numpy generator seeded by config.seed, so both engines see the
 same batches), one pass of minibatch updates, then the test accuracy. Examples/sec
 counts training examples over training time only, evaluation excluded, as the book
 does; the engine synchronises the device before it reads the clock. A loss that turns
 NaN or infinite ends the run as diverged instead of raising.
+
+`train_members` runs K members (K trials of one network shape; K > 1 fuses them into
+one model on torch) and `train` is its K = 1 case: the epoch, metric and divergence
+logic exist once.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine, parse_device
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig, check_fits_data
 
-__all__ = ["EpochMetrics", "TrainResult", "fuse_key", "train", "train_fused"]
+__all__ = ["EpochMetrics", "TrainResult", "throughput", "train", "train_members"]
 
 
 @dataclass(frozen=True)
@@ -74,18 +78,14 @@ class TrainResult:
     @property
     def examples_per_sec(self) -> float:
         """All training examples over all training time, like the book's closing line."""
-        seconds = sum(e.seconds for e in self.epochs)
-        return self.train_examples * len(self.epochs) / seconds if seconds else 0.0
+        return throughput(self.epochs)
 
 
-def fuse_key(spec: LeNetSpec, config: TrainConfig) -> tuple | None:
-    """Trials with equal keys can train as one fused model (train_fused); None: this one
-    cannot. Members share the network and the loop's shape; they may differ in seed, lr,
-    weight decay and init. Dropout and batch norm draw random numbers or keep running
-    statistics per call, which a vmapped model cannot reproduce member by member."""
-    if spec.dropout or spec.batch_norm:
-        return None
-    return (spec, config.dataset, config.batch_size, config.epochs, config.optimizer)
+def throughput(epochs: list[EpochMetrics]) -> float:
+    """Examples/sec over all epochs: every training example over all training time (the
+    book's closing line, the stored trial's and the study's)."""
+    seconds = sum(e.seconds for e in epochs)
+    return sum(e.examples_per_sec * e.seconds for e in epochs) / seconds if seconds else 0.0
 
 
 def _diverged(epoch: int, train_loss: float, config: TrainConfig) -> str:
@@ -103,97 +103,75 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
           on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
     """Train one network; the defaults are the book's run.
 
-    `on_epoch` is called after every finished epoch (a sweep reports and prunes there;
-    an exception it raises ends the run). `on_start(result, data)` is called once the
-    network is on its device, `on_batch(k)` after the k-th batch of an epoch, and
-    `on_download(file, done, total)` while missing dataset files are downloaded.
-    With `keep_weights`, a completed run's result carries the trained parameters as
-    numpy arrays under engine-neutral names (see Session.weights).
+    `on_epoch` is called after every finished epoch (an exception it raises ends the
+    run). `on_start(result, data)` is called once the network is on its device,
+    `on_batch(k)` after the k-th batch of an epoch, and `on_download(file, done, total)`
+    while missing dataset files are downloaded. With `keep_weights`, a completed run's
+    result carries the trained parameters as numpy arrays under engine-neutral names
+    (see Session.weights).
     """
-    spec = spec or LeNetSpec()
-    config = config or TrainConfig()
-    check_fits_data(spec, config)
-    backend = get_engine(engine)
-    chosen = backend.resolve_device(parse_device(device))
-    if data is None:
-        data = load_dataset(config.dataset, data_dir=data_dir, progress=on_download)
-    if subset is not None:
-        data = data.subset(subset)
-    session = backend.session(spec, config, data, chosen)
-    n = len(data.train_labels)
-    result = TrainResult(
-        spec=spec, config=config, engine=engine, engine_version=backend.version(),
-        device=str(session.device),
-        device_name=backend.device_name(chosen),
-        train_examples=n, test_examples=len(data.test_labels))
-    if on_start:
-        on_start(result, data)
-    rng = np.random.default_rng(config.seed)
-    for epoch in range(1, config.epochs + 1):
-        totals = session.train_epoch(rng.permutation(n), on_batch=on_batch)
-        train_loss = totals.loss_sum / totals.examples
-        speed = totals.examples / totals.seconds if totals.seconds else 0.0
-        if not math.isfinite(train_loss):
-            result.epochs.append(EpochMetrics(epoch, train_loss, totals.correct / totals.examples,
-                                              math.nan, speed, totals.seconds))
-            result.status, result.reason = Status.DIVERGED, _diverged(epoch, train_loss, config)
-            break
-        metrics = EpochMetrics(epoch, train_loss, totals.correct / totals.examples,
-                               session.evaluate(), speed, totals.seconds)
-        result.epochs.append(metrics)
-        if on_epoch:
-            on_epoch(metrics)
-    if keep_weights and result.status is Status.COMPLETE:
-        result.weights = session.weights()
-    return result
+    return train_members(
+        spec or LeNetSpec(), [config or TrainConfig()], engine=engine, device=device, data=data,
+        subset=subset, data_dir=data_dir, keep_weights=keep_weights, on_download=on_download,
+        on_start=on_start and (lambda results, data: on_start(results[0], data)),
+        on_batch=on_batch, on_epoch=on_epoch and (lambda _, metrics: on_epoch(metrics)))[0]
 
 
-def train_fused(spec: LeNetSpec, configs: list[TrainConfig], *, device: str = "auto",
-                data: Dataset, keep_weights: bool = False,
-                on_epoch: Callable[[int, EpochMetrics], bool] | None = None
-                ) -> list[TrainResult]:
-    """Train len(configs) networks of one spec as one fused model (torch engine).
+def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = "mxnet",
+                  device: str = "auto", data: Dataset | None = None, subset: int | None = None,
+                  data_dir: str | Path | None = None, keep_weights: bool = False,
+                  on_download: Callable[[str, int, int], None] | None = None,
+                  on_start: Callable[[list[TrainResult], Dataset], None] | None = None,
+                  on_batch: Callable[[int], None] | None = None,
+                  on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None,
+                  ) -> list[TrainResult]:
+    """Train len(configs) networks of one spec: one alone, several (torch, one
+    engines.fuse_key) as one fused model; one result per config, in order.
 
-    Each member runs as `train` would run it alone: its seed shuffles its data and sets
-    its initial weights, and its result holds its own metrics. A member whose loss turns
-    NaN or infinite is frozen and marked diverged while the others go on;
+    Each member runs as it would alone: its seed shuffles its data and sets its initial
+    weights, and its result holds its own metrics. A member whose loss turns NaN or
+    infinite is frozen and marked diverged while the others go on;
     `on_epoch(member, metrics)` returning True stops that member too (pruning).
     """
     for config in configs:
         check_fits_data(spec, config)
-    backend = get_engine("torch")  # first: it sets torch's threads as the engine does
-    from lenet_lab.engines.torch_fused import FusedSession
-
+    backend = get_engine(engine)
     chosen = backend.resolve_device(parse_device(device))
-    session = FusedSession(spec, configs, data, chosen)
+    if data is None:
+        data = load_dataset(configs[0].dataset, data_dir=data_dir, progress=on_download)
+    if subset is not None:
+        data = data.subset(subset)
+    session = backend.session(spec, configs, data, chosen)
     n = len(data.train_labels)
-    results = [TrainResult(spec=spec, config=config, engine="torch",
-                           engine_version=backend.version(), device=str(chosen),
+    results = [TrainResult(spec=spec, config=config, engine=engine,
+                           engine_version=backend.version(), device=str(session.device),
                            device_name=backend.device_name(chosen), train_examples=n,
                            test_examples=len(data.test_labels)) for config in configs]
+    if on_start:
+        on_start(results, data)
     rngs = [np.random.default_rng(config.seed) for config in configs]
-    running = set(range(len(configs)))
+    running = list(range(len(configs)))
     for epoch in range(1, configs[0].epochs + 1):
+        totals = session.train_epoch(np.stack([rng.permutation(n) for rng in rngs]),
+                                     on_batch=on_batch)
+        losses = {k: totals[k].loss_sum / totals[k].examples for k in running}
+        finite = [k for k in running if math.isfinite(losses[k])]
+        accuracies = session.evaluate() if finite else []
+        for member in list(running):
+            result, part, loss = results[member], totals[member], losses[member]
+            speed = part.examples / part.seconds if part.seconds else 0.0
+            metrics = EpochMetrics(epoch, loss, part.correct / part.examples,
+                                   accuracies[member] if member in finite else math.nan,
+                                   speed, part.seconds)
+            result.epochs.append(metrics)
+            if member not in finite:
+                result.status, result.reason = Status.DIVERGED, _diverged(epoch, loss,
+                                                                          result.config)
+            if member not in finite or (on_epoch and on_epoch(member, metrics)):
+                session.freeze(member)
+                running.remove(member)
         if not running:
             break
-        orders = np.stack([rng.permutation(n) for rng in rngs])
-        totals = session.train_epoch(orders)
-        accuracies = session.evaluate()
-        for member in sorted(running):
-            result, part = results[member], totals[member]
-            train_loss = part.loss_sum / part.examples
-            speed = part.examples / part.seconds if part.seconds else 0.0
-            finite = math.isfinite(train_loss)
-            metrics = EpochMetrics(epoch, train_loss, part.correct / part.examples,
-                                   accuracies[member] if finite else math.nan, speed,
-                                   part.seconds)
-            result.epochs.append(metrics)
-            if not finite:
-                result.status = Status.DIVERGED
-                result.reason = _diverged(epoch, train_loss, result.config)
-            if not finite or (on_epoch and on_epoch(member, metrics)):
-                session.freeze(member)
-                running.discard(member)
     if keep_weights:
         for member, result in enumerate(results):
             if result.status is Status.COMPLETE:

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from lenet_lab.data import Dataset, load_dataset
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import CHOICES, LeNetSpec
+from lenet_lab.train import EpochMetrics, TrainResult
+from tests import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("LENET_LAB_DATA") or ROOT.parent / "shared" / "data")
@@ -92,3 +94,74 @@ specs = st.builds(
     batch_norm=st.booleans(),
     dropout=st.sampled_from([0.0, 0.25, 0.5]),
 ).filter(lambda spec: spec is not None)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the test session (tests/postgres.py)."""
+    if not postgres.available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is missing: .ci/run installs Debian's postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = postgres.Postgres()
+    yield server
+    server.close()
+
+
+class StandIn:
+    """Trains nothing, in place of train.train_members (the one loop a sweep's trial
+    calls), so that queue and resume tests run whole sweeps in seconds against a real
+    SQLite file and Optuna's real storage; tests/test_sweep.py runs the same paths with
+    real training. Test accuracy 0.5 + seed/100 (+0.1 for max pooling); each group of
+    members it was handed is kept in `groups`, each member in `calls`; with
+    `stop_after`, the call after that many members raises KeyboardInterrupt (Ctrl-C)."""
+
+    def __init__(self, *, stop_after: int | None = None) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.groups: list[list[tuple[str, int]]] = []
+        self.stop_after = stop_after
+
+    def __call__(self, spec, configs, *, on_epoch=None, **_) -> list[TrainResult]:
+        self.groups.append([(spec.pooling, c.seed) for c in configs])
+        results = []
+        for member, config in enumerate(configs):
+            if self.stop_after is not None and len(self.calls) == self.stop_after:
+                raise KeyboardInterrupt
+            self.calls.append((spec.pooling, config.seed))
+            result = TrainResult(spec, config, "torch", "stand-in", "cpu", "none", 100, 100,
+                                 weights={"conv0.weight": [[0.0]]})
+            accuracy = 0.5 + config.seed / 100 + (0.1 if spec.pooling == "max" else 0)
+            for epoch in range(1, config.epochs + 1):
+                metrics = EpochMetrics(epoch, 1.0 / epoch, accuracy, accuracy, 1000.0, 0.1)
+                result.epochs.append(metrics)
+                if on_epoch and on_epoch(member, metrics):
+                    break
+            results.append(result)
+        return results
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch):
+    """install(**options) -> a StandIn that sweeps in this process train with."""
+    def install(**options) -> StandIn:
+        trainer = StandIn(**options)
+        monkeypatch.setattr("lenet_lab.sweep.trial.train_members", trainer)
+        return trainer
+
+    return install
+
+
+def plan_for(folder: Path, name: str = "pooling", epochs: int = 2, seeds: int | None = 2,
+             fuse: int = 1):
+    """A torch plan of a shipped (or given) sweep on <folder>/studies.db."""
+    from lenet_lab.store import Database
+    from lenet_lab.sweep import plan_sweep
+    from lenet_lab.sweep_file import load_sweep
+
+    sweep = load_sweep(name).with_run(engine="torch", epochs=epochs, seeds=seeds, subset=200)
+    return plan_sweep(sweep, Database(f"sqlite:///{folder}/studies.db"), device="cpu", fuse=fuse)
+
+
+def done(frame: pd.DataFrame) -> list[tuple[str, int]]:
+    complete = frame[frame.state == "complete"]
+    return sorted(zip(complete.arm, complete.seed))

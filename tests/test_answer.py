@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 import pytest
 
-from lenet_lab.report import answer, compute
-from lenet_lab.report.answer import Decision
-from lenet_lab.report.outcomes import Outcome, arm_outcome, trial_outcome
+from lenet_lab.results import StudyData, answer, arms, stats
+from lenet_lab.results.answer import Decision
+from lenet_lab.results.outcomes import Outcome, arm_outcome, trial_outcome
 
 LN10 = math.log(10)
 
@@ -55,30 +56,30 @@ def test_arm_outcome_counts_and_severity() -> None:
 
 
 def test_holm_step_down() -> None:
-    assert answer.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert answer.holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
-    adjusted = answer.holm([math.nan, 0.2])
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
+    adjusted = stats.holm([math.nan, 0.2])
     assert math.isnan(adjusted[0]) and adjusted[1] == pytest.approx(0.2)
-    assert answer.holm([]) == []
+    assert stats.holm([]) == []
 
 
 def test_welch_p_edges() -> None:
-    assert answer.welch_p([0.8, 0.81, 0.82], [0.8, 0.81, 0.82]) == pytest.approx(1.0)
-    assert answer.welch_p([0.1, 0.1], [0.1, 0.1]) == 1.0  # zero variance, same mean
-    assert answer.welch_p([0.2, 0.2], [0.1, 0.1]) == 0.0  # zero variance, different means
-    assert math.isnan(answer.welch_p([0.8], [0.7, 0.71]))
-    assert answer.welch_p([0.86, 0.87, 0.88], [0.80, 0.81, 0.82]) < 0.01
-    from scipy import stats
+    assert stats.welch_p([0.8, 0.81, 0.82], [0.8, 0.81, 0.82]) == pytest.approx(1.0)
+    assert stats.welch_p([0.1, 0.1], [0.1, 0.1]) == 1.0  # zero variance, same mean
+    assert stats.welch_p([0.2, 0.2], [0.1, 0.1]) == 0.0  # zero variance, different means
+    assert math.isnan(stats.welch_p([0.8], [0.7, 0.71]))
+    assert stats.welch_p([0.86, 0.87, 0.88], [0.80, 0.81, 0.82]) < 0.01
+    from scipy.stats import ttest_ind
 
     a, b = [0.86, 0.87, 0.885, 0.9], [0.80, 0.81, 0.82]
-    assert answer.welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert stats.welch_p(a, b) == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def rows(arms: dict[str, list], *, loss: float = 0.5, epochs: int = 10,
+def rows(by_arm: dict[str, list], *, loss: float = 0.5, epochs: int = 10,
          subset: int | None = None, stage: str = "grid") -> pd.DataFrame:
     """lab_results-like rows: the first arm is the control; None test_acc = diverged."""
     out = []
-    for k, (arm, values) in enumerate(arms.items()):
+    for k, (arm, values) in enumerate(by_arm.items()):
         for seed, acc in enumerate(values):
             out.append({"trial": len(out), "arm": arm, "is_control": k == 0, "seed": seed,
                         "state": "complete" if acc is not None else "diverged",
@@ -92,8 +93,15 @@ def rows(arms: dict[str, list], *, loss: float = 0.5, epochs: int = 10,
     return pd.DataFrame(out)
 
 
+def study_answer(frame: pd.DataFrame, *, settings: dict | None = None,
+                 attrs: dict | None = None) -> answer.Answer:
+    """The answer for synthetic rows, as results.study_answer reads a stored study."""
+    meta = {"settings": json.dumps(settings)} if settings else {}
+    return answer.study_answer(StudyData("synthetic", meta, frame, pd.DataFrame(), attrs or {}))
+
+
 def headline(frame: pd.DataFrame, **kwargs) -> str:
-    return answer.study_answer(frame, **kwargs).headline
+    return study_answer(frame, **kwargs).headline
 
 
 def test_at_chance_says_did_not_learn_with_the_budget() -> None:
@@ -108,12 +116,12 @@ def test_at_chance_says_did_not_learn_with_the_budget() -> None:
 def test_a_tie_names_no_winner() -> None:
     text = headline(rows({"book": [0.8, 0.8], "pooling=max": [0.8, 0.8]}))
     assert "No arm beats the book's network: A1 (pooling=max) matches it exactly" in text
-    found = answer.study_answer(rows({"book": [0.8, 0.8], "pooling=max": [0.8, 0.8]}))
+    found = study_answer(rows({"book": [0.8, 0.8], "pooling=max": [0.8, 0.8]}))
     assert found.leader.decision is Decision.TIE
 
 
 def test_zero_variance_difference_is_decided_not_noise() -> None:
-    found = answer.study_answer(rows({"book": [0.80, 0.80], "max": [0.82, 0.82]}))
+    found = study_answer(rows({"book": [0.80, 0.80], "max": [0.82, 0.82]}))
     assert found.leader.decision is Decision.BETTER and "noise" not in found.headline
     assert "+0.020, 95% CI [+0.020, +0.020]" in found.headline
 
@@ -124,10 +132,10 @@ def test_better_worse_undecided_equivalent_one_seed() -> None:
              (0.79, 0.83, 0.81): Decision.UNDECIDED, (0.8101, 0.8099, 0.8100): Decision.UNDECIDED,
              (0.85,): Decision.ONE_SEED}
     for values, decision in cases.items():
-        found = answer.study_answer(rows({"book": book, "other": list(values)}))
+        found = study_answer(rows({"book": book, "other": list(values)}))
         assert found.leader.decision is decision, values
     near = [0.8100, 0.8101, 0.8102]
-    found = answer.study_answer(rows({"book": near, "other": [0.8101, 0.8102, 0.8103]}))
+    found = study_answer(rows({"book": near, "other": [0.8101, 0.8102, 0.8103]}))
     assert found.leader.decision is Decision.EQUIVALENT
     assert "by more than ±0.005" in found.headline
     undecided = headline(rows({"book": book, "other": [0.79, 0.83, 0.81]}))
@@ -136,16 +144,16 @@ def test_better_worse_undecided_equivalent_one_seed() -> None:
 
 def test_holm_can_withhold_a_difference_one_test_would_call() -> None:
     book, lucky = [0.80, 0.81, 0.82], [0.83, 0.845, 0.86]
-    alone = answer.study_answer(rows({"book": book, "lucky": lucky}))
+    alone = study_answer(rows({"book": book, "lucky": lucky}))
     assert alone.leader.decision is Decision.BETTER and alone.leader.p_adjusted < 0.05
     many = {"book": book, "lucky": lucky, **{f"a{i}": [0.80, 0.81, 0.82] for i in range(8)}}
-    found = answer.study_answer(rows(many))
+    found = study_answer(rows(many))
     assert found.leader.arm.arm == "lucky" and found.leader.decision is not Decision.BETTER
     assert "after Holm's adjustment for 9 arms" in found.headline
 
 
 def test_arms_that_did_not_learn_are_named_not_compared() -> None:
-    found = answer.study_answer(rows({"book": [0.80, 0.81], "relu": [0.85, 0.86],
+    found = study_answer(rows({"book": [0.80, 0.81], "relu": [0.85, 0.86],
                                       "tanh, lr=9": [None, None], "flat": [0.1, 0.1]}))
     assert [c.arm.arm for c in found.comparisons] == ["relu"]
     assert "2 arms did not learn at this budget" in found.headline
@@ -157,7 +165,7 @@ def test_arms_that_did_not_learn_are_named_not_compared() -> None:
 def test_arms_still_running_are_not_called_unlearned() -> None:
     frame = rows({"book": [0.80, 0.81], "max": [0.85, 0.86], "slow": [0.5]})
     frame.loc[frame.arm == "slow", ["state", "test_acc"]] = ["running", None]
-    found = answer.study_answer(frame)
+    found = study_answer(frame)
     assert "did not learn" not in found.headline
     assert "A2 (slow) has no result yet" in " ".join(found.verdicts)
 
@@ -169,16 +177,16 @@ def test_control_at_chance_other_arm_learned() -> None:
 
 def test_sequential_looks_widen_the_interval() -> None:
     frame = rows({"book": [0.80, 0.81, 0.82], "max": [0.825, 0.835, 0.845]})
-    once = answer.study_answer(frame)
+    once = study_answer(frame)
     until = {"max_seeds": 10, "start_seeds": 3, "margin": 0.005}
-    looked = answer.study_answer(frame, attrs={"until_decided": until})
+    looked = study_answer(frame, attrs={"until_decided": until})
     assert answer.looks(until) == 8 and looked.leader.looks == 8
     assert once.leader.decision is Decision.BETTER
     assert looked.leader.decision is Decision.UNDECIDED  # 8 looks: each at alpha / 8
     assert looked.leader.difference.low < once.leader.difference.low
     assert "99.4% CI" in looked.headline and "for 8 looks" in looked.headline
     assert "Until decided: 3 of at most 10 seeds so far, undecided." in looked.headline
-    done = answer.study_answer(rows({"book": [0.80] * 3, "max": [0.80] * 3}),
+    done = study_answer(rows({"book": [0.80] * 3, "max": [0.80] * 3}),
                                attrs={"until_decided": until})
     assert "stopped at 3 seeds because every seed gave the same accuracy" in done.headline
 
@@ -189,12 +197,12 @@ def test_search_answers_from_confirmation_only() -> None:
                            is_control=False, trial=[10, 13, 14]),
                        rows({"x": [0.84, 0.85]}, stage="confirm").assign(is_control=False,
                                                                           trial=[11, 12])])
-    found = answer.study_answer(frame, settings={"sampler": "tpe"})
+    found = study_answer(frame, settings={"sampler": "tpe"})
     assert found.leader.arm.test_acc.n == 2  # the lucky search trial is left out
     assert found.leader.arm.test_acc.mean == pytest.approx(0.845)
     assert "Best of 2 configurations searched (3 trials), confirmed with 2 seeds each" \
         in found.headline
-    unconfirmed = answer.study_answer(frame[frame.stage != "confirm"], settings={"sampler": "tpe"})
+    unconfirmed = study_answer(frame[frame.stage != "confirm"], settings={"sampler": "tpe"})
     assert "not confirmed: rerun with --confirm 3" in unconfirmed.headline
 
 
@@ -210,19 +218,19 @@ def test_trade_off_names_the_best_small_network() -> None:
 def test_budget_lists_epoch_ranges_and_seed_ranges() -> None:
     frame = rows({"book": [0.80, 0.81, 0.82], "a": [0.8, 0.81]})
     frame.loc[frame.arm == "a", "epochs"] = 20
-    spent = answer.budget(frame, compute.arm_stats(frame))
+    spent = answer.budget(frame, arms.arm_stats(frame))
     assert spent.describe() == "10-20 epochs of 60,000 examples, 2-3 seeds per arm, torch on cpu"
 
 
 def test_one_line_for_the_index() -> None:
-    better = answer.study_answer(rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.86, 0.84]}))
+    better = study_answer(rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.86, 0.84]}))
     assert better.one_line() == ("A1 (pooling=max): +0.050 [+0.027, +0.073] vs the book's network, "
                                  "better (10 epochs of 60,000 examples, 3 seeds per arm, torch on cpu)")
-    chance = answer.study_answer(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1, subset=500))
+    chance = study_answer(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1, subset=500))
     assert chance.one_line().startswith("the book's network did not learn: it stays at chance")
     assert "; A1 (relu) learned: 0.710 ± 0.014 (1 epoch of 500 examples" in chance.one_line()
-    looks = answer.study_answer(
+    looks = study_answer(
         rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.86, 0.84]}),
         attrs={"until_decided": {"max_seeds": 10, "start_seeds": 3, "margin": 0.005}})
     assert "] (99.4% CI) vs the book's network" in looks.one_line()
-    assert answer.study_answer(rows({})).one_line().startswith("no finished trials")
+    assert study_answer(rows({})).one_line().startswith("no finished trials")

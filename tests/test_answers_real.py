@@ -7,13 +7,13 @@ and reads the answer that `lenet-lab sweep` prints, which the report shows too.
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lenet_lab.report import answer
-from lenet_lab.report.build import load_study
-from lenet_lab.store import connect
+from lenet_lab.results import Decision, load_study, study_answer
+from lenet_lab.store import Database
 from tests.conftest import QUICK, lenet_lab, results
 
 pytestmark = pytest.mark.slow
@@ -85,14 +85,12 @@ def test_until_decided_stops_by_the_rule_and_says_why(tmp_path: Path) -> None:
     seeds = frame.groupby("arm").seed.max() + 1
     assert seeds.min() == seeds.max() <= 6, seeds  # the two arms grew together
     n = int(seeds.max())
-    db = connect(f"sqlite:///{tmp_path}/studies.db", read_only=True)
-    data = load_study(db, "pooling-torch-e1-n1000")
-    db.dispose()
+    with Database(f"sqlite:///{tmp_path}/studies.db", read_only=True) as db:
+        data = load_study(db, "pooling-torch-e1-n1000")
 
-    def decision(upto: int) -> answer.Decision:
+    def decision(upto: int) -> Decision:
         rows = data.results[data.results.seed < upto]
-        return answer.study_answer(rows, data.epochs, settings=data.settings,
-                                   attrs=data.attrs).leader.decision
+        return study_answer(replace(data, results=rows)).leader.decision
 
     if n < 6:  # stopped by the rule: decided now, undecided one look earlier
         assert decision(n).decided and (n == 2 or not decision(n - 1).decided)

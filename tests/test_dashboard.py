@@ -14,13 +14,12 @@ import pytest
 
 from lenet_lab import store
 from lenet_lab.cli import main
+from lenet_lab.store import Database
 from lenet_lab.sweep import plan_sweep, run_sweep
 from lenet_lab.sweep.plan import grid_choices
 from lenet_lab.sweep.queue import open_study
 from lenet_lab.sweep_file import load_sweep
-from tests.conftest import lenet_lab
-from tests.test_many_workers import pg  # noqa: F401 (a fixture)
-from tests.test_queue import StandIn, done, plan_for, rows
+from tests.conftest import done, lenet_lab, plan_for, results
 
 
 def test_grid_choices_are_the_values_that_vary_between_arms() -> None:
@@ -31,53 +30,60 @@ def test_grid_choices_are_the_values_that_vary_between_arms() -> None:
 
 
 def _params(plan) -> list[tuple[str, dict]]:
-    study = optuna.load_study(study_name=plan.study_name, storage=plan.storage)
+    study = optuna.load_study(study_name=plan.study_name, storage=plan.db.url)
     return sorted((t.user_attrs["arm"], t.params) for t in study.trials)
 
 
-def test_every_grid_trial_registers_its_own_arms_values_and_metric_names(tmp_path: Path) -> None:
+def test_every_grid_trial_registers_its_own_arms_values_and_metric_names(tmp_path: Path,
+                                                                          stand_in) -> None:
     sweep = load_sweep("channels").with_run(engine="torch", epochs=1, seeds=1, subset=200)
-    plan = plan_sweep(sweep, storage=f"sqlite:///{tmp_path}/studies.db", device="cpu")
-    run_sweep(plan, trainer=StandIn())
+    plan = plan_sweep(sweep, Database(f"sqlite:///{tmp_path}/studies.db"), device="cpu")
+    stand_in()
+    run_sweep(plan)
     assert [(arm, params["conv_channels"]) for arm, params in _params(plan)] == [
         ("conv_channels=12,32", "12,32"), ("conv_channels=24,64", "24,64"),
         ("conv_channels=3,8", "3,8"), ("conv_channels=6,16", "6,16")]
-    study = optuna.load_study(study_name=plan.study_name, storage=plan.storage)
+    study = optuna.load_study(study_name=plan.study_name, storage=plan.db.url)
     assert study.metric_names == ["test_acc", "examples_per_sec"]
     assert study.user_attrs["exercise"] == 4 and study.user_attrs["title"] == sweep.title
 
 
-def test_a_grid_queued_before_params_registers_each_arms_own_value(tmp_path: Path) -> None:
+def test_a_grid_queued_before_params_registers_each_arms_own_value(tmp_path: Path,
+                                                                   stand_in) -> None:
     plan = plan_for(tmp_path, seeds=1)
-    db = store.connect(plan.storage)
-    rdb = open_study(plan, db)
-    for trial_id in store.waiting_trial_ids(db, plan.study_name):  # as lenet-lab 0.1 queued
-        rdb.set_trial_system_attr(trial_id, "fixed_params", {})
-    run_sweep(plan, trainer=StandIn())  # the sampler would have drawn the values at random
+    open_study(plan)
+    for trial_id in store.waiting_trial_ids(plan.db, plan.study_name):  # as 0.1 queued
+        plan.db.optuna().set_trial_system_attr(trial_id, "fixed_params", {})
+    stand_in()
+    run_sweep(plan)  # the sampler would have drawn the values at random
     assert _params(plan) == [("pooling=avg", {"pooling": "avg"}), ("pooling=max", {"pooling": "max"})]
 
 
-def test_a_grid_grown_after_its_study_began_runs_on_without_that_param(tmp_path: Path) -> None:
+def test_a_grid_grown_after_its_study_began_runs_on_without_that_param(tmp_path: Path,
+                                                                       stand_in) -> None:
     path = tmp_path / "act.toml"
     path.write_text('title = "activations"\n[run]\nsampler = "grid"\n[space]\nactivation = ["relu"]\n')
     plan = plan_for(tmp_path, str(path), seeds=1)
-    run_sweep(plan, trainer=StandIn())
+    stand_in()
+    run_sweep(plan)
     path.write_text(path.read_text().replace('["relu"]', '["relu", "tanh"]'))
-    run_sweep(plan_for(tmp_path, str(path), seeds=1), trainer=StandIn())
+    run_sweep(plan_for(tmp_path, str(path), seeds=1))
     assert _params(plan) == [("activation=relu", {"activation": "relu"}),
                              ("activation=tanh", {}),  # Optuna keeps a param's first choices
                              ("book", {"activation": "sigmoid"})]
-    assert done(rows(tmp_path)) == [("activation=relu", 0), ("activation=tanh", 0), ("book", 0)]
+    assert done(results(tmp_path)) == [("activation=relu", 0), ("activation=tanh", 0), ("book", 0)]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
-def test_the_dashboards_storage_cannot_delete_a_study(kind: str, request, tmp_path: Path) -> None:
+def test_the_dashboards_storage_cannot_delete_a_study(kind: str, request, tmp_path: Path,
+                                                      stand_in) -> None:
     url = request.getfixturevalue("pg").new_database("dashboard") if kind == "postgres" \
         else f"sqlite:///{tmp_path}/studies.db"
     sweep = load_sweep("pooling").with_run(engine="torch", epochs=1, seeds=1, subset=200)
-    plan = plan_sweep(sweep, storage=url, device="cpu")
-    run_sweep(plan, trainer=StandIn())
-    reader = store.optuna_storage(url, read_only=True)  # what `lenet-lab dashboard` serves
+    plan = plan_sweep(sweep, Database(url), device="cpu")
+    stand_in()
+    run_sweep(plan)
+    reader = Database(url, read_only=True).optuna()  # what `lenet-lab dashboard` serves
     with pytest.raises(optuna.exceptions.StorageInternalError):  # the page's delete button
         reader.delete_study(reader.get_study_id_from_name(plan.study_name))
     assert optuna.get_all_study_names(url) == [plan.study_name]

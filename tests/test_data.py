@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import functools
 import gzip
-import re
 import http.server
+import re
 import shutil
 import tempfile
 import threading

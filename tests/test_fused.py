@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from lenet_lab.engines import fuse_key
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
-from lenet_lab.train import fuse_key, train, train_fused
+from lenet_lab.train import train, train_members
 from tests.conftest import lenet_lab, results
 
 RELU = LeNetSpec(activation="relu")
 FIELDS = ("train_loss", "train_acc", "test_acc")
+# Float rounding (vmap's batched kernels against plain ones, and each CPU's own kernels)
+# grows with every step of a learning network. Measured |fused - unfused| train loss on
+# these tests (600 examples, batch 32): at most 6e-6 after 1-2 epochs and 0.0088 after 3
+# on an AMD EPYC; 0.0016 after 3 on an Intel Xeon. A wrong seed, lr or optimizer moves a
+# member by 0.05 or more (the distance to another member's run, checked too).
+FIRST_EPOCH, LATER_EPOCHS = 1e-3, 0.02
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +31,28 @@ def alone(spec: LeNetSpec, config: TrainConfig, data):
     return train(spec, config, engine="torch", device="cpu", data=data)
 
 
+def fused_run(spec: LeNetSpec, configs: list[TrainConfig], data, **options):
+    return train_members(spec, configs, engine="torch", device="cpu", data=data, **options)
+
+
 def assert_same(fused, single) -> None:
+    """A fused member's epochs equal its unfused run's, to float rounding (see above)."""
     assert len(fused.epochs) == len(single.epochs)
     for a, b in zip(fused.epochs, single.epochs):
+        within = FIRST_EPOCH if a.epoch == 1 else LATER_EPOCHS
         for name in FIELDS:
-            assert getattr(a, name) == pytest.approx(getattr(b, name), abs=1e-4), (name, a, b)
+            assert getattr(a, name) == pytest.approx(getattr(b, name), abs=within), (name, a, b)
+
+
+def assert_own_runs(fused: list, singles: list) -> None:
+    """Each member is its own run: equal to it (assert_same), and much closer to it than
+    to any other member's run, however a CPU rounds."""
+    for k, (member, single) in enumerate(zip(fused, singles)):
+        assert_same(member, single)
+        own = abs(member.final.train_loss - single.final.train_loss)
+        others = [abs(member.final.train_loss - o.final.train_loss)
+                  for j, o in enumerate(singles) if j != k]
+        assert all(own < other / 4 for other in others), (k, own, others)
 
 
 # Networks that learn: a barely trained one has near-tied logits, where float rounding
@@ -41,10 +65,9 @@ def assert_same(fused, single) -> None:
 ])
 def test_three_fused_members_equal_three_unfused_runs(data, spec, settings) -> None:
     configs = [TrainConfig(epochs=2, seed=seed, **settings) for seed in (0, 1, 2)]
-    fused = train_fused(spec, configs, device="cpu", data=data, keep_weights=True)
+    fused = fused_run(spec, configs, data, keep_weights=True)
+    assert_own_runs(fused, [alone(spec, config, data) for config in configs])
     for result, config in zip(fused, configs):
-        single = alone(spec, config, data)
-        assert_same(result, single)
         assert result.status is Status.COMPLETE and result.config.seed == config.seed
         assert result.weights["conv0.weight"].shape == (6, 1, 5, 5)
 
@@ -52,19 +75,17 @@ def test_three_fused_members_equal_three_unfused_runs(data, spec, settings) -> N
 def test_members_keep_their_own_learning_rates(data) -> None:
     configs = [TrainConfig(epochs=1, seed=0, lr=lr, optimizer="adam", batch_size=32)
                for lr in (0.0005, 0.002, 0.01)]
-    fused = train_fused(RELU, configs, device="cpu", data=data)
-    for result, config in zip(fused, configs):
-        assert_same(result, alone(RELU, config, data))
-    assert len({r.final.train_loss for r in fused}) == 3
+    fused = fused_run(RELU, configs, data)
+    assert_own_runs(fused, [alone(RELU, config, data) for config in configs])
 
 
 def test_a_diverging_member_is_frozen_and_the_others_go_on_unchanged(data) -> None:
     configs = [TrainConfig(epochs=2, seed=seed, lr=lr, batch_size=32)
                for seed, lr in ((0, 0.1), (1, 1e9), (2, 0.1))]
-    fused = train_fused(RELU, configs, device="cpu", data=data)
+    fused = fused_run(RELU, configs, data)
     assert fused[1].status is Status.DIVERGED and len(fused[1].epochs) == 1
     assert fused[1].reason.startswith("diverged at epoch 1") and math.isnan(fused[1].final.test_acc)
-    calm = train_fused(RELU, [configs[0], configs[2]], device="cpu", data=data)
+    calm = fused_run(RELU, [configs[0], configs[2]], data)
     for k, same in ((0, calm[0]), (2, calm[1])):
         assert fused[k].status is Status.COMPLETE
         assert [(e.train_loss, e.test_acc) for e in fused[k].epochs] == [
@@ -74,8 +95,7 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on_unchanged(data) -> No
 
 def test_pruning_stops_one_member(data) -> None:
     configs = [TrainConfig(epochs=3, seed=seed, lr=0.1, batch_size=32) for seed in (0, 1)]
-    fused = train_fused(RELU, configs, device="cpu", data=data,
-                        on_epoch=lambda member, m: member == 0 and m.epoch == 1)
+    fused = fused_run(RELU, configs, data, on_epoch=lambda member, m: member == 0 and m.epoch == 1)
     assert len(fused[0].epochs) == 1 and len(fused[1].epochs) == 3
     assert_same(fused[1], alone(RELU, configs[1], data))
 

@@ -231,15 +231,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("lab")
     url = f"sqlite:///{folder}/studies.db"
+    db = store.Database(url)
     sweep = load_sweep("pooling").with_run(engine="torch", epochs=2, seeds=1, subset=200)
-    run_sweep(plan_sweep(sweep, storage=url, device="cpu", study=STUDY))
+    run_sweep(plan_sweep(sweep, db, device="cpu", study=STUDY))
     (folder / "markup.toml").write_text(f"title = 'names with markup'\n[[arms]]\n"
                                         f"name = '{MARKUP}'\npooling = 'max'\n")
     sweep = load_sweep(str(folder / "markup.toml")).with_run(engine="torch", epochs=1, seeds=1,
                                                               subset=200)
-    run_sweep(plan_sweep(sweep, storage=url, device="cpu", study="markup-torch-e1-n200"))
+    run_sweep(plan_sweep(sweep, db, device="cpu", study="markup-torch-e1-n200"))
     for twin in ("a/b", "a_b"):  # names that one careless file-name rule would merge
-        store.copy_study(url, url, STUDY, twin)
+        store.copy_study(db, db, STUDY, twin)
+    db.close()
     plain = optuna.create_study(study_name="plain", storage=url)
     plain.optimize(lambda trial: trial.suggest_float("x", 0, 1) ** 2, n_trials=3)
     with sqlite3.connect(folder / "studies.db") as conn:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -19,17 +18,6 @@ from tests.conftest import POOLING, arm_seeds, lenet_lab
 pytestmark = pytest.mark.slow
 
 ALL = sorted(POOLING + [("pooling=avg", 2), ("pooling=max", 2)])
-
-
-@pytest.fixture(scope="session")
-def pg():
-    if not postgres.available():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is missing: .ci/run installs Debian's postgresql")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    server = postgres.Postgres()
-    yield server
-    server.close()
 
 
 def storage_for(kind: str, pg_server, tmp_path: Path, name: str) -> str:

@@ -8,7 +8,6 @@ from hypothesis import given
 
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LeNetSpec, TrainConfig
-
 from tests.conftest import BOOK_SHAPES, specs
 
 

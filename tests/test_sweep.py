@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lenet_lab.store import RESULT_COLUMNS, connect, load_weights
+from lenet_lab.store import RESULT_COLUMNS, Database, load_weights
 from tests.conftest import POOLING, QUICK, arm_seeds, lenet_lab, results
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,8 @@ def test_pooling_sweep_acceptance_run_and_rerun(tmp_path: Path) -> None:
     # Per-epoch metrics and weights were stored for every trial.
     epochs = pd.read_sql("SELECT * FROM lab_epochs", f"sqlite:///{tmp_path}/studies.db")
     assert len(epochs) == 8
-    weights = load_weights(connect(f"sqlite:///{tmp_path}/studies.db"), 1)
+    with Database(f"sqlite:///{tmp_path}/studies.db", read_only=True) as db:
+        weights = load_weights(db, 1)
     assert weights["conv0.weight"].shape == (6, 1, 5, 5)
     # The study records where its numbers came from.
     with sqlite3.connect(tmp_path / "studies.db") as db:
@@ -207,7 +208,7 @@ def test_progress_names_the_running_arm_and_epoch_from_a_fresh_database(tmp_path
     from lenet_lab.sweep_file import load_sweep
 
     sweep = load_sweep("pooling").with_run(engine="torch", epochs=2, seeds=1, subset=20000)
-    plan = plan_sweep(sweep, storage=f"sqlite:///{tmp_path}/studies.db", device="cpu")
+    plan = plan_sweep(sweep, Database(f"sqlite:///{tmp_path}/studies.db"), device="cpu")
     seen: list[tuple[int, str]] = []
     with watch(plan, lambda done, detail: seen.append((done, detail))):  # before the file exists
         run_sweep(plan)

@@ -9,7 +9,7 @@ import pytest
 
 from lenet_lab.engines import get_engine
 from lenet_lab.errors import InfeasibleSpec, SweepError
-from lenet_lab.sweep_file import Distribution, build, list_sweeps, load_sweep
+from lenet_lab.sweep_file import Distribution, list_sweeps, load_sweep, specs_from
 from tests.conftest import ENGINES
 
 SHIPPED = list_sweeps()
@@ -40,7 +40,7 @@ def test_shipped_sweep_validates_and_every_arm_builds_on_both_engines(path: Path
     built = 0
     for values in arms:
         try:
-            spec, config = build({**sweep.control(), **values}, seed=0)
+            spec, config = specs_from({**sweep.control(), **values}, seed=0)
         except InfeasibleSpec:
             continue  # recorded as infeasible when the sweep runs
         for engine in ENGINES:

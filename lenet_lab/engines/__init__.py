@@ -4,6 +4,10 @@ An engine turns a LeNetSpec into a network and trains it. Everything that crosse
 boundary is plain Python or numpy: no framework tensor leaks out. Frameworks are
 imported only when their engine is first asked for, so a machine with only one of them
 installed runs that one.
+
+A session trains K members at once: K = 1 is a plain run; K > 1 (torch only) trains K
+trials of one network shape as one fused model. Which trials may fuse is decided here,
+without torch (`fuse_key`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from lenet_lab.data import Dataset
 from lenet_lab.errors import DeviceError, EngineUnavailable, SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
-__all__ = ["ENGINES", "Device", "DeviceChoice", "neutral_names", "Engine", "EpochTotals", "Session", "get_engine", "parse_device"]
+__all__ = ["ENGINES", "Device", "DeviceChoice", "Engine", "EpochTotals", "Session", "fuse_key",
+           "get_engine", "neutral_names", "parse_device"]
 
 ENGINES = ("mxnet", "torch")
 EVAL_BATCH = 1024  # evaluation batch size; it changes speed, not the accuracy
@@ -101,26 +106,32 @@ class EpochTotals:
 
 
 class Session(Protocol):
-    """A network built, initialised and placed on a device, with its data beside it."""
+    """K members (networks of one spec, each with its own training config) built,
+    initialised and placed on a device, with their data beside them. K = 1 is a plain
+    run; frozen members (diverged or pruned) stop training while the others go on."""
 
     device: Device
+    members: int
 
-    def train_epoch(self, order: np.ndarray, *,
-                    on_batch: Callable[[int], None] | None = None) -> EpochTotals:
-        """One pass over the training set in the given example order."""
+    def train_epoch(self, orders: np.ndarray, *,
+                    on_batch: Callable[[int], None] | None = None) -> list[EpochTotals]:
+        """One pass over the training set; `orders` (K, n) is each member's example order."""
 
-    def evaluate(self) -> float:
-        """Accuracy on the test set (inference mode)."""
+    def evaluate(self) -> list[float]:
+        """Each member's accuracy on the test set (inference mode)."""
+
+    def freeze(self, member: int) -> None:
+        """Stop updating a member; the others go on unchanged."""
+
+    def weights(self, member: int) -> dict[str, np.ndarray]:
+        """A member's trained parameters as numpy arrays under engine-neutral names:
+        `<layer>.weight`, `<layer>.bias`, and with batch norm `<layer>.bn_gamma`,
+        `.bn_beta`, `.bn_mean`, `.bn_var` (layer names as in spec.layer_shapes())."""
 
     def reference_epoch(self, order: np.ndarray, images: np.ndarray,
                         labels: np.ndarray) -> EpochTotals:
         """The book's train_ch5 loop over host arrays, per-batch copies and host syncs
-        (what `lenet-lab bench` compares train_epoch with)."""
-
-    def weights(self) -> dict[str, np.ndarray]:
-        """Trained parameters as numpy arrays under engine-neutral names:
-        `<layer>.weight`, `<layer>.bias`, and with batch norm `<layer>.bn_gamma`,
-        `.bn_beta`, `.bn_mean`, `.bn_var` (layer names as in spec.layer_shapes())."""
+        (what `lenet-lab bench` compares train_epoch with; K = 1 only)."""
 
 
 class Engine(Protocol):
@@ -144,10 +155,30 @@ class Engine(Protocol):
     def resolve_device(self, device: Device | None) -> Device:
         """The device to use (None: auto); raises DeviceError when it is not there."""
 
-    def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
+    def session(self, spec: LeNetSpec, configs: list[TrainConfig], data: Dataset,
                 device: Device, *, mode: str = "default") -> Session:
-        """mode: "default" (lenet-lab's path), "book" (as the book builds the network:
+        """A session of len(configs) members (more than one: configs of one fuse_key).
+        mode: "default" (lenet-lab's path), "book" (as the book builds the network:
         MXNet not hybridized), or an engine's own, e.g. torch's "compile"."""
+
+
+def fuse_key(spec: LeNetSpec, config: TrainConfig) -> tuple | None:
+    """Trials with equal keys can train as one fused model (torch); None: this one cannot.
+    Members share the network and the loop's shape; they may differ in seed, lr, weight
+    decay and init. Dropout and batch norm draw random numbers or keep running
+    statistics per call, which a vmapped model cannot reproduce member by member."""
+    if spec.dropout or spec.batch_norm:
+        return None
+    return (spec, config.dataset, config.batch_size, config.epochs, config.optimizer)
+
+
+def check_members(spec: LeNetSpec, configs: list[TrainConfig], engine: str) -> None:
+    """Several members need one fusable key, and an engine that fuses (torch)."""
+    if len(configs) > 1:
+        keys = {fuse_key(spec, c) for c in configs}
+        if engine != "torch" or len(keys) != 1 or None in keys:
+            raise SpecError("fused members need the torch engine and one fusable spec, batch "
+                            "size, epochs and optimizer")
 
 
 def cpu_name() -> str:

@@ -12,12 +12,13 @@ with warnings.catch_warnings():
     # MXNet 1.9.1's own import trips numpy and scipy deprecation warnings; not ours to show.
     warnings.simplefilter("ignore")
     import mxnet as mx
-    from mxnet import autograd, gluon, init as mx_init
+    from mxnet import autograd, gluon
+    from mxnet import init as mx_init
     from mxnet.gluon import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import (EVAL_BATCH, Device, DeviceChoice, EpochTotals, cpu_name,
-                               neutral_names)
+from lenet_lab.engines import (EVAL_BATCH, Device, DeviceChoice, EpochTotals, check_members,
+                               cpu_name, neutral_names)
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
@@ -42,7 +43,7 @@ def _sequential(*blocks: gluon.HybridBlock) -> nn.HybridSequential:
     return seq
 
 
-def build(spec: LeNetSpec) -> nn.HybridSequential:
+def build_network(spec: LeNetSpec) -> nn.HybridSequential:
     """One child per logical layer, in the order of spec.layer_shapes()."""
     net = nn.HybridSequential()
     for i, channels in enumerate(spec.conv_channels):
@@ -75,7 +76,7 @@ class MXNetEngine(DeviceChoice):
         return mx.__version__
 
     def layer_shapes(self, spec: LeNetSpec) -> list[LayerShape]:
-        net = build(spec)
+        net = build_network(spec)
         net.initialize()
         x = mx.nd.random.uniform(shape=(1, 1, 28, 28))
         names = [layer.name for layer in spec.layer_shapes()]
@@ -88,10 +89,9 @@ class MXNetEngine(DeviceChoice):
     def gpu_count(self) -> int:
         return mx.context.num_gpus()
 
-
     def activations(self, spec: LeNetSpec, weights: dict[str, np.ndarray], images: np.ndarray,
                     layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-        net = build(spec)
+        net = build_network(spec)
         net.initialize()
         net(mx.nd.zeros((1, 1, 28, 28)))  # Gluon infers parameter shapes on the first call
         names = [layer.name for layer in spec.layer_shapes()]
@@ -107,23 +107,28 @@ class MXNetEngine(DeviceChoice):
     def device_name(self, device: Device) -> str:
         return cpu_name() if device.kind == "cpu" else f"gpu({device.index})"  # MXNet has no names
 
-    def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
+    def session(self, spec: LeNetSpec, configs: list[TrainConfig], data: Dataset,
                 device: Device, *, mode: str = "default") -> MXNetSession:
         if mode not in MODES:
             raise SpecError(f"the mxnet engine's modes are {', '.join(MODES)}, not {mode!r}")
-        return MXNetSession(spec, config, data, device, mode=mode)
+        check_members(spec, configs, self.name)
+        return MXNetSession(spec, configs[0], data, device, mode=mode)
 
 
 MODES = ("default", "book")  # default: hybridized with static allocation; book: imperative
 
 
 class MXNetSession:
+    """One member (MXNet trains no fused models)."""
+
+    members = 1
+
     def __init__(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
                  device: Device, *, mode: str = "default") -> None:
         self.device = device
         self.ctx = mx.cpu() if device.kind == "cpu" else mx.gpu(device.index)
         mx.random.seed(config.seed, ctx="all")
-        self.net = build(spec)
+        self.net = build_network(spec)
         self.layer_names = [layer.name for layer in spec.layer_shapes()]
         self.net.initialize(INITS[config.init](), ctx=self.ctx)
         # Gluon draws the initial weights at the first forward pass, from the global RNG:
@@ -144,8 +149,12 @@ class MXNetSession:
             for array in (data.train_images, data.train_labels,
                           data.test_images, data.test_labels))
 
-    def train_epoch(self, order: np.ndarray, *,
-                    on_batch: Callable[[int], None] | None = None) -> EpochTotals:
+    def freeze(self, member: int) -> None:
+        pass  # the only member: its run ends
+
+    def train_epoch(self, orders: np.ndarray, *,
+                    on_batch: Callable[[int], None] | None = None) -> list[EpochTotals]:
+        order = orders[0]
         order_nd = mx.nd.array(order, ctx=self.ctx, dtype=np.int64)
         loss_sum = mx.nd.zeros((1,), ctx=self.ctx)
         correct = mx.nd.zeros((1,), ctx=self.ctx)
@@ -166,7 +175,7 @@ class MXNetSession:
         totals = loss_sum.asscalar(), correct.asscalar()
         mx.nd.waitall()
         seconds = time.perf_counter() - start
-        return EpochTotals(float(totals[0]), int(totals[1]), len(order), seconds)
+        return [EpochTotals(float(totals[0]), int(totals[1]), len(order), seconds)]
 
     def reference_epoch(self, order: np.ndarray, images: np.ndarray,
                         labels: np.ndarray) -> EpochTotals:
@@ -189,14 +198,14 @@ class MXNetSession:
         mx.nd.waitall()
         return EpochTotals(loss_sum, correct, len(order), time.perf_counter() - start)
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> list[float]:
         correct = mx.nd.zeros((1,), ctx=self.ctx)
         for first in range(0, self.test_y.shape[0], EVAL_BATCH):
             x = self.test_x[first:first + EVAL_BATCH]
             correct += (self.net(x).argmax(axis=1) == self.test_y[first:first + EVAL_BATCH]).sum()
-        return float(correct.asscalar()) / self.test_y.shape[0]
+        return [float(correct.asscalar()) / self.test_y.shape[0]]
 
-    def weights(self) -> dict[str, np.ndarray]:
+    def weights(self, member: int = 0) -> dict[str, np.ndarray]:
         return {name: param.data(self.ctx).asnumpy()
                 for name, param in named_params(self.net, self.layer_names)}
 

@@ -1,73 +1,24 @@
-"""PyTorch engine: the same network as the MXNet engine, for current GPUs."""
+"""PyTorch engine: the same network as the MXNet engine, for current GPUs.
+
+One member trains in a TorchSession; several members of one fuse key in a FusedSession
+(torch_fused). Both build the network from torch_net.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import (EVAL_BATCH, Device, DeviceChoice, EpochTotals, cpu_name,
-                               neutral_names)
-from lenet_lab.errors import SpecError
+from lenet_lab.engines import EVAL_BATCH, Device, DeviceChoice, EpochTotals, check_members, cpu_name
+from lenet_lab.engines.torch_fused import FusedSession
+from lenet_lab.engines.torch_net import (build_network, compiled, initialize, named_tensors, sync,
+                                         torch_device)
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "elu": lambda: nn.ELU(1.0),
-    "gelu": nn.GELU,
-}
-
-
-def build(spec: LeNetSpec) -> nn.Sequential:
-    """One child per logical layer, named as in spec.layer_shapes()."""
-    blocks: list[nn.Module] = []
-    channels = 1
-    for i, out_channels in enumerate(spec.conv_channels):
-        conv = [nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.conv_padding(i))]
-        if spec.batch_norm:
-            conv.append(nn.BatchNorm2d(out_channels))
-        blocks.append(nn.Sequential(*conv, ACTIVATIONS[spec.activation]()))
-        pool = nn.AvgPool2d if spec.pooling == "avg" else nn.MaxPool2d
-        blocks.append(pool(kernel_size=2, stride=2))
-        channels = out_channels
-    # Gluon's Dense flattens its input and infers its width; torch needs both spelled out.
-    features = spec.layer_shapes()[2 * len(spec.conv_channels) - 1].output_shape
-    width = int(np.prod(features[1:]))
-    for j, units in enumerate(spec.dense_units):
-        dense: list[nn.Module] = [nn.Flatten()] if j == 0 else []
-        dense.append(nn.Linear(width, units))
-        if spec.batch_norm:
-            dense.append(nn.BatchNorm1d(units))
-        dense.append(ACTIVATIONS[spec.activation]())
-        if spec.dropout:
-            dense.append(nn.Dropout(spec.dropout))
-        blocks.append(nn.Sequential(*dense))
-        width = units
-    head = [nn.Flatten()] if not spec.dense_units else []
-    blocks.append(nn.Sequential(*head, nn.Linear(width, spec.num_classes)))
-    names = [layer.name for layer in spec.layer_shapes()]
-    return nn.Sequential(OrderedDict(zip(names, blocks)))
-
-
-def initialize(net: nn.Module, init: str) -> None:
-    # Same rules as the MXNet engine: weights by `init`, biases zero, batch norm 1 and 0.
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            if init == "xavier":
-                nn.init.xavier_uniform_(module.weight)
-            elif init == "normal":
-                nn.init.normal_(module.weight, std=0.01)
-            else:
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            nn.init.zeros_(module.bias)
 
 
 def _optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -85,7 +36,7 @@ class TorchEngine(DeviceChoice):
         return torch.__version__
 
     def layer_shapes(self, spec: LeNetSpec) -> list[LayerShape]:
-        net = build(spec).eval()
+        net = build_network(spec).eval()
         x = torch.rand(1, 1, 28, 28)
         shapes = []
         with torch.no_grad():
@@ -98,10 +49,9 @@ class TorchEngine(DeviceChoice):
     def gpu_count(self) -> int:
         return torch.cuda.device_count()
 
-
     def activations(self, spec: LeNetSpec, weights: dict[str, np.ndarray], images: np.ndarray,
                     layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-        net = build(spec).eval()
+        net = build_network(spec).eval()
         with torch.no_grad():
             for name, tensor in named_tensors(net):
                 tensor.copy_(torch.from_numpy(weights[name]))
@@ -115,34 +65,25 @@ class TorchEngine(DeviceChoice):
     def device_name(self, device: Device) -> str:
         return cpu_name() if device.kind == "cpu" else torch.cuda.get_device_name(device.index)
 
-    def session(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
-                device: Device, *, mode: str = "default") -> TorchSession:
-        if mode not in MODES:
-            raise SpecError(f"the torch engine's modes are {', '.join(MODES)}, not {mode!r}")
-        return TorchSession(spec, config, data, device, mode=mode)
-
-
-# book: as default (eager); compile: torch.compile; graphs: torch.compile's
-# "reduce-overhead" mode, which replays the step's kernels as CUDA graphs (GPUs only).
-MODES = ("default", "book", "compile", "graphs")
-
-
-def compiled(function: Callable, mode: str, device: torch.device) -> Callable:
-    """The forward pass as `mode` runs it (compiling costs the first batch of each shape)."""
-    if mode == "graphs" and device.type != "cuda":
-        raise SpecError("the graphs mode captures CUDA graphs: it needs --device gpu")
-    if mode in ("compile", "graphs"):
-        return torch.compile(function, mode="reduce-overhead" if mode == "graphs" else None)
-    return function
+    def session(self, spec: LeNetSpec, configs: list[TrainConfig], data: Dataset,
+                device: Device, *, mode: str = "default") -> TorchSession | FusedSession:
+        check_members(spec, configs, self.name)
+        if len(configs) > 1:
+            return FusedSession(spec, configs, data, device, mode=mode)
+        return TorchSession(spec, configs[0], data, device, mode=mode)
 
 
 class TorchSession:
+    """One member: the network as torch.nn modules, torch.optim's optimizer."""
+
+    members = 1
+
     def __init__(self, spec: LeNetSpec, config: TrainConfig, data: Dataset,
                  device: Device, *, mode: str = "default") -> None:
         self.device = device
-        self.torch_device = torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
+        self.torch_device = torch_device(device)
         torch.manual_seed(config.seed)
-        self.net = build(spec).to(self.torch_device)
+        self.net = build_network(spec).to(self.torch_device)
         initialize(self.net, config.init)
         self.forward = compiled(self.net, mode, self.torch_device)
         self.optimizer = _optimizer(self.net, config)
@@ -154,19 +95,18 @@ class TorchSession:
             for array in (data.train_images, data.train_labels.astype(np.int64),
                           data.test_images, data.test_labels.astype(np.int64)))
 
-    def _sync(self) -> None:
-        if self.torch_device.type == "cuda":
-            torch.cuda.synchronize(self.torch_device)
+    def freeze(self, member: int) -> None:
+        pass  # the only member: its run ends
 
-    def train_epoch(self, order: np.ndarray, *,
-                    on_batch: Callable[[int], None] | None = None) -> EpochTotals:
+    def train_epoch(self, orders: np.ndarray, *,
+                    on_batch: Callable[[int], None] | None = None) -> list[EpochTotals]:
         self.net.train()
-        order_t = torch.from_numpy(order).to(self.torch_device)
+        order_t = torch.from_numpy(orders[0]).to(self.torch_device)
         loss_sum = torch.zeros((), device=self.torch_device)
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
-        self._sync()
+        sync(self.torch_device)
         start = time.perf_counter()
-        for batch, first in enumerate(range(0, len(order), self.batch_size)):
+        for batch, first in enumerate(range(0, len(order_t), self.batch_size)):
             index = order_t[first:first + self.batch_size]
             x, y = self.train_x[index], self.train_y[index]  # (B, 1, 28, 28), (B,)
             y_hat = self.forward(x)
@@ -178,9 +118,9 @@ class TorchSession:
             correct += (y_hat.argmax(dim=1) == y).sum()
             if on_batch:
                 on_batch(batch + 1)
-        self._sync()
+        sync(self.torch_device)
         seconds = time.perf_counter() - start
-        return EpochTotals(loss_sum.item(), int(correct.item()), len(order), seconds)
+        return [EpochTotals(loss_sum.item(), int(correct.item()), len(order_t), seconds)]
 
     def reference_epoch(self, order: np.ndarray, images: np.ndarray,
                         labels: np.ndarray) -> EpochTotals:
@@ -188,7 +128,7 @@ class TorchSession:
         by one, and the metrics read back to the host after every batch."""
         self.net.train()
         loss_sum, correct = 0.0, 0
-        self._sync()
+        sync(self.torch_device)
         start = time.perf_counter()
         for first in range(0, len(order), self.batch_size):
             index = order[first:first + self.batch_size]
@@ -201,33 +141,20 @@ class TorchSession:
             self.optimizer.step()
             loss_sum += loss.item() * len(index)
             correct += int((y_hat.argmax(dim=1) == y).sum().item())
-        self._sync()
+        sync(self.torch_device)
         return EpochTotals(loss_sum, correct, len(order), time.perf_counter() - start)
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> list[float]:
         self.net.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
         with torch.no_grad():
             for first in range(0, len(self.test_y), EVAL_BATCH):
                 x = self.test_x[first:first + EVAL_BATCH]
                 correct += (self.net(x).argmax(dim=1) == self.test_y[first:first + EVAL_BATCH]).sum()
-        return correct.item() / len(self.test_y)
+        return [correct.item() / len(self.test_y)]
 
-    def weights(self) -> dict[str, np.ndarray]:
+    def weights(self, member: int = 0) -> dict[str, np.ndarray]:
         return {name: tensor.detach().cpu().numpy() for name, tensor in named_tensors(self.net)}
-
-
-def named_tensors(net: nn.Sequential) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every parameter and batch-norm statistic under its engine-neutral name."""
-    def tensors(module):
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            return module.weight, module.bias
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            return module.weight, module.bias, module.running_mean, module.running_var
-        return None
-
-    return neutral_names(((layer, block.modules()) for layer, block in net.named_children()),
-                         tensors)
 
 
 ENGINE = TorchEngine()

@@ -7,7 +7,7 @@ own trial: its seed (initial weights and data order), its learning rate, weight 
 and initialisation, its optimizer state and its metrics. Members must share the network
 and the training loop's shape: the spec, batch size, epochs and optimizer kind. Dropout
 and batch norm draw random numbers or keep running statistics per call, which a vmapped
-model cannot reproduce member by member, so such specs are not fused (train.fuse_key).
+model cannot reproduce member by member, so such specs are not fused (engines.fuse_key).
 
 The optimizers are written out for stacked parameters, step for step as torch.optim's
 SGD (with and without momentum 0.9) and Adam compute them, so a member's numbers equal
@@ -27,9 +27,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from lenet_lab.data import Dataset
 from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals
-from lenet_lab.engines.torch_engine import build, compiled, initialize, named_tensors
+from lenet_lab.engines.torch_net import (build_network, compiled, initialize, named_tensors, sync,
+                                         torch_device)
 from lenet_lab.spec import LeNetSpec, TrainConfig
-from lenet_lab.train import fuse_key
 
 __all__ = ["FusedSession"]
 
@@ -41,16 +41,12 @@ class FusedSession:
 
     def __init__(self, spec: LeNetSpec, configs: list[TrainConfig], data: Dataset,
                  device: Device, *, mode: str = "default") -> None:
-        keys = {fuse_key(spec, c) for c in configs}
-        if len(keys) != 1 or None in keys:
-            raise ValueError("fused members need one fusable spec, batch size, epochs and "
-                             "optimizer")
         self.device = device
-        self.torch_device = torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
+        self.torch_device = torch_device(device)
         nets = []
         for config in configs:  # as TorchSession builds each: same seed, same weights
             torch.manual_seed(config.seed)
-            net = build(spec)
+            net = build_network(spec)
             initialize(net, config.init)
             nets.append(net.to(self.torch_device))
         self.members, self.batch_size = len(configs), configs[0].batch_size
@@ -85,10 +81,6 @@ class FusedSession:
         """Stop updating a member (diverged or pruned); the others go on unchanged."""
         self.active[member] = False
 
-    def _sync(self) -> None:
-        if self.torch_device.type == "cuda":
-            torch.cuda.synchronize(self.torch_device)
-
     def train_epoch(self, orders: np.ndarray, *,
                     on_batch: Callable[[int], None] | None = None) -> list[EpochTotals]:
         """One epoch: `orders` (K, n) holds each member's own data order."""
@@ -96,7 +88,7 @@ class FusedSession:
         orders_t = torch.from_numpy(orders).to(self.torch_device)
         loss_sum = torch.zeros(k, device=self.torch_device)
         correct = torch.zeros(k, dtype=torch.int64, device=self.torch_device)
-        self._sync()
+        sync(self.torch_device)
         start = time.perf_counter()
         for batch, first in enumerate(range(0, n, self.batch_size)):
             index = orders_t[:, first:first + self.batch_size]  # (K, B)
@@ -113,7 +105,7 @@ class FusedSession:
             correct += (y_hat.argmax(dim=2) == y).sum(dim=1)
             if on_batch:
                 on_batch(batch + 1)
-        self._sync()
+        sync(self.torch_device)
         seconds = time.perf_counter() - start
         return [EpochTotals(float(loss), int(hits), n, seconds)
                 for loss, hits in zip(loss_sum.tolist(), correct.tolist())]

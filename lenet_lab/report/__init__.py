@@ -1,11 +1,12 @@
-"""`lenet-lab report`: each study's answer and its evidence as offline HTML.
+"""`lenet-lab report`: each study's answer and its evidence as offline HTML. Reads only.
 
-compute (pure numbers) -> draw (plotly figures) -> pages (HTML); build reads the
-database and writes the pages; activations is exercise 10's view.
+The numbers and the answer come from `lenet_lab.results`; draw (plotly figures) ->
+pages (HTML from templates); write reads the database and writes the pages;
+activations is exercise 10's view.
 """
 
 from __future__ import annotations
 
-from lenet_lab.report.build import StudyData, build_report, load_study
+from lenet_lab.report.write import build_report
 
-__all__ = ["StudyData", "build_report", "load_study"]
+__all__ = ["build_report"]

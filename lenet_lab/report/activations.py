@@ -20,9 +20,10 @@ from lenet_lab.engines import get_engine
 from lenet_lab.errors import LabError
 from lenet_lab.files import output_folder
 from lenet_lab.report import draw
-from lenet_lab.report.compute import arm_names, is_control
 from lenet_lab.report.pages import figure_html, render, write_page
+from lenet_lab.results import StudyData, best_network
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.store import Database
 from lenet_lab.train import train
 
 __all__ = ["Activations", "DEFAULT_CLASSES", "Network", "activation_figures", "activations_page",
@@ -85,7 +86,8 @@ def activation_figures(networks: list[Network], images: np.ndarray, labels: list
     return figures
 
 
-def trial_network(db, study: str, trial: int, label: str, key: str = "") -> Network | None:
+def trial_network(db: Database, study: str, trial: int, label: str,
+                  key: str = "") -> Network | None:
     row = store.trial_record(db, study, trial)
     weights = store.load_weights(db, row["trial_id"]) if row else None
     if weights is None:
@@ -94,28 +96,10 @@ def trial_network(db, study: str, trial: int, label: str, key: str = "") -> Netw
                    weights, row["dataset"], key)
 
 
-def study_networks(results) -> list[tuple[int, str, str]]:
-    """(trial, label, key) of the control arm's first completed trial and of the best
-    completed trial of the other arms."""
-    done = results[results.state == Status.COMPLETE]
-    if not len(done):
-        return []
-    names = arm_names(results)
-    picks = []
-    control = done[is_control(done)]
-    if len(control):
-        picks.append((int(control.trial.min()), "book: the book's network", "book"))
-    others = done[~is_control(done)]
-    if len(others):
-        best = others.loc[others.test_acc.idxmax()]
-        name = names[best.arm]
-        picks.append((int(best.trial), f"{name.key}, the best other arm: {name.label}", name.key))
-    return picks
-
-
-def section(db, data, data_dir: str | None = None) -> Activations | None:
-    """The report's exercise-10 figures for one study (None when no weights are stored)."""
-    picks = study_networks(data.results)
+def section(db: Database, data: StudyData, data_dir: str | None = None) -> Activations | None:
+    """The report's exercise-10 figures for one study: the book's network and the best
+    arm of its answer (results.best_network); None when no weights are stored."""
+    picks = best_network(data)
     networks = [n for n in (trial_network(db, data.name, *pick) for pick in picks) if n]
     if not networks:
         return None
@@ -151,7 +135,7 @@ def write_activation_page(network: Network, data: Dataset, classes: list[int], p
 
 def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str], per_class: int,
                      out: str | Path, study: str | None = None, trial: int | None = None,
-                     storage: str | None = None, engine: str = "mxnet", device: str = "auto",
+                     db: Database | None = None, engine: str = "mxnet", device: str = "auto",
                      subset: int | None = None, data_dir: str | None = None,
                      on_train: Callable[[], None] | None = None) -> Path:
     """`lenet-lab activations`: a stored trial's network, or `spec` trained first.
@@ -163,15 +147,10 @@ def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str]
                        "(see `lenet-lab export STUDY`), or neither to train the spec options")
     network = None
     if study is not None:
-        where = store.parse_storage(storage)
-        db = store.connect(where, read_only=True)
-        try:
-            network = trial_network(db, study, trial, study, f"trial {trial}")
-        finally:
-            db.dispose()
+        network = trial_network(db, study, trial, study, f"trial {trial}")
         if network is None:
             raise LabError(f"study {study!r} has no completed trial {trial} with stored weights "
-                           f"in {where.safe}")
+                           f"in {db.safe}")
     dataset = network.dataset if network else config.dataset
     wanted = parse_classes(dataset, classes)  # before any training: fail fast
     folder = output_folder(out, create=True)

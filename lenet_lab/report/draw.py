@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lenet_lab.report.compute import ArmStats
+from lenet_lab.results import ArmStats
 from lenet_lab.spec import Status
 
 __all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "arm_colors", "learning_curves",

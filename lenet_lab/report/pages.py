@@ -9,7 +9,6 @@ and writes each page atomically.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -20,28 +19,14 @@ from typing import Any, Callable
 import pandas as pd
 
 from lenet_lab.files import atomic_write
-from lenet_lab.report import answer, compute, draw
-from lenet_lab.report.compute import sig
+from lenet_lab.report import draw
+from lenet_lab.results import Answer, Interval, StudyData, arm_names, arm_stats, study_answer
+from lenet_lab.results.arms import (SPEED_SPREAD, ArmStats, chance_level, failures, learning_curves,
+                                    shared_machine, shown_arms, sig)
+from lenet_lab.results.stats import pareto_front
 from lenet_lab.spec import Status
 
-__all__ = ["Cell", "StudyData", "figure_html", "index_page", "render", "study_page", "write_page"]
-
-
-@dataclass
-class StudyData:
-    name: str
-    meta: dict[str, Any]  # the lab_studies row (empty for a study lenet-lab did not run)
-    results: pd.DataFrame  # lab_results rows
-    epochs: pd.DataFrame  # trial, epoch, train_loss, train_acc, test_acc, ...
-    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)  # Optuna's study user attrs
-
-    @property
-    def title(self) -> str:
-        return self.meta.get("title") or self.name
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return json.loads(self.meta.get("settings") or "{}")
+__all__ = ["Cell", "figure_html", "index_page", "render", "study_page", "write_page"]
 
 
 @dataclass(frozen=True)
@@ -86,14 +71,14 @@ def figure_html(figure) -> str:
     return figure.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
 
 
-def _interval(interval: compute.Interval) -> Cell:
+def _interval(interval: Interval) -> Cell:
     if interval.n == 0:
         return _number(None)
     text = f"{interval.mean:.4f}" + (f" ± {interval.sd:.4f}" if interval.known else "")
     return _number(interval.mean, text)
 
 
-def arms_table(arms: list[compute.ArmStats]) -> dict[str, Any]:
+def arms_table(arms: list[ArmStats]) -> dict[str, Any]:
     """One row per arm: its key, one column per varying value, then its numbers."""
     varying = list(dict.fromkeys(k for a in arms if a.name for k in a.name.values))
     header = [Cell("arm", left=True), *(Cell(k, left=True) for k in varying)] + [Cell(h) for h in (
@@ -123,16 +108,16 @@ def _param(value: Any) -> Cell:
 
 
 def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = None,
-               activations: Callable[[StudyData], Any] | None = None) -> tuple[str, answer.Answer]:
+               activations: Callable[[StudyData], Any] | None = None) -> tuple[str, Answer]:
     """The page's HTML and the study's answer."""
     results = data.results
-    found = answer.study_answer(results, data.epochs, settings=data.settings, attrs=data.attrs)
+    found = study_answer(data)
     arms = found.arms
-    shown = compute.shown_arms(arms)
+    shown = shown_arms(arms)
     # figures draw every arm of the study (a search's too), but only the best SHOWN_ARMS
-    names = compute.arm_names(results)
-    every = compute.arm_stats(results, data.epochs, names=names)
-    drawn = compute.shown_arms(every)
+    names = arm_names(results)
+    every = arm_stats(results, data.epochs, names=names)
+    drawn = shown_arms(every)
     colors = draw.arm_colors(drawn + [a for a in shown if a.arm not in {d.arm for d in drawn}])
     context: dict[str, Any] = {
         "title": data.title, "name": data.name, "exercise": data.meta.get("exercise"),
@@ -140,17 +125,17 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
         "question": _question(data.meta.get("sweep_file")), "verdicts": found.verdicts,
         "arms": arms_table(arms), "shown": len(shown) - any(a.is_control for a in shown),
         "hidden": len([a for a in arms if a.test_acc.n]) - len(shown),
-        "bars": figure_html(draw.arm_bars(shown, colors, compute.chance_level(results)))
+        "bars": figure_html(draw.arm_bars(shown, colors, chance_level(results)))
                 if shown else "",
         "curves": "", "speed": "", "shared": False,
-        "spread": f"{compute.SPEED_SPREAD:.0%}", "search": [], "activations": None}
-    curves = compute.learning_curves(data.epochs, results) if len(data.epochs) else {}
+        "spread": f"{SPEED_SPREAD:.0%}", "search": [], "activations": None}
+    curves = learning_curves(data.epochs, results) if len(data.epochs) else {}
     if curves:
         context["curves"] = figure_html(draw.learning_curves(curves, drawn, colors))
     done = results[results.state == Status.COMPLETE].reset_index(drop=True)
     if len(done):
-        shared = compute.shared_machine(results)
-        front = None if shared else compute.pareto_front(
+        shared = shared_machine(results)
+        front = None if shared else pareto_front(
             list(zip(done.examples_per_sec, done.test_acc)))
         context.update(shared=shared,
                        speed=figure_html(draw.accuracy_vs_speed(results, drawn, colors, front)))
@@ -158,7 +143,7 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
         context["search"] = [figure_html(draw.legend_below(f)) for f in search(data)]
     if activations:
         context["activations"] = activations(data)
-    failed = compute.failures(results)
+    failed = failures(results)
     context["failures"] = _table(
         [Cell(h, left=h in ("arm", "state", "reason")) for h in
          ("trial", "arm", "seed", "state", "epochs", "reason")],

@@ -3,51 +3,50 @@
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from lenet_lab.errors import StorageError
 from lenet_lab.spec import Status
-from lenet_lab.store.connection import StorageUrl, connect, parse_storage, retrying
+from lenet_lab.store.database import Database, operation
 from lenet_lab.store.schema import lab_epochs, lab_studies, lab_trials, lab_weights
 
 __all__ = ["has_studies", "list_studies", "load_weights", "progress", "read_results",
-           "running_workers", "study_attrs", "study_frames", "study_row", "trial_record", "trial_statuses", "waiting_trial_ids"]
+           "running_workers", "study_attrs", "study_frames", "study_row", "trial_record",
+           "trial_statuses", "waiting_trial_ids"]
 
 
-def has_studies(where: StorageUrl) -> bool:
+def has_studies(db: Database) -> bool:
     """Whether a database exists and holds Optuna's tables (checking creates nothing).
 
     A database holding tables of another application is refused (StorageError), so
     that nothing of lenet-lab's or Optuna's is ever written beside them.
     """
-    if where.sqlite_path and not os.path.exists(where.sqlite_path):
+    if not db.exists():
         return False
-    db = connect(where, read_only=True)
-    try:
-        tables = sa.inspect(db).get_table_names()
-    finally:
-        db.dispose()
+    with db.transaction() as conn:
+        tables = sa.inspect(conn).get_table_names()
     foreign = [t for t in tables if t not in _optuna_tables() and not t.startswith("lab_")]
     if foreign:
-        raise StorageError(f"{where.sqlite_path or where.safe} holds tables of another application "
+        raise StorageError(f"{db.sqlite_path or db.safe} holds tables of another application "
                            f"({', '.join(sorted(foreign)[:5])}): give lenet-lab a database of its "
                            f"own, e.g. --storage sqlite:///studies.db")
     return "studies" in tables
 
 
 def _optuna_tables() -> set[str]:
-    from optuna.storages._rdb import models  # Optuna's schema, as its storage creates it
+    from optuna.storages._rdb import (
+        models,  # Optuna's schema, as its storage creates it
+    )
 
     return set(models.BaseModel.metadata.tables) | {"alembic_version"}
 
 
-def study_row(db: Engine, study_name: str) -> dict[str, Any] | None:
-    with db.connect() as conn:
+@operation
+def study_row(db: Database, study_name: str) -> dict[str, Any] | None:
+    with db.transaction() as conn:
         if not sa.inspect(conn).has_table("lab_studies"):
             return None
         row = conn.execute(sa.select(lab_studies)
@@ -55,36 +54,62 @@ def study_row(db: Engine, study_name: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row else None
 
 
-@retrying
-def waiting_trial_ids(db: Engine, study_name: str) -> list[int]:
+@operation
+def waiting_trial_ids(db: Database, study_name: str) -> list[int]:
     """Optuna's WAITING trials of a study, oldest first (candidates for a claim)."""
-    with db.connect() as conn:
+    with db.transaction() as conn:
         return list(conn.execute(sa.text(
             "SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id "
             "WHERE s.study_name = :s AND CAST(t.state AS VARCHAR(16)) = 'WAITING' "
             "ORDER BY t.number"), {"s": study_name}).scalars())
 
 
-@retrying
-def running_workers(db: Engine, study_name: str) -> dict[int, tuple[str | None, int | None]]:
+@operation
+def running_workers(db: Database, study_name: str) -> dict[int, tuple[str | None, int | None]]:
     """trial_id -> (host, pid) of every trial Optuna holds as RUNNING; (None, None) for
     one claimed a moment ago whose worker has not recorded itself yet."""
-    with db.connect() as conn:
+    return {row["trial_id"]: (row["host"], row["pid"]) for row in running_trials(db, study_name)}
+
+
+@operation
+def running_trials(db: Database, study_name: str) -> list[dict[str, Any]]:
+    """Every trial Optuna holds as RUNNING: trial_id, number, the worker's host and pid,
+    and `silent_s`, the seconds since its last heartbeat by the database's clock (None
+    before its first)."""
+    # Optuna stamps heartbeats with CURRENT_TIMESTAMP, which PostgreSQL stores in the
+    # session's time zone in a column without one: LOCALTIMESTAMP reads it back alike.
+    now = "LOCALTIMESTAMP" if db.where.backend == "postgresql" else "CURRENT_TIMESTAMP"
+    with db.transaction() as conn:
+        heartbeats = sa.inspect(conn).has_table("trial_heartbeats")
         rows = conn.execute(sa.text(
-            "SELECT t.trial_id, lt.host, lt.pid FROM trials t "
-            "JOIN studies s ON s.study_id = t.study_id "
-            "LEFT JOIN lab_trials lt ON lt.trial_id = t.trial_id "
+            "SELECT t.trial_id, t.number, lt.host, lt.pid, " +
+            (f"h.heartbeat, {now} AS now " if heartbeats else "NULL, NULL ") +
+            "FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "LEFT JOIN lab_trials lt ON lt.trial_id = t.trial_id " +
+            ("LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id " if heartbeats else "") +
             "WHERE s.study_name = :s AND CAST(t.state AS VARCHAR(16)) = 'RUNNING'"),
             {"s": study_name}).all()
-    return {trial_id: (host, pid) for trial_id, host, pid in rows}
+    return [{"trial_id": trial_id, "number": number, "host": host, "pid": pid,
+             "silent_s": _seconds_between(beat, now)}
+            for trial_id, number, host, pid, beat, now in rows]
 
 
-@retrying
-def trial_statuses(db: Engine, trial_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+def _seconds_between(start: Any, end: Any) -> float | None:
+    from datetime import datetime
+
+    if start is None or end is None:
+        return None
+    start, end = (value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+                  for value in (start, end))
+    return (end.replace(tzinfo=None) - start.replace(tzinfo=None)).total_seconds()
+
+
+@operation
+def trial_statuses(db: Database, trial_ids: list[int]) -> dict[int, tuple[str, str | None]]:
     """trial_id -> (status, reason) from our record of each trial."""
     if not trial_ids:
         return {}
-    with db.connect() as conn:
+    with db.transaction() as conn:
         rows = conn.execute(sa.select(lab_trials.c.trial_id, lab_trials.c.status,
                                       lab_trials.c.reason)
                             .where(lab_trials.c.trial_id.in_(trial_ids))).all()
@@ -101,10 +126,10 @@ def _states_and_best(conn: sa.Connection, study: str) -> tuple[dict[str, int], f
     return states, best
 
 
-def progress(db: Engine, study: str) -> dict[str, Any]:
+def progress(db: Database, study: str) -> dict[str, Any]:
     """Counts by state, best test accuracy, every started trial's (number, arm, is control)
     and the running trials' epochs, for a live display."""
-    with db.connect() as conn:
+    with db.transaction() as conn:
         states, best = _states_and_best(conn, study)
         running = conn.execute(
             sa.select(lab_trials.c.number, lab_trials.c.arm, sa.func.max(lab_epochs.c.epoch))
@@ -120,50 +145,44 @@ def progress(db: Engine, study: str) -> dict[str, Any]:
             "running": [(number, arm, epoch or 0) for number, arm, epoch in running]}
 
 
-def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
+@operation
+def list_studies(db: Database) -> list[dict[str, Any]]:
     """One entry per study: sweep, engine, trials by state, best test accuracy."""
-    where = parse_storage(storage)
-    if not has_studies(where):
+    if not has_studies(db):
         return []  # reading must not leave an empty database file behind
-    db = connect(where, read_only=True)
-    try:
-        with db.connect() as conn:
-            inspector = sa.inspect(conn)
-            rows = conn.execute(sa.text(
-                "SELECT s.study_name, ls.sweep, ls.engine, ls.title FROM studies s "
-                "LEFT JOIN lab_studies ls ON ls.study_name = s.study_name ORDER BY s.study_name")
-                if inspector.has_table("lab_studies") else sa.text(
-                "SELECT study_name, NULL, NULL, NULL FROM studies ORDER BY study_name")).all()
-            has_view = "lab_results" in inspector.get_view_names()
-            studies = []
-            for name, sweep, engine, title in rows:
-                states, best = _states_and_best(conn, name) if has_view else ({}, None)
-                studies.append({"study": name, "sweep": sweep, "engine": engine,
-                                "title": title, "states": states, "best_test_acc": best})
-            return studies
-    finally:
-        db.dispose()
+    with db.transaction() as conn:
+        inspector = sa.inspect(conn)
+        rows = conn.execute(sa.text(
+            "SELECT s.study_name, ls.sweep, ls.engine, ls.title FROM studies s "
+            "LEFT JOIN lab_studies ls ON ls.study_name = s.study_name ORDER BY s.study_name")
+            if inspector.has_table("lab_studies") else sa.text(
+            "SELECT study_name, NULL, NULL, NULL FROM studies ORDER BY study_name")).all()
+        has_view = "lab_results" in inspector.get_view_names()
+        studies = []
+        for name, sweep, engine, title in rows:
+            states, best = _states_and_best(conn, name) if has_view else ({}, None)
+            studies.append({"study": name, "sweep": sweep, "engine": engine,
+                            "title": title, "states": states, "best_test_acc": best})
+        return studies
 
 
-def read_results(storage: str | None = None, study: str | None = None):
+@operation
+def read_results(db: Database, study: str | None = None):
     """`lab_results` as a pandas DataFrame (optionally one study's rows)."""
     import pandas as pd
 
-    db = connect(parse_storage(storage), read_only=True)
     query = "SELECT * FROM lab_results" + (" WHERE study = :study" if study else "") + \
         " ORDER BY study, trial"
-    try:
-        with db.connect() as conn:
-            return pd.read_sql(sa.text(query), conn, params={"study": study} if study else None)
-    finally:
-        db.dispose()
+    with db.transaction() as conn:
+        return pd.read_sql(sa.text(query), conn, params={"study": study} if study else None)
 
 
-def study_frames(db: Engine, name: str):
+@operation
+def study_frames(db: Database, name: str):
     """(lab_results rows, per-epoch rows with the trial number) of one study."""
     import pandas as pd
 
-    with db.connect() as conn:
+    with db.transaction() as conn:
         results = pd.read_sql(sa.text("SELECT * FROM lab_results WHERE study = :s ORDER BY trial"),
                               conn, params={"s": name})
         epochs = pd.read_sql(sa.text(
@@ -199,27 +218,30 @@ def _with_queued_arms(results, queued):
     return results
 
 
-def study_attrs(db: Engine, study_name: str) -> dict[str, Any]:
+@operation
+def study_attrs(db: Database, study_name: str) -> dict[str, Any]:
     """The study's Optuna user attributes (until_decided, arm_sources, exercise, ...)."""
     import json
 
-    with db.connect() as conn:
+    with db.transaction() as conn:
         rows = conn.execute(sa.text(
             "SELECT a.key, a.value_json FROM study_user_attributes a JOIN studies s "
             "ON s.study_id = a.study_id WHERE s.study_name = :s"), {"s": study_name}).all()
     return {key: json.loads(value) for key, value in rows}
 
 
-def trial_record(db: Engine, study: str, number: int) -> dict[str, Any] | None:
+@operation
+def trial_record(db: Database, study: str, number: int) -> dict[str, Any] | None:
     """Our row of one trial, found by study and trial number."""
-    with db.connect() as conn:
+    with db.transaction() as conn:
         row = conn.execute(sa.select(lab_trials).where(
             lab_trials.c.study_name == study, lab_trials.c.number == number)).first()
     return dict(row._mapping) if row else None
 
 
-def load_weights(db: Engine, trial_id: int) -> dict[str, np.ndarray] | None:
-    with db.connect() as conn:
+@operation
+def load_weights(db: Database, trial_id: int) -> dict[str, np.ndarray] | None:
+    with db.transaction() as conn:
         blob = conn.execute(sa.select(lab_weights.c.npz)
                             .where(lab_weights.c.trial_id == trial_id)).scalar()
     if blob is None:

@@ -9,7 +9,9 @@ Optuna owns its tables (`studies`, `trials`, `trial_heartbeats`, ...). Ours are 
 - `lab_trials`: one row per trial: arm, seed, every spec and training field, status,
   reason, final metrics, and the worker's host and pid.
 - `lab_epochs`: per-epoch metrics, written as each epoch ends.
-- `lab_weights`: each completed trial's final weights (npz), for the activations view.
+- `lab_weights`: each completed trial's final weights (npz), for the activations view;
+- `lab_schema`: the version of these tables; older databases are upgraded step by step
+  (MIGRATIONS) by the next command that writes.
 
 `lab_results` joins them with Optuna's trials: one row per trial, documented in README.
 Hyperparameter columns are typed from the spec's fields (`spec.field_kind`).
@@ -17,13 +19,17 @@ Hyperparameter columns are typed from the spec's fields (`spec.field_kind`).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
+from lenet_lab.errors import StorageError
 from lenet_lab.spec import SPEC_FIELDS, Status, field_kind
+from lenet_lab.store.database import Database
 
-__all__ = ["HYPERPARAMETERS", "RESULT_COLUMNS", "ensure_schema", "lab_epochs", "lab_studies",
-           "lab_trials", "lab_weights", "metadata"]
+__all__ = ["HYPERPARAMETERS", "MIGRATIONS", "RESULT_COLUMNS", "SCHEMA_VERSION", "ensure_schema",
+           "lab_epochs", "lab_schema", "lab_studies", "lab_trials", "lab_weights", "metadata",
+           "schema_version"]
 
 HYPERPARAMETERS = list(SPEC_FIELDS)
 METRICS = ("train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
@@ -47,7 +53,7 @@ lab_studies = sa.Table(
     sa.Column("settings", sa.Text, nullable=False),  # JSON: epochs, seeds, subset, ...
     sa.Column("packages", sa.Text, nullable=False),  # JSON: name -> version
     sa.Column("command", sa.Text, nullable=False),
-    sa.Column("created_at", sa.DateTime, nullable=False),  # naive UTC, like Optuna's
+    sa.Column("created_at", sa.DateTime, nullable=False),  # naive UTC, the database clock
 )
 
 
@@ -89,6 +95,11 @@ lab_epochs = sa.Table(
     *_metric_columns(),
 )
 
+lab_schema = sa.Table(
+    "lab_schema", metadata,
+    sa.Column("version", sa.Integer, nullable=False),  # see MIGRATIONS
+)
+
 lab_weights = sa.Table(
     "lab_weights", metadata,
     sa.Column("trial_id", sa.Integer, primary_key=True),
@@ -120,19 +131,58 @@ LEFT JOIN lab_studies ls ON ls.study_name = s.study_name
 """
 
 
-def ensure_schema(db: Engine) -> None:
-    """Create our tables and the view (idempotent). Optuna's tables must exist first."""
-    if db.dialect.name == "sqlite":
-        with db.begin() as conn:
+SCHEMA_VERSION = 3  # the last of MIGRATIONS
+
+
+def _add_stage(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE lab_trials ADD COLUMN stage VARCHAR(16)")
+
+
+def _version_table(conn: sa.Connection) -> None:
+    lab_schema.create(conn)
+
+
+# Numbered steps, each from the version before it: version -> step. Version 1 is
+# lenet-lab 0.1's tables (no `stage`); a database made before `lab_schema` existed is
+# dated by its columns (schema_version). The view is rebuilt after any step.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    2: _add_stage,  # a trial's stage: grid, or a search's control, search, confirm
+    3: _version_table,  # lab_schema records the version
+}
+
+
+def schema_version(conn: sa.Connection) -> int | None:
+    """The version of our tables in a database; None when it has none of them."""
+    inspector = sa.inspect(conn)
+    tables = set(inspector.get_table_names())
+    if "lab_schema" in tables:
+        return conn.execute(sa.select(sa.func.max(lab_schema.c.version))).scalar() or 0
+    if "lab_trials" not in tables:
+        return None
+    return 2 if "stage" in {c["name"] for c in inspector.get_columns("lab_trials")} else 1
+
+
+def ensure_schema(db: Database) -> int:
+    """Create our tables and the view, or bring older ones up to SCHEMA_VERSION, step by
+    step (MIGRATIONS). Returns the version found before. Optuna's tables must exist."""
+    if db.where.backend == "sqlite":
+        with db.transaction() as conn:
             # WAL lets readers (progress, reports) run beside writers; it sticks to the file.
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-    metadata.create_all(db)
-    with db.begin() as conn:
-        inspector = sa.inspect(conn)
-        if "stage" not in {c["name"] for c in inspector.get_columns("lab_trials")}:
-            # a database from lenet-lab 0.1: add the column, then the view that shows it
-            conn.exec_driver_sql("ALTER TABLE lab_trials ADD COLUMN stage VARCHAR(16)")
-            conn.exec_driver_sql("DROP VIEW IF EXISTS lab_results")
-        elif "lab_results" in inspector.get_view_names():
-            return
+    with db.transaction() as conn:
+        found = schema_version(conn)
+        if found == SCHEMA_VERSION and "lab_results" in sa.inspect(conn).get_view_names():
+            return found
+        if found is not None and found > SCHEMA_VERSION:
+            raise StorageError(f"{db.safe} was written by a newer lenet-lab (schema version "
+                               f"{found}, this one knows {SCHEMA_VERSION}): upgrade lenet-lab")
+        conn.exec_driver_sql("DROP VIEW IF EXISTS lab_results")
+        if found is None:
+            metadata.create_all(conn)
+        else:
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version](conn)
+        conn.execute(lab_schema.delete())
+        conn.execute(lab_schema.insert().values(version=SCHEMA_VERSION))
         conn.exec_driver_sql(RESULTS_VIEW)
+    return found or 0

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from lenet_lab.errors import StorageError
 from lenet_lab.files import atomic_write, output_folder, slug
-from lenet_lab.store.connection import connect, creation_lock, optuna_storage, parse_storage
+from lenet_lab.store.database import Database
 from lenet_lab.store.queries import list_studies, read_results
 from lenet_lab.store.schema import ensure_schema, lab_epochs, lab_studies, lab_trials, lab_weights
 
@@ -19,31 +19,31 @@ __all__ = ["EXPORT_FORMATS", "copy_study", "export_study", "known_studies"]
 EXPORT_FORMATS = ("csv", "parquet")
 
 
-def known_studies(storage: str | None, chosen: list[str] | None = None) -> list[str]:
+def known_studies(db: Database, chosen: list[str] | None = None) -> list[str]:
     """The chosen studies (default: every study lenet-lab ran), each checked to exist and
     to be lenet-lab's: a plain Optuna study beside them has none of our records."""
-    rows = {row["study"]: row for row in list_studies(storage)}
+    rows = {row["study"]: row for row in list_studies(db)}
     ours = [name for name, row in rows.items() if row["sweep"] is not None]
-    where = parse_storage(storage).safe
     for name in chosen or []:
         if name not in rows:
-            raise StorageError(f"no study {name!r} in {where}: known studies are "
+            raise StorageError(f"no study {name!r} in {db.safe}: known studies are "
                                f"{', '.join(rows) or 'none'} (`lenet-lab studies`)")
         if name not in ours:
-            raise StorageError(f"study {name!r} in {where} was made by Optuna, not by "
+            raise StorageError(f"study {name!r} in {db.safe} was made by Optuna, not by "
                                f"`lenet-lab sweep`, so it has no lenet-lab results: read it with "
                                f"optuna.load_study(study_name={name!r}, storage=...)")
     if not (chosen or ours):
-        raise StorageError(f"no lenet-lab studies in {where}: run `lenet-lab sweep pooling` "
+        raise StorageError(f"no lenet-lab studies in {db.safe}: run `lenet-lab sweep pooling` "
                            f"first, or pass --storage")
     return chosen or ours
 
 
-def export_study(storage: str | None, study: str, folder: str | Path, fmt: str = "csv") -> tuple[Path, int]:
+def export_study(db: Database, study: str, folder: str | Path,
+                 fmt: str = "csv") -> tuple[Path, int]:
     """Write a study's lab_results rows to <folder>/<study>.<fmt>; returns (path, rows)."""
-    known_studies(storage, [study])
+    known_studies(db, [study])
     folder = output_folder(folder, create=False)
-    results = read_results(storage, study)
+    results = read_results(db, study)
     buffer = io.BytesIO()
     if fmt == "csv":
         results.to_csv(buffer, index=False)
@@ -53,7 +53,8 @@ def export_study(storage: str | None, study: str, folder: str | Path, fmt: str =
     return path, len(results)
 
 
-def copy_study(source: str | None, target: str, study: str, target_name: str | None = None) -> int:
+def copy_study(source: Database, target: Database, study: str,
+               target_name: str | None = None) -> int:
     """Copy a study, Optuna's part and ours, between storages (SQLite <-> PostgreSQL).
 
     Returns the number of trials copied. Trial ids differ between databases, so our rows
@@ -62,21 +63,18 @@ def copy_study(source: str | None, target: str, study: str, target_name: str | N
     import optuna
 
     name = target_name or study
-    source = parse_storage(source).url
     known_studies(source, [study])
-    destination = parse_storage(target, "--to")
-    with creation_lock(destination):
-        rdb = optuna_storage(destination)
+    with target.lock():
+        rdb = target.optuna()
         if name in optuna.get_all_study_names(storage=rdb):
-            raise StorageError(f"{destination.safe} already has a study {name!r}: "
+            raise StorageError(f"{target.safe} already has a study {name!r}: "
                                f"pass --as NEW_NAME")
         try:  # whole or not at all: a copy that fails part-way is removed again
             optuna.copy_study(from_study_name=study, to_storage=rdb, to_study_name=name,
-                              from_storage=optuna_storage(source, read_only=True))
+                              from_storage=source.optuna())
             new_ids = {t.number: t._trial_id for t in optuna.load_study(
                 study_name=name, storage=rdb).get_trials(deepcopy=False)}
-            _copy_our_rows(connect(source, read_only=True), connect(destination), study, name,
-                           new_ids)
+            _copy_our_rows(source, target, study, name, new_ids)
         except BaseException:
             with contextlib.suppress(Exception):
                 optuna.delete_study(study_name=name, storage=rdb)
@@ -84,31 +82,27 @@ def copy_study(source: str | None, target: str, study: str, target_name: str | N
     return len(new_ids)
 
 
-def _copy_our_rows(src, dst, study: str, name: str, new_ids: dict[int, int]) -> None:
+def _copy_our_rows(source: Database, target: Database, study: str, name: str,
+                   new_ids: dict[int, int]) -> None:
     """Our rows of a study (record, trials, epochs, weights) in one transaction."""
-    try:
-        ensure_schema(dst)
-        with src.connect() as read:
-            if not sa.inspect(read).has_table("lab_trials"):
-                return
-            trials = [dict(r._mapping) for r in read.execute(
-                sa.select(lab_trials).where(lab_trials.c.study_name == study))]
-            ids = {row["trial_id"]: new_ids[row["number"]] for row in trials}
-            epochs = [dict(r._mapping) for r in read.execute(
-                sa.select(lab_epochs).where(lab_epochs.c.trial_id.in_(list(ids))))]
-            weights = [dict(r._mapping) for r in read.execute(
-                sa.select(lab_weights).where(lab_weights.c.trial_id.in_(list(ids))))]
-            meta = read.execute(sa.select(lab_studies)
-                                .where(lab_studies.c.study_name == study)).first()
-        with dst.begin() as write:
-            if meta is not None:
-                write.execute(lab_studies.insert().values({**dict(meta._mapping), "study_name": name}))
-            for rows, table in ((trials, lab_trials), (epochs, lab_epochs), (weights, lab_weights)):
-                if rows:
-                    write.execute(table.insert(), [
-                        {**row, "trial_id": ids[row["trial_id"]],
-                         **({"study_name": name} if table is lab_trials else {})} for row in rows])
-    finally:
-        src.dispose()
-        dst.dispose()
-
+    ensure_schema(target)
+    with source.transaction() as read:
+        if not sa.inspect(read).has_table("lab_trials"):
+            return
+        trials = [dict(r._mapping) for r in read.execute(
+            sa.select(lab_trials).where(lab_trials.c.study_name == study))]
+        ids = {row["trial_id"]: new_ids[row["number"]] for row in trials}
+        epochs = [dict(r._mapping) for r in read.execute(
+            sa.select(lab_epochs).where(lab_epochs.c.trial_id.in_(list(ids))))]
+        weights = [dict(r._mapping) for r in read.execute(
+            sa.select(lab_weights).where(lab_weights.c.trial_id.in_(list(ids))))]
+        meta = read.execute(sa.select(lab_studies)
+                            .where(lab_studies.c.study_name == study)).first()
+    with target.transaction() as write:
+        if meta is not None:
+            write.execute(lab_studies.insert().values({**dict(meta._mapping), "study_name": name}))
+        for rows, table in ((trials, lab_trials), (epochs, lab_epochs), (weights, lab_weights)):
+            if rows:
+                write.execute(table.insert(), [
+                    {**row, "trial_id": ids[row["trial_id"]],
+                     **({"study_name": name} if table is lab_trials else {})} for row in rows])

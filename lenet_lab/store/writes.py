@@ -10,32 +10,28 @@ import io
 import json
 import os
 import socket
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy.engine import Engine
 
 from lenet_lab.spec import SPEC_FIELDS, LeNetSpec, Status, TrainConfig, field_kind, format_widths
-from lenet_lab.store.connection import retrying
+from lenet_lab.store.database import Database, operation
 from lenet_lab.store.schema import HYPERPARAMETERS, lab_epochs, lab_studies, lab_trials, lab_weights
 
-__all__ = ["add_epoch", "finish_trial", "forget_study", "record_study", "start_trial", "trial_columns", "utcnow"]
+__all__ = ["add_epoch", "finish_trial", "forget_study", "record_study", "start_trial",
+           "trial_columns"]
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+@operation
+def record_study(db: Database, row: dict[str, Any]) -> None:
+    with db.transaction() as conn:
+        conn.execute(lab_studies.insert().values(created_at=db.now(), **row))
 
 
-@retrying
-def record_study(db: Engine, row: dict[str, Any]) -> None:
-    with db.begin() as conn:
-        conn.execute(lab_studies.insert().values(created_at=utcnow(), **row))
-
-
-def forget_study(db: Engine, study_name: str) -> None:
+@operation
+def forget_study(db: Database, study_name: str) -> None:
     """Remove a study's record (of a study that failed to start, before any trial ran)."""
-    with db.begin() as conn:
+    with db.transaction() as conn:
         conn.execute(lab_studies.delete().where(lab_studies.c.study_name == study_name))
 
 
@@ -61,23 +57,23 @@ def trial_columns(values: dict[str, Any], spec: LeNetSpec | None = None,
             "param_count": spec.param_count if spec is not None else None, **columns}
 
 
-@retrying
-def start_trial(db: Engine, *, trial_id: int, study_name: str, number: int, arm: str,
+@operation
+def start_trial(db: Database, *, trial_id: int, study_name: str, number: int, arm: str,
                 is_control: bool, stage: str, columns: dict[str, Any], run: dict[str, Any]) -> None:
     """Record a trial as running before its spec is built (it may turn out infeasible)."""
-    with db.begin() as conn:
+    with db.transaction() as conn:
         conn.execute(lab_trials.delete().where(lab_trials.c.trial_id == trial_id))
         conn.execute(lab_trials.insert().values(
             trial_id=trial_id, study_name=study_name, number=number, arm=arm,
-            is_control=is_control, stage=stage, status=Status.RUNNING.value, host=socket.gethostname(),
-            pid=os.getpid(), **run, **columns))
+            is_control=is_control, stage=stage, status=Status.RUNNING.value,
+            host=socket.gethostname(), pid=os.getpid(), **run, **columns))
 
 
-@retrying
-def finish_trial(db: Engine, trial_id: int, status: Status, *,
+@operation
+def finish_trial(db: Database, trial_id: int, status: Status, *,
                  weights: dict[str, np.ndarray] | None = None, **values: Any) -> None:
     """A trial's end in one transaction: status, reason, final metrics and its weights."""
-    with db.begin() as conn:
+    with db.transaction() as conn:
         conn.execute(lab_trials.update().where(lab_trials.c.trial_id == trial_id)
                      .values(status=status.value, **values))
         if weights is not None:
@@ -87,9 +83,9 @@ def finish_trial(db: Engine, trial_id: int, status: Status, *,
             conn.execute(lab_weights.insert().values(trial_id=trial_id, npz=buffer.getvalue()))
 
 
-@retrying
-def add_epoch(db: Engine, trial_id: int, **metrics: Any) -> None:
-    with db.begin() as conn:
+@operation
+def add_epoch(db: Database, trial_id: int, **metrics: Any) -> None:
+    with db.transaction() as conn:
         conn.execute(lab_epochs.delete().where(lab_epochs.c.trial_id == trial_id,
                                                lab_epochs.c.epoch == metrics["epoch"]))
         conn.execute(lab_epochs.insert().values(trial_id=trial_id, **metrics))

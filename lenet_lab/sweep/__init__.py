@@ -12,8 +12,7 @@ skipped, and trials left RUNNING by a dead worker are marked failed and queued a
 from __future__ import annotations
 
 from lenet_lab.sweep.plan import SweepPlan, default_study_name, plan_sweep
-from lenet_lab.sweep.worker import (Worker, run_sweep, run_workers, stop_on_signals, summary,
-                                    watch)
+from lenet_lab.sweep.worker import Worker, run_sweep, run_workers, stop_on_signals, summary, watch
 
 __all__ = ["SweepPlan", "Worker", "default_study_name", "plan_sweep", "run_sweep", "run_workers",
            "stop_on_signals", "summary", "watch"]

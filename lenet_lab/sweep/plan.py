@@ -11,25 +11,18 @@ from lenet_lab import store
 from lenet_lab.data import Dataset, load_dataset
 from lenet_lab.engines import Device, get_engine, parse_device
 from lenet_lab.errors import StorageError, SweepError
-from lenet_lab.spec import field_kind, format_widths, parse_widths
-from lenet_lab.sweep_file import Sweep
-from lenet_lab.sweep_space import OBJECTIVES
+from lenet_lab.results import best_configuration
+from lenet_lab.spec import field_param
+from lenet_lab.store import Database
+from lenet_lab.sweep_file import OBJECTIVES, Sweep
+from lenet_lab.urls import redact
 
-__all__ = ["SweepPlan", "TPE_SETTINGS", "decode_param", "default_study_name", "encode_param",
-           "fuse_size", "grid_choices", "load_cached", "plan_sweep"]
+__all__ = ["SweepPlan", "TPE_SETTINGS", "default_study_name", "fuse_size", "grid_choices",
+           "load_cached", "plan_sweep"]
 
 # TPE's defaults changed in Optuna 5; these are spelled out and stored with every study.
 TPE_SETTINGS = {"n_startup_trials": 10, "multivariate": True, "constant_liar": True}
 PRUNER = {"n_startup_trials": 5, "n_warmup_steps": 1}
-
-
-def encode_param(value: Any) -> Any:
-    """Optuna params must be scalars: width lists become their text form ("6,16")."""
-    return format_widths(value) if isinstance(value, (list, tuple)) else value
-
-
-def decode_param(key: str, value: Any) -> Any:
-    return parse_widths(value, key) if field_kind(key) == "widths" else value
 
 
 def grid_choices(sweep: Sweep) -> dict[str, list[Any]]:
@@ -44,7 +37,7 @@ def grid_choices(sweep: Sweep) -> dict[str, list[Any]]:
     resolved = [{**control, **arm.as_dict()} for arm in sweep.grid_arms()]
     choices: dict[str, list[Any]] = {}
     for key in dict.fromkeys(k for arm in sweep.grid_arms() for k in arm.as_dict()):
-        values = list(dict.fromkeys(encode_param(values[key]) for values in resolved))
+        values = list(dict.fromkeys(field_param(values[key]) for values in resolved))
         if len(values) > 1:
             choices[key] = values
     return choices
@@ -67,7 +60,7 @@ class SweepPlan:
 
     sweep: Sweep
     study_name: str
-    storage: str
+    db: Database  # picklable: each worker process opens its own connections
     device: Device
     device_name: str
     engine_version: str
@@ -128,8 +121,8 @@ class SweepPlan:
         run = self.sweep.run
         return {"engine": run.engine, "epochs": self.sweep.control()["epochs"],
                 "subset": run.subset, "sampler": run.sampler, "objectives": list(run.objectives),
-                "fixed": {k: encode_param(v) for k, v in sorted(self.sweep.fixed.items())},
-                **({"arms": {a.name: {k: encode_param(v) for k, v in a.values}
+                "fixed": {k: field_param(v) for k, v in sorted(self.sweep.fixed.items())},
+                **({"arms": {a.name: {k: field_param(v) for k, v in a.values}
                              for a in self.sweep.arms if a.best_of}} if self.arm_sources else {})}
 
 
@@ -165,8 +158,8 @@ def fuse_size(text: str | int, *, engine: str, device: Device) -> int:
     return size
 
 
-def plan_sweep(sweep: Sweep, *, storage: str | None = None, study: str | None = None,
-               device: str = "auto", data_dir: str | None = None, command: str = "",
+def plan_sweep(sweep: Sweep, db: Database, *, study: str | None = None, device: str = "auto",
+               data_dir: str | None = None, command: str = "",
                name_overrides: dict[str, int | None] | None = None,
                fuse: str | int = "auto") -> SweepPlan:
     """Check everything that can be checked before the database is touched."""
@@ -176,31 +169,28 @@ def plan_sweep(sweep: Sweep, *, storage: str | None = None, study: str | None = 
     fused = fuse_size(fuse, engine=sweep.run.engine, device=chosen)
     for name in sorted(sweep.datasets()):
         load_cached(name, data_dir)  # missing or corrupt data fails here, not mid-sweep
-    where = store.parse_storage(storage)
-    folder = os.path.dirname(os.path.abspath(where.sqlite_path)) if where.sqlite_path else None
+    folder = os.path.dirname(os.path.abspath(db.sqlite_path)) if db.sqlite_path else None
     if folder and not os.path.isdir(folder):
-        raise StorageError(f"--storage {where}: folder {os.path.dirname(where.sqlite_path)} "
+        raise StorageError(f"--storage {db.safe}: folder {os.path.dirname(db.sqlite_path)} "
                            f"does not exist")
     overrides = name_overrides or {"epochs": None, "subset": None}
-    sweep, sources = _resolve_best_of(sweep, where.url)
-    plan = SweepPlan(sweep, study or default_study_name(sweep, **overrides), where.url, chosen,
+    sweep, sources = _resolve_best_of(sweep, db)
+    plan = SweepPlan(sweep, study or default_study_name(sweep, **overrides), db, chosen,
                      backend.device_name(chosen), backend.version(), backend.gpu_count(),
-                     store.redact(command, where.url), sources, fused)
+                     redact(command, db.url), sources, fused)
     _check_existing(plan)
     return plan
 
 
-def _resolve_best_of(sweep: Sweep, storage: str) -> tuple[Sweep, dict[str, str]]:
+def _resolve_best_of(sweep: Sweep, db: Database) -> tuple[Sweep, dict[str, str]]:
     """Arms with `best_of` take the best configuration a study of that sweep confirmed
     (exercise 9 runs what exercise 2 found), else keep the file's values, saying so."""
     if not any(arm.best_of for arm in sweep.arms):
         return sweep, {}
-    from lenet_lab.report.build import best_confirmed  # pandas
-
     arms, sources = [], {}
     control = sweep.control()
     for arm in sweep.arms:
-        found = best_confirmed(storage, arm.best_of, engine=sweep.run.engine) \
+        found = best_configuration(db, arm.best_of, engine=sweep.run.engine) \
             if arm.best_of else None
         if found:
             study, label, values = found
@@ -218,14 +208,9 @@ def _resolve_best_of(sweep: Sweep, storage: str) -> tuple[Sweep, dict[str, str]]
 
 def _check_existing(plan: SweepPlan) -> None:
     """Refuse to continue a study that was run with other settings (read-only)."""
-    where = store.parse_storage(plan.storage)
-    if not store.has_studies(where):
+    if not store.has_studies(plan.db):
         return
-    db = store.connect(where, read_only=True)
-    try:
-        row = store.study_row(db, plan.study_name)
-    finally:
-        db.dispose()
+    row = store.study_row(plan.db, plan.study_name)
     if row is None:
         return
     if row["sweep"] != plan.sweep.name:

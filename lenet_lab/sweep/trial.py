@@ -17,29 +17,26 @@ from typing import Any, Protocol
 
 from lenet_lab import store
 from lenet_lab.data import Dataset
-from lenet_lab.engines import Device
+from lenet_lab.engines import Device, fuse_key
 from lenet_lab.errors import InfeasibleSpec, SpecError, StorageError
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
-from lenet_lab.sweep.plan import SweepPlan, decode_param, encode_param, grid_choices
-from lenet_lab.sweep_file import Arm, Distribution, build
-from lenet_lab.train import EpochMetrics, TrainResult, fuse_key
+from lenet_lab.spec import LeNetSpec, Status, TrainConfig, field_param, field_value
+from lenet_lab.sweep.plan import SweepPlan, grid_choices
+from lenet_lab.sweep_file import Arm, Distribution, specs_from
+from lenet_lab.train import EpochMetrics, TrainResult, throughput, train_members
 
-__all__ = ["TrialHost", "TrialValues", "fuse_key_of", "run_group", "run_trial", "trial_values"]
+__all__ = ["TrialHost", "TrialValues", "finals", "fuse_key_of", "run_group", "run_trial",
+           "trial_values"]
 
 
 class TrialHost(Protocol):
     """What a trial needs from the worker running it (sweep.worker.Worker is one)."""
 
     plan: SweepPlan
-    db: Any  # our tables (a SQLAlchemy Engine)
-    rdb: Any  # Optuna's RDBStorage, for heartbeats
     device: Device
-    trainer: Any  # lenet_lab.train.train or a stand-in
-    fused_trainer: Any  # lenet_lab.train.train_fused or a stand-in
 
     def dataset(self, name: str) -> Dataset: ...
 
-    def tell(self, trial, values: list[float] | None = None, *, state: str | None = None) -> None: ...
+    def tell(self, trial, status: Status, values: list[float] | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,17 +55,17 @@ def _suggest(trial, key: str, dimension: list[Any] | Distribution) -> Any:
                                      step=int(dimension.step or 1), log=dimension.log)
         return trial.suggest_float(key, dimension.low, dimension.high, step=dimension.step,
                                    log=dimension.log)
-    return decode_param(key, trial.suggest_categorical(key, [encode_param(v) for v in dimension]))
+    return field_value(key, trial.suggest_categorical(key, [field_param(v) for v in dimension]))
 
 
 def fuse_key_of(plan: SweepPlan, trial) -> tuple | None:
-    """The fuse key (train.fuse_key) of a queued trial, from its enqueued values."""
+    """The fuse key (engines.fuse_key) of a queued trial, from its enqueued values."""
     attrs = trial.user_attrs
     if "arm" not in attrs:
         return None
-    values = {k: decode_param(k, v) for k, v in json.loads(attrs["values"]).items()}
+    values = {k: field_value(k, v) for k, v in json.loads(attrs["values"]).items()}
     try:
-        return fuse_key(*build({**plan.sweep.control(), **values}, attrs["seed"]))
+        return fuse_key(*specs_from({**plan.sweep.control(), **values}, attrs["seed"]))
     except SpecError:
         return None
 
@@ -84,7 +81,7 @@ def trial_values(worker: TrialHost, trial) -> TrialValues:
             except ValueError:  # Optuna keeps a param's first choices: a grid whose values
                 if sweep.run.sampler != "grid":  # changed since its study began goes on
                     raise  # without the param (its values are in the user attrs)
-        values = {k: decode_param(k, v) for k, v in json.loads(attrs["values"]).items()}
+        values = {k: field_value(k, v) for k, v in json.loads(attrs["values"]).items()}
         return TrialValues(values, attrs["seed"], attrs["arm"], attrs["control"],
                            attrs.get("stage", sweep.queued_stage))
     values = {key: _suggest(trial, key, dim) for key, dim in sorted(sweep.space.items())}
@@ -96,7 +93,7 @@ def trial_values(worker: TrialHost, trial) -> TrialValues:
 class _Heartbeat:
     """Optuna's heartbeat for running trials, recorded every HEARTBEAT_S seconds."""
 
-    rdb: Any
+    rdb: Any  # Optuna's storage
     trial_ids: list[int]
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -136,10 +133,10 @@ def _start(worker: TrialHost, trial) -> _Member | Status:
     fields = {**sweep.control(), **chosen.values, "seed": chosen.seed}
     spec = config = problem = None
     try:
-        spec, config = build(fields, chosen.seed)
+        spec, config = specs_from(fields, chosen.seed)
     except SpecError as exc:  # e.g. three unpadded convs: a result, recorded as such
         problem = exc
-    store.start_trial(worker.db, trial_id=trial_id, study_name=worker.plan.study_name,
+    store.start_trial(worker.plan.db, trial_id=trial_id, study_name=worker.plan.study_name,
                       number=trial.number, arm=chosen.arm, is_control=chosen.is_control,
                       stage=chosen.stage,
                       columns=store.trial_columns(fields, spec, config),
@@ -148,8 +145,8 @@ def _start(worker: TrialHost, trial) -> _Member | Status:
     if problem is None:
         return _Member(trial, chosen, spec, config)
     status = Status.INFEASIBLE if isinstance(problem, InfeasibleSpec) else Status.FAILED
-    store.finish_trial(worker.db, trial_id, status, reason=f"{status}: {problem}")
-    worker.tell(trial, state="FAIL")
+    store.finish_trial(worker.plan.db, trial_id, status, reason=f"{status}: {problem}")
+    worker.tell(trial, status)
     return status
 
 
@@ -160,7 +157,7 @@ def run_trial(worker: TrialHost, trial) -> Status:
 
 def run_group(worker: TrialHost, trials: list) -> list[Status]:
     """Run claimed trials to their end and record each: one alone, several of one fuse
-    key (train.fuse_key) as one fused model; returns their statuses in order."""
+    key (engines.fuse_key) as one fused model; returns their statuses in order."""
     started = [_start(worker, trial) for trial in trials]
     members = [m for m in started if isinstance(m, _Member)]
     done = _train(worker, members) if members else []
@@ -175,61 +172,49 @@ def _pruned(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | None:
     """
     trial = member.trial
     member.epochs.append(m)
-    store.add_epoch(worker.db, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
+    store.add_epoch(worker.plan.db, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
                     train_acc=m.train_acc, test_acc=m.test_acc,
                     examples_per_sec=m.examples_per_sec, seconds=m.seconds)
     if worker.plan.sweep.run.prune and member.chosen.stage == "search" and \
             m.epoch < member.config.epochs:
-        store.retrying(trial.report)(m.test_acc, m.epoch)
-        if store.retrying(trial.should_prune)():
+        trial.report(m.test_acc, m.epoch)
+        if trial.should_prune():
             return (f"pruned after epoch {m.epoch}: test acc {m.test_acc:.3f} below the median "
                     f"of earlier trials")
     return None
 
 
 def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
-    import optuna
-
-    run, first = worker.plan.sweep.run, members[0]
+    plan, first = worker.plan, members[0]
     pruned: dict[int, str] = {}
-    common = {"device": str(worker.device), "data": worker.dataset(first.config.dataset),
-              "keep_weights": True}
 
     def on_epoch(k: int, m: EpochMetrics) -> bool:
         if (reason := _pruned(worker, members[k], m)) is not None:
             pruned[k] = reason
         return k in pruned
 
-    def alone(m: EpochMetrics) -> None:
-        if on_epoch(0, m):
-            raise optuna.TrialPruned(pruned[0])
-
     try:
-        with _Heartbeat(worker.rdb, [m.trial._trial_id for m in members]):
-            if len(members) == 1:
-                results = [worker.trainer(first.spec, first.config, engine=run.engine,
-                                          on_epoch=alone, **common)]
-            else:
-                results = worker.fused_trainer(first.spec, [m.config for m in members],
-                                               on_epoch=on_epoch, **common)
-    except optuna.TrialPruned:
-        results = [None]
+        with _Heartbeat(plan.db.optuna(), [m.trial._trial_id for m in members]):
+            results = train_members(first.spec, [m.config for m in members],
+                                    engine=plan.sweep.run.engine, device=str(worker.device),
+                                    data=worker.dataset(first.config.dataset),
+                                    keep_weights=True, on_epoch=on_epoch)
     except StorageError:  # the database is gone: nothing more can be recorded
         raise
     except BaseException as exc:  # interrupted or crashed: record, then let it propagate
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
             f"{type(exc).__name__}: {exc}"
         for member in members:
-            store.finish_trial(worker.db, member.trial._trial_id, Status.FAILED, reason=reason,
+            store.finish_trial(plan.db, member.trial._trial_id, Status.FAILED, reason=reason,
                                **finals(member.epochs))
-            worker.tell(member.trial, state="FAIL")
+            worker.tell(member.trial, Status.FAILED)
         raise
     statuses = []
     for k, (member, result) in enumerate(zip(members, results)):
         if k in pruned:
-            store.finish_trial(worker.db, member.trial._trial_id, Status.PRUNED,
+            store.finish_trial(plan.db, member.trial._trial_id, Status.PRUNED,
                                reason=pruned[k], **finals(member.epochs))
-            worker.tell(member.trial, state="PRUNED")
+            worker.tell(member.trial, Status.PRUNED)
             statuses.append(Status.PRUNED)
         else:
             statuses.append(_record(worker, member.trial, result))
@@ -237,18 +222,18 @@ def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
 
 
 def _record(worker: TrialHost, trial, result: TrainResult) -> Status:
+    db = worker.plan.db
     values = {**finals(result.epochs), "engine_version": result.engine_version,
               "device_name": result.device_name}
     if result.status is Status.DIVERGED:
-        store.finish_trial(worker.db, trial._trial_id, Status.DIVERGED, reason=result.reason,
-                           **values)
-        worker.tell(trial, state="FAIL")
+        store.finish_trial(db, trial._trial_id, Status.DIVERGED, reason=result.reason, **values)
+        worker.tell(trial, Status.DIVERGED)
         return Status.DIVERGED
-    store.finish_trial(worker.db, trial._trial_id, Status.COMPLETE, weights=result.weights,
-                       **values)
+    store.finish_trial(db, trial._trial_id, Status.COMPLETE, weights=result.weights, **values)
     objective = {"test_acc": result.final.test_acc, "examples_per_sec": result.examples_per_sec,
                  "param_count": result.spec.param_count}
-    worker.tell(trial, [objective[name] for name in worker.plan.sweep.run.objectives])
+    worker.tell(trial, Status.COMPLETE,
+                [objective[name] for name in worker.plan.sweep.run.objectives])
     return Status.COMPLETE
 
 
@@ -257,12 +242,9 @@ def finals(epochs: list[EpochMetrics]) -> dict[str, Any]:
     if not epochs:
         return {"epochs_done": 0}
     last = epochs[-1]
-    seconds = sum(e.seconds for e in epochs)
-    examples_per_sec = (sum(e.examples_per_sec * e.seconds for e in epochs) / seconds
-                        if seconds else None)
     return {"train_loss": _finite(last.train_loss), "train_acc": last.train_acc,
-            "test_acc": _finite(last.test_acc), "examples_per_sec": examples_per_sec,
-            "epochs_done": len(epochs), "seconds": seconds}
+            "test_acc": _finite(last.test_acc), "examples_per_sec": throughput(epochs) or None,
+            "epochs_done": len(epochs), "seconds": sum(e.seconds for e in epochs)}
 
 
 def _finite(value: float) -> float | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import signal
@@ -13,44 +12,37 @@ import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import optuna
+
 from lenet_lab import store
 from lenet_lab.data import Dataset
 from lenet_lab.engines import Device
 from lenet_lab.errors import LabError, SweepError, quiet_library_warnings
+from lenet_lab.results import arm_keys, load_study, study_answer
+from lenet_lab.results.arms import SUMMARY_HEADER, arm_legend, summary_rows
 from lenet_lab.spec import Status
+from lenet_lab.store import Database
 from lenet_lab.sweep import queue
 from lenet_lab.sweep.plan import SweepPlan, load_cached
 from lenet_lab.sweep.trial import fuse_key_of, run_group
-from lenet_lab.train import TrainResult, train, train_fused
 from lenet_lab.urls import redact
 
-__all__ = ["Trainer", "Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals",
-           "summary", "undecided_arms", "watch"]
+__all__ = ["Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals", "summary",
+           "undecided_arms", "watch"]
 
 JOBS_PER_CPU = 4
 STOP_S = 8.0  # how long stopped workers get to record their trials before they are killed
 IDLE_POLL_S = 2.0  # a worker with nothing queued checks this often whether others died
-Trainer = Callable[..., TrainResult]  # lenet_lab.train.train's signature
 
 
 class Worker:
-    """Holds the plan, the study, the database handles, the device and the datasets.
+    """Holds the plan (and through it the database), the study, the device and the data."""
 
-    `trainer` trains one network (lenet_lab.train.train); tests pass a stand-in to check
-    the queue and resume logic without training.
-    """
-
-    def __init__(self, plan: SweepPlan, *, index: int = 0, data_dir: str | None = None,
-                 trainer: Trainer = train, fused_trainer: Callable[..., list] = train_fused,
-                 db=None, rdb=None) -> None:
-        import optuna
-
-        self.plan, self.data_dir, self.trainer = plan, data_dir, trainer
-        self.fused_trainer = fused_trainer
-        self.db = db or store.connect(plan.storage)
-        self.rdb = rdb or store.optuna_storage(plan.storage, on_stale=queue.on_stale(self.db))
-        self.study = optuna.load_study(study_name=plan.study_name, storage=self.rdb,
-                                       sampler=plan.sampler(), pruner=plan.pruner())
+    def __init__(self, plan: SweepPlan, *, index: int = 0, data_dir: str | None = None) -> None:
+        self.plan, self.data_dir = plan, data_dir
+        self.study = optuna.load_study(
+            study_name=plan.study_name, storage=plan.db.optuna(on_stale=queue.on_stale(plan.db)),
+            sampler=plan.sampler(), pruner=plan.pruner())
         self.device = plan.device
         if plan.device.kind == "gpu" and plan.gpu_count > 1:
             self.device = Device("gpu", index % plan.gpu_count)  # spread workers over GPUs
@@ -63,12 +55,10 @@ class Worker:
             self.datasets[name] = data.subset(subset) if subset else data
         return self.datasets[name]
 
-    def tell(self, trial, values: list[float] | None = None, *, state: str | None = None) -> None:
-        import optuna
-
+    def tell(self, trial, status: Status, values: list[float] | None = None) -> None:
         # skip_if_finished: a tell retried after a lost acknowledgement is not an error.
-        store.retrying(self.study.tell)(trial, values, skip_if_finished=True,
-                                        state=state and optuna.trial.TrialState[state])
+        self.study.tell(trial, values, skip_if_finished=True,
+                        state=None if values else queue.OPTUNA_STATE[status])
 
     def next_trials(self) -> list:
         """Queued trials (a fused group, or one), else a new one from a search's sampler,
@@ -77,27 +67,27 @@ class Worker:
         With nothing queued, another worker may have died mid-trial: take its arm x seed
         over, or wait while others are still running, or stop when all is done.
         """
-        plan, study, db = self.plan, self.study, self.db
+        plan, study = self.plan, self.study
         while True:
             trials = self._claim()
-            if not trials and queue.searched_left(plan, study, db) > 0:
+            if not trials and queue.searched_left(plan, study) > 0:
                 study.sampler = plan.sampler(trials=len(study.get_trials(deepcopy=False)))
                 with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for
                     warnings.simplefilter("ignore", UserWarning)  # optimize(); we beat ourselves
-                    trials = [store.retrying(study.ask)()]
+                    trials = [study.ask()]
             if trials:
                 return trials
-            queue.reconcile(plan, study, self.rdb, db)
+            queue.reconcile(plan, study)
             if trials := self._claim():
                 return trials
-            if not store.running_workers(db, plan.study_name):
+            if not store.running_workers(plan.db, plan.study_name):
                 return []
             time.sleep(IDLE_POLL_S)
 
     def _claim(self) -> list:
         plan = self.plan
         key = (lambda t: fuse_key_of(plan, t)) if plan.fuse > 1 else None
-        return queue.claim(plan, self.study, self.rdb, self.db, key)
+        return queue.claim(plan, self.study, key)
 
     def run(self) -> int:
         """Run trials until the queue (and a search's budget) is exhausted; returns how many."""
@@ -140,18 +130,16 @@ def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | N
     except KeyboardInterrupt:
         sys.exit(130)
     except LabError as exc:
-        print(redact(f"Error: worker {index}: {exc}", plan.storage), file=sys.stderr)
+        print(redact(f"Error: worker {index}: {exc}", plan.db.url), file=sys.stderr)
         sys.exit(1)
+    finally:
+        plan.db.close()
 
 
-def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
-                trainer: Trainer = train, fused_trainer: Callable[..., list] = train_fused,
-                db=None, rdb=None) -> None:
-    """Run `jobs` workers: in this process for 1 (on `db` and `rdb` when given, with the
-    trainers given), else as separate processes."""
+def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None) -> None:
+    """Run `jobs` workers: in this process for 1, else as separate processes."""
     if jobs == 1:
-        Worker(plan, data_dir=data_dir, trainer=trainer, fused_trainer=fused_trainer, db=db,
-               rdb=rdb).run()
+        Worker(plan, data_dir=data_dir).run()
         return
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
@@ -189,38 +177,27 @@ def check_jobs(jobs: int) -> None:
                          f"--jobs {jobs}: give at least 1 worker")
 
 
-def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
-              trainer: Trainer = train, fused_trainer: Callable[..., list] = train_fused) -> None:
+def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None) -> None:
     """Open the study, then run its workers until every trial is done (and, with
     until_decided, until the answer is decided)."""
     check_jobs(jobs)  # before the study is opened: a refused start leaves nothing behind
-    db = store.connect(plan.storage)
-    try:
-        rdb = queue.open_study(plan, db)
-        workers = functools.partial(run_workers, plan, jobs=jobs, data_dir=data_dir,
-                                    trainer=trainer, fused_trainer=fused_trainer, db=db, rdb=rdb)
-        workers()
-        while plan.sweep.run.until_decided and (arms := undecided_arms(plan)):
-            import optuna
-
-            study = optuna.load_study(study_name=plan.study_name, storage=rdb)
-            for arm in arms:
-                queue.add_seed(plan, study, arm)
-            workers()
-    finally:
-        db.dispose()
+    queue.open_study(plan)
+    run_workers(plan, jobs=jobs, data_dir=data_dir)
+    while plan.sweep.run.until_decided and (arms := undecided_arms(plan)):
+        study = optuna.load_study(study_name=plan.study_name, storage=plan.db.optuna())
+        for arm in arms:
+            queue.add_seed(plan, study, arm)
+        run_workers(plan, jobs=jobs, data_dir=data_dir)
 
 
 def undecided_arms(plan: SweepPlan) -> list[str]:
     """`--until-decided`: the arms that get one more seed, or none when the answer is
-    decided (see report/answer.py) or the control and the leading arm have MAX seeds.
+    decided (see results/answer.py) or the control and the leading arm have MAX seeds.
 
     The two are the book's network and the arm that leads it; they are brought to the
     same number of seeds, then grow together.
     """
-    from lenet_lab.report.build import study_answer  # pandas, scipy
-
-    found = study_answer(plan.storage, plan.study_name)
+    found = study_answer(load_study(plan.db, plan.study_name))
     lead, most = found.leader, plan.sweep.run.until_decided
     if lead is None or lead.decision.decided:
         return []
@@ -237,8 +214,6 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
 
     Works for any number of workers and machines, since it reads the database.
     """
-    from lenet_lab.report.compute import arm_keys
-
     stop = threading.Event()
     epochs = "" if "epochs" in plan.sweep.space else f"/{plan.sweep.control()['epochs']}"
 
@@ -247,11 +222,11 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
         while not stop.wait(1.0):
             try:  # connect anew until the database has its tables: a reader opened
                 # before the file existed would read an empty one for ever
-                db = db or store.connect(plan.storage, read_only=True)
+                db = db or Database(plan.db.where, read_only=True)
                 now = store.progress(db, plan.study_name)
             except Exception:  # tables not created yet, or a busy database: try again
                 if db is not None:
-                    db.dispose()
+                    db.close()
                 db = None
                 continue
             done = sum(n for state, n in now["states"].items()
@@ -262,7 +237,7 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
             best = f"best {now['best']:.3f}" if now["best"] is not None else ""
             on_update(done, f"{running}  {best}".strip())
         if db is not None:
-            db.dispose()
+            db.close()
 
     thread = threading.Thread(target=poll, daemon=True)
     if enabled:
@@ -279,12 +254,9 @@ def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, list[str]
     """The end-of-sweep table (header, rows, title), what each arm's key stands for, the
     answer (the report's headline and each arm's verdict, from the same code) and how to
     query the results."""
-    from lenet_lab.report.build import study_answer  # pandas
-    from lenet_lab.report.compute import SUMMARY_HEADER, arm_legend, summary_rows
-
-    found = study_answer(plan.storage, plan.study_name)
+    found = study_answer(load_study(plan.db, plan.study_name))
     query = (f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "
-             f"'{plan.study_name}'\", \"{store.safe_url(plan.storage)}\")")
+             f"'{plan.study_name}'\", \"{plan.db.safe}\")")
     answer = "\n".join([found.headline, *(f"- {line}" for line in found.verdicts)])
     return (SUMMARY_HEADER, summary_rows(found.arms),
             f"{plan.study_name}: test accuracy after the last epoch", arm_legend(found.arms),

@@ -7,36 +7,37 @@ import math
 import pandas as pd
 import pytest
 
-from lenet_lab.report import compute
+from lenet_lab.results import arms as results_arms
+from lenet_lab.results import stats
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281),
                                           (30, 2.0423), (1000, 1.9623)])
 def test_t_quantile_matches_tables(df: float, expected: float) -> None:
-    assert compute.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+    assert stats.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
 
 
 def test_t_quantile_is_symmetric_and_checks_input() -> None:
-    assert compute.t_quantile(0.025, 5) == pytest.approx(-compute.t_quantile(0.975, 5))
+    assert stats.t_quantile(0.025, 5) == pytest.approx(-stats.t_quantile(0.975, 5))
     with pytest.raises(ValueError):
-        compute.t_quantile(1.0, 5)
+        stats.t_quantile(1.0, 5)
 
 
 def test_mean_interval() -> None:
-    interval = compute.mean_interval([0.80, 0.81, 0.82])
+    interval = stats.mean_interval([0.80, 0.81, 0.82])
     assert interval.mean == pytest.approx(0.81) and interval.sd == pytest.approx(0.01)
     assert interval.high - interval.mean == pytest.approx(4.3027 * 0.01 / math.sqrt(3), abs=1e-6)
-    single = compute.mean_interval([0.8])
+    single = stats.mean_interval([0.8])
     assert single.mean == 0.8 and not single.known
-    assert compute.mean_interval([]).n == 0
+    assert stats.mean_interval([]).n == 0
 
 
 def test_welch_difference() -> None:
-    d = compute.difference([0.86, 0.87, 0.88], [0.80, 0.81, 0.82])
+    d = stats.difference([0.86, 0.87, 0.88], [0.80, 0.81, 0.82])
     # equal variances and sizes: df = 4, se = sqrt(2 * 0.01**2 / 3)
     assert d.mean == pytest.approx(0.06)
     assert d.high - d.mean == pytest.approx(2.7764 * math.sqrt(2e-4 / 3), abs=1e-5)
-    assert not compute.difference([0.9], [0.8, 0.81]).known
+    assert not stats.difference([0.9], [0.8, 0.81]).known
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -57,7 +58,7 @@ RESULTS = frame([
 
 
 def test_arm_stats_control_first_with_differences() -> None:
-    arms = compute.arm_stats(RESULTS)
+    arms = results_arms.arm_stats(RESULTS)
     assert [a.arm for a in arms] == ["pooling=avg", "pooling=max"]
     control, other = arms
     assert control.is_control and control.vs_control is None
@@ -67,11 +68,11 @@ def test_arm_stats_control_first_with_differences() -> None:
 
 
 def test_summary_rows_for_the_terminal() -> None:
-    arms = compute.arm_stats(RESULTS)
-    rows = compute.summary_rows(arms)
+    arms = results_arms.arm_stats(RESULTS)
+    rows = results_arms.summary_rows(arms)
     assert rows[0] == ["book", "3", "0.8100", "0.0100", "0.8000", "0.8200", "4,100", "learned", ""]
     assert rows[1][0] == "A1" and rows[1][1] == "3" and rows[1][-1] == "1 diverged"
-    assert compute.arm_legend(arms) == ["book  the book's network", "A1    pooling=max"]
+    assert results_arms.arm_legend(arms) == ["book  the book's network", "A1    pooling=max"]
 
 
 def test_arm_keys_follow_first_trials_and_labels_keep_four_digits() -> None:
@@ -79,7 +80,7 @@ def test_arm_keys_follow_first_trials_and_labels_keep_four_digits() -> None:
         "trial": [0, 1, 2, 3, 4], "arm": ["lr=0.0241001", "book", "lr=0.0241001", "x", "lr=0.5"],
         "is_control": [0, 1, 0, 0, None], "lr": [0.024100123456, 0.9, 0.024100123456, 0.9, 0.5],
         "seed": [0, 0, 1, 0, 0]})
-    names = compute.arm_names(rows)
+    names = results_arms.arm_names(rows)
     assert {arm: n.key for arm, n in names.items()} == {
         "lr=0.0241001": "A1", "book": "book", "x": "A2", "lr=0.5": "A3"}
     assert names["lr=0.0241001"].label == "lr=0.0241" and not names["lr=0.0241001"].named
@@ -91,16 +92,16 @@ def test_arm_keys_follow_first_trials_and_labels_keep_four_digits() -> None:
     (0.019593896127160337, "0.01959"), (0.0241, "0.0241"), (0.1 + 0.2, "0.3"), (3412.3, "3,412"), (9999.7, "10,000"), (1e9, "1e+09"),
     (55062.2, "55,060"), (61706, "61,706"), (float("nan"), "-"), (None, "-"), ("adam", "adam")])
 def test_numbers_as_text_have_four_significant_digits(value, text: str) -> None:
-    assert compute.sig(value) == text
+    assert results_arms.sig(value) == text
 
 
 def test_shown_arms_and_a_shared_machine() -> None:
-    arms = compute.arm_stats(RESULTS)
-    assert [a.key for a in compute.shown_arms(arms, limit=0)] == ["book"]
+    arms = results_arms.arm_stats(RESULTS)
+    assert [a.key for a in results_arms.shown_arms(arms, limit=0)] == ["book"]
     steady = RESULTS.assign(examples_per_sec=4000.0)
-    assert not compute.shared_machine(steady)
+    assert not results_arms.shared_machine(steady)
     first = steady.index[steady.state == "complete"][0]
-    assert compute.shared_machine(steady.assign(
+    assert results_arms.shared_machine(steady.assign(
         examples_per_sec=steady.examples_per_sec.where(steady.index != first, 3000.0)))
 
 
@@ -108,7 +109,7 @@ def test_learning_curves_mean_min_max_over_seeds() -> None:
     epochs = pd.DataFrame({"trial": [0, 0, 1, 1, 5], "epoch": [1, 2, 1, 2, 1],
                            "train_loss": [2.0, 1.0, 2.2, 1.2, float("nan")],
                            "train_acc": [0.3, 0.6, 0.5, 0.7, 0.1], "test_acc": [0.3, 0.6, 0.4, 0.8, 0.1]})
-    curves = compute.learning_curves(epochs, RESULTS)
+    curves = results_arms.learning_curves(epochs, RESULTS)
     avg = curves["pooling=avg"]
     assert list(avg.epoch) == [1, 2] and list(avg.seeds) == [2, 2]
     assert avg.test_acc_mean.tolist() == pytest.approx([0.35, 0.7])
@@ -118,12 +119,12 @@ def test_learning_curves_mean_min_max_over_seeds() -> None:
 
 def test_pareto_front() -> None:
     points = [(100, 0.8), (50, 0.9), (100, 0.85), (200, 0.7), (150, 0.7)]
-    assert compute.pareto_front(points) == [1, 2, 3]
-    assert compute.pareto_front([]) == []
+    assert stats.pareto_front(points) == [1, 2, 3]
+    assert stats.pareto_front([]) == []
 
 
 def test_failures_keep_the_reason() -> None:
-    failed = compute.failures(RESULTS)
+    failed = results_arms.failures(RESULTS)
     assert failed.trial.tolist() == [5] and failed.reason.iloc[0] == "diverged at epoch 1"
 
 
@@ -132,12 +133,12 @@ def test_user_text_stays_out_of_plotly() -> None:
 
     link = '<a href="#injected">click</a><b>x</b>'
     rows = RESULTS.replace({"arm": {"pooling=max": link}})
-    arms = compute.arm_stats(rows)
+    arms = results_arms.arm_stats(rows)
     colors = draw.arm_colors(arms)
     epochs = pd.DataFrame({"trial": [0, 3], "epoch": [1, 1], "train_loss": [1.0, 1.0],
                            "train_acc": [0.5, 0.5], "test_acc": [0.5, 0.5]})
     figures = [draw.arm_bars(arms, colors, 0.1),
-               draw.learning_curves(compute.learning_curves(epochs, rows), arms, colors),
+               draw.learning_curves(results_arms.learning_curves(epochs, rows), arms, colors),
                draw.accuracy_vs_speed(rows, arms, colors, [])]
     for figure in figures:
         shown = figure.to_json()
@@ -159,5 +160,5 @@ def test_queued_trials_read_with_their_arm_and_values() -> None:
     filled = _with_queued_arms(frame, queued)
     assert filled.arm.tolist() == ["pooling=avg", "pooling=max"]
     assert filled.pooling.tolist() == ["avg", "max"] and filled.is_control.tolist() == [1, False]
-    names = compute.arm_names(filled)
+    names = results_arms.arm_names(filled)
     assert names["pooling=max"].key == "A1" and names["pooling=max"].values == {"pooling": "max"}

@@ -1,6 +1,9 @@
-"""The numbers behind every figure and every answer: pure functions of lab_results rows.
+"""Arms: their keys and labels, their numbers, and the one ranking of arms.
 
-Nothing here draws or touches the database, so tests can check each number directly.
+Pure functions of lab_results rows: nothing here draws or touches the database, so tests
+can check each number directly. `ranked` is the one order of "best" used everywhere: the
+figures, the answer's leader, the confirmation stage, exercise 9's `best_of` and
+exercise 10's maps (best.py).
 """
 
 from __future__ import annotations
@@ -8,20 +11,21 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from lenet_lab.report.outcomes import ArmOutcome, arm_outcome, trial_outcome
-from lenet_lab.spec import Status
+from lenet_lab.results.outcomes import ArmOutcome, arm_outcome, trial_outcome
+from lenet_lab.results.stats import Interval, difference, mean_interval
+from lenet_lab.spec import SPEC_FIELDS, Status, field_value, format_widths
 
-__all__ = ["ArmName", "ArmStats", "Interval", "arm_keys", "arm_legend", "arm_names", "arm_stats",
-           "chance_level", "difference", "failures", "is_control", "learning_curves",
-           "mean_interval", "pareto_front", "shared_machine", "shown_arms", "sig",
-           "summary_counts", "summary_rows", "t_quantile", "trial_outcomes"]
+__all__ = ["BOOK_PARAMS_FACTOR", "ArmName", "ArmStats", "arm_keys", "arm_legend", "arm_names",
+           "arm_stats", "best_learned", "chance_level", "failures", "is_control", "learning_curves", "ranked",
+           "shared_machine", "shown_arms", "sig", "small_limit", "summary_counts",
+           "summary_rows", "trial_outcomes"]
 
-LEVEL = 0.95  # confidence level of every interval in the reports
+BOOK_PARAMS_FACTOR = 2  # "small": at most twice the book's parameters
 SHOWN_ARMS = 10  # figures draw the best this many arms and the control; tables list all
 SPEED_SPREAD = 0.10  # examples/sec varying more than this within an arm: a shared machine
 
@@ -31,6 +35,8 @@ def sig(value: Any, digits: int = 4) -> str:
     1e+09); whole-number counts (parameters) stay exact, text stays text."""
     if value is None or isinstance(value, (bool, str, np.bool_)):
         return "-" if value is None else str(value)
+    if isinstance(value, (tuple, list)):
+        return format_widths(value)
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
     value = float(value)
@@ -59,8 +65,6 @@ def arm_names(results: pd.DataFrame) -> dict[str, ArmName]:
     """Arm (as stored) -> its ArmName. The control is `book`; the others are A1, A2, ...
     in the order of their first trial, which for a grid is the sweep file's order, so
     studies of one grid (other engines, budgets) give an arm the same key."""
-    from lenet_lab.spec import SPEC_FIELDS
-
     rows = results[results.arm.notna()].sort_values("trial")
     firsts = rows.groupby("arm", sort=False).first()  # first non-null value of each column
     varying = [c for c in SPEC_FIELDS if c in firsts and c != "seed"
@@ -68,7 +72,7 @@ def arm_names(results: pd.DataFrame) -> dict[str, ArmName]:
     keys = arm_keys(zip(rows.trial, rows.arm, is_control(rows)))
     names = {}
     for arm, first in firsts.iterrows():
-        values = {c: _plain(first[c], c) for c in varying if not pd.isna(first[c])}
+        values = {c: _shown(c, first[c]) for c in varying if not pd.isna(first[c])}
         shown = ", ".join(f"{c}={sig(v)}" for c, v in values.items())
         if keys[arm] == "book":
             names[arm] = ArmName("book", "the book's network", values)
@@ -98,88 +102,16 @@ def is_control(results: pd.DataFrame) -> pd.Series:
     return results.is_control.map(lambda v: False if pd.isna(v) else bool(v)).astype(bool)
 
 
-def _plain(value: Any, name: str) -> Any:
-    """A stored value as Python's: numpy scalars unwrapped, SQLite's 0/1 back to a bool."""
-    from lenet_lab.spec import field_kind
-
-    value = value.item() if hasattr(value, "item") else value
-    return bool(value) if field_kind(name) == "bool" else value
+def _shown(name: str, value: Any) -> Any:
+    """A stored value as shown: the spec's value, width lists as their text ("6,16")."""
+    value = field_value(name, value)
+    return format_widths(value) if isinstance(value, tuple) else value
 
 
 def chance_level(results: pd.DataFrame) -> float:
     """1 / classes: the accuracy of guessing (0.1 for both datasets)."""
     classes = results.num_classes.dropna() if "num_classes" in results else ()
     return 1.0 / (int(classes.iloc[0]) if len(classes) else 10)
-
-
-def shown_arms(arms: list[ArmStats], limit: int = SHOWN_ARMS) -> list[ArmStats]:
-    """The control and the best `limit` other arms that have a result, for figures."""
-    done = [a for a in arms if a.test_acc.n]
-    best = sorted((a for a in done if not a.is_control), key=lambda a: -a.test_acc.mean)
-    return [a for a in done if a.is_control] + best[:limit]
-
-
-def shared_machine(results: pd.DataFrame) -> bool:
-    """Whether examples/sec varied within an arm by more than SPEED_SPREAD of its mean:
-    then other work shared the machine, and speeds say nothing about the arms."""
-    done = results[results.state == Status.COMPLETE]
-    spread = done.groupby("arm").examples_per_sec.agg(lambda v: (v.max() - v.min()) / v.mean())
-    return bool((spread > SPEED_SPREAD).any())
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Student's t quantile (scipy)."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, not p={p}, df={df}")
-    from scipy import stats
-
-    return float(stats.t.ppf(p, df))
-
-
-@dataclass(frozen=True)
-class Interval:
-    mean: float
-    low: float  # NaN when there are too few values for an interval
-    high: float
-    n: int
-    sd: float = math.nan  # of the values; for a difference, its standard error
-    df: float = math.nan  # degrees of freedom of a difference (Welch)
-
-    @property
-    def known(self) -> bool:
-        return not math.isnan(self.low)
-
-
-def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
-    """Mean with its t-interval; with one value the interval is unknown."""
-    array = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    n = len(array)
-    if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    mean = float(array.mean())
-    if n == 1:
-        return Interval(mean, math.nan, math.nan, 1)
-    sd = float(array.std(ddof=1))
-    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, sd)
-
-
-def difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
-    """mean(a) - mean(b) with Welch's t-interval (unequal variances)."""
-    x, y = (np.asarray(v, dtype=float) for v in (a, b))
-    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
-    if len(x) == 0 or len(y) == 0:
-        return Interval(math.nan, math.nan, math.nan, 0)
-    diff = float(x.mean() - y.mean())
-    if len(x) < 2 or len(y) < 2:
-        return Interval(diff, math.nan, math.nan, min(len(x), len(y)))
-    if np.ptp(x) == 0 and np.ptp(y) == 0:  # every seed alike (var() would give ~1e-33)
-        return Interval(diff, diff, diff, min(len(x), len(y)), 0.0)
-    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(vx + vy)
-    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
-    half = t_quantile(0.5 + level / 2, df) * se
-    return Interval(diff, diff - half, diff + half, min(len(x), len(y)), se, df)
 
 
 @dataclass(frozen=True)
@@ -197,6 +129,7 @@ class ArmStats:
     outcome: ArmOutcome = field(default_factory=lambda: ArmOutcome(None))
     lr: float | None = None
     name: ArmName | None = None
+    first_trial: int = 0  # the number of its first trial
 
     @property
     def key(self) -> str:
@@ -204,6 +137,38 @@ class ArmStats:
 
     def __str__(self) -> str:
         return str(self.name) if self.name else self.arm
+
+
+def ranked(arms: list[ArmStats], *, with_control: bool = False) -> list[ArmStats]:
+    """The arms that have a result (not the control, unless asked), best first: arms that
+    learned before those that did not, then by mean test accuracy, then by their first
+    trial (so a resume ranks ties alike). The one meaning of "best arm"."""
+    done = [a for a in arms if a.test_acc.n and (with_control or not a.is_control)]
+    return sorted(done, key=lambda a: (not a.outcome.learned, -a.test_acc.mean, a.first_trial))
+
+
+def best_learned(arms: list[ArmStats], *, with_control: bool = False) -> ArmStats | None:
+    """The best arm (see `ranked`) when it learned, else None."""
+    found = ranked(arms, with_control=with_control)
+    return found[0] if found and found[0].outcome.learned else None
+
+
+def small_limit(book_params: int) -> int:
+    """The most parameters a network may have to count as small beside the book's."""
+    return BOOK_PARAMS_FACTOR * book_params
+
+
+def shown_arms(arms: list[ArmStats], limit: int = SHOWN_ARMS) -> list[ArmStats]:
+    """The control and the best `limit` other arms that have a result, for figures."""
+    return [a for a in arms if a.is_control and a.test_acc.n] + ranked(arms)[:limit]
+
+
+def shared_machine(results: pd.DataFrame) -> bool:
+    """Whether examples/sec varied within an arm by more than SPEED_SPREAD of its mean:
+    then other work shared the machine, and speeds say nothing about the arms."""
+    done = results[results.state == Status.COMPLETE]
+    spread = done.groupby("arm").examples_per_sec.agg(lambda v: (v.max() - v.min()) / v.mean())
+    return bool((spread > SPEED_SPREAD).any())
 
 
 def trial_outcomes(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.Series:
@@ -241,7 +206,8 @@ def arm_stats(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
             param_count=int(params.iloc[0]) if len(params) else None,
             test_accs=[float(v) for v in done.test_acc],
             outcome=arm_outcome(list(outcomes[rows.index])),
-            lr=float(lrs.iloc[0]) if len(lrs) else None, name=names.get(arm)))
+            lr=float(lrs.iloc[0]) if len(lrs) else None, name=names.get(arm),
+            first_trial=int(rows.trial.min())))
     control = next((a for a in arms if a.is_control), None)
     if control is not None:
         arms = [a if a is control else _with_difference(a, control) for a in arms]
@@ -271,16 +237,6 @@ def learning_curves(epochs: pd.DataFrame, results: pd.DataFrame) -> dict[str, pd
         frame["seeds"] = rows.groupby("epoch").size()
         curves[str(arm)] = frame.reset_index()
     return curves
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both coordinates (both maximised)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(ox >= x and oy >= y and (ox > x or oy > y) for ox, oy in points)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
 
 
 def failures(results: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """The answer to an exercise, in one paragraph that `lenet-lab sweep` and the report share.
 
-Steps, each a pure function of lab_results rows:
+Steps, each a pure function of a study's rows (study.StudyData):
 1. every arm gets an outcome (outcomes.py); only arms that learned are compared;
 2. each learned arm is compared with the control (Welch's t: difference, interval, p);
 3. with several arms, Holm's step-down adjustment keeps the chance of any false
@@ -23,16 +23,21 @@ from typing import Any
 
 import pandas as pd
 
-from lenet_lab.report.compute import ArmStats, Interval, arm_names, arm_stats, difference, sig
-from lenet_lab.report.outcomes import Outcome
+from lenet_lab.data import DATASET_INFO
+from lenet_lab.results.arms import (ArmStats, arm_names, arm_stats, best_learned, ranked, sig,
+                                    small_limit)
+from lenet_lab.results.outcomes import Outcome
+from lenet_lab.results.stats import Interval, difference, holm, welch_p
+from lenet_lab.results.study import StudyData
 from lenet_lab.spec import Status
-from lenet_lab.sweep_space import MARGIN_DEFAULT as MARGIN  # inside +-MARGIN: no difference
+from lenet_lab.sweep_file import (
+    MARGIN_DEFAULT as MARGIN,  # inside +-MARGIN: no difference
+)
 
 __all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "budget", "compare",
-           "holm", "looks", "study_answer", "welch_p"]
+           "looks", "study_answer"]
 
 ALPHA = 0.05
-BOOK_PARAMS_FACTOR = 2  # the trade-off: the best network no larger than twice the book's
 
 
 class Decision(str, enum.Enum):
@@ -46,28 +51,6 @@ class Decision(str, enum.Enum):
     @property
     def decided(self) -> bool:
         return self in (Decision.BETTER, Decision.WORSE, Decision.EQUIVALENT, Decision.TIE)
-
-
-def welch_p(a: list[float], b: list[float]) -> float:
-    """Two-sided p-value of Welch's t-test; 0 or 1 when both samples have no spread."""
-    d = difference(a, b)
-    if not d.known:
-        return math.nan
-    if d.sd == 0:
-        return 1.0 if d.mean == 0 else 0.0
-    from scipy import stats
-
-    return float(2 * stats.t.sf(abs(d.mean / d.sd), d.df))
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input's order (NaN stays NaN)."""
-    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    adjusted, running = list(p_values), 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def looks(settings: dict[str, Any] | None) -> int:
@@ -98,18 +81,18 @@ class Comparison:
 
 
 def compare(arms: list[ArmStats], *, n_looks: int = 1, margin: float = MARGIN) -> list[Comparison]:
-    """Every learned arm against the control that learned, best mean first."""
+    """Every learned arm against the control that learned, best first (`ranked`)."""
     control = next((a for a in arms if a.is_control), None)
     if control is None or not control.outcome.learned:
         return []
-    learned = [a for a in arms if not a.is_control and a.outcome.learned]
+    learned = [a for a in ranked(arms) if a.outcome.learned]
     p_values = holm([min(1.0, n_looks * welch_p(a.test_accs, control.test_accs))
                      for a in learned])
     found = []
     for arm, p in zip(learned, p_values):
         d = difference(arm.test_accs, control.test_accs, level=1 - ALPHA / n_looks)
         found.append(Comparison(arm, d, p, _decide(d, p, margin), len(learned), n_looks))
-    return sorted(found, key=lambda c: -c.arm.test_acc.mean)
+    return found
 
 
 def _decide(d: Interval, p_adjusted: float, margin: float) -> Decision:
@@ -150,8 +133,6 @@ class Budget:
 
 
 def budget(results: pd.DataFrame, arms: list[ArmStats]) -> Budget:
-    from lenet_lab.data import DATASET_INFO
-
     def values(column: str) -> list:
         return sorted(results[column].dropna().unique()) if column in results else []
 
@@ -185,8 +166,7 @@ class Answer:
         if control is None or control.outcome.outcome is None:
             return f"no finished trials of the book's network yet{spent}"
         if not control.outcome.learned:
-            learned = [a for a in self.arms if a.outcome.learned]
-            best = max(learned, key=lambda a: a.test_acc.mean) if learned else None
+            best = best_learned(self.arms)
             return _not_learned(control, "the book's network") + (
                 f"; {best} learned: {_acc(best)}" if best else "") + spent
         lead = self.leader
@@ -220,15 +200,11 @@ def _not_learned(arm: ArmStats, the: str) -> str:
                               f"lowest{accuracy}"}.get(o.outcome, f"{the} has no result yet")
 
 
-def study_answer(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
-                 settings: dict[str, Any] | None = None,
-                 attrs: dict[str, Any] | None = None) -> Answer:
-    """The answer for one study's lab_results rows (and per-epoch rows, for stability).
-
-    `settings` is the study's record (sampler, objectives); `attrs` its Optuna user
-    attributes (until_decided, arm_sources).
-    """
-    settings, attrs = settings or {}, attrs or {}
+def study_answer(data: StudyData) -> Answer:
+    """The answer for one study: its lab_results rows, its per-epoch rows (for
+    stability), its settings (sampler, objectives) and its Optuna user attributes
+    (until_decided, arm_sources)."""
+    results, epochs, settings, attrs = data.results, data.epochs, data.settings, data.attrs
     if not len(results):
         return Answer("No trials yet.")
     search = settings.get("sampler", "grid") != "grid"
@@ -273,7 +249,7 @@ def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget
                      f"or without --subset")
         if not learned:
             return f"Nothing learned at this budget. {head}."
-        best = max(learned, key=lambda a: a.test_acc.mean)
+        best = best_learned(arms)
         return (f"{head}. {best} did learn ({_acc(best)}): at this budget that only says "
                 f"it learns sooner.")
     missing = len([a for a in arms if not a.is_control and a.outcome.outcome is not None
@@ -343,14 +319,14 @@ def _trade_off(arms: list[ArmStats]) -> str:
     learned = [a for a in arms if a.outcome.learned and a.param_count is not None]
     if control is None or control.param_count is None or not learned:
         return ""
-    limit = BOOK_PARAMS_FACTOR * control.param_count
-    best = max(learned, key=lambda a: a.test_acc.mean)
+    limit = small_limit(control.param_count)
+    best = best_learned(learned, with_control=True)
     small = [a for a in learned if a.param_count <= limit]
     # keys only: the sentence before and the verdicts say what each arm is
     text = f"Best overall: {best.key}, {_acc(best)} with {best.param_count:,} parameters"
     if not small:
         return text + f"; none of those compared is at most {limit:,} parameters."
-    lean = max(small, key=lambda a: a.test_acc.mean)
+    lean = best_learned(small, with_control=True)
     return (text + f"; best at most twice the book's {control.param_count:,} parameters: "
                    f"{lean.key}, {_acc(lean)} with {lean.param_count:,} parameters.")
 

@@ -1,129 +1,102 @@
-"""Sweep files: one TOML file per exercise, parsed and validated into a Sweep.
+"""Reading sweep files: find one by name or path, parse its TOML, check every key.
 
 Keys (README's "Sweep files" has an annotated example): `title`, `exercise`, `question`;
 `[run]` (engine, epochs, seeds, sampler, sampler_seed, trials, objectives, prune, subset,
-confirm, until_decided, margin),
-every key of which the command line can override; `[fixed]` (spec and training fields
-set for every arm); `[space]` (grid: lists; search: lists or distributions such as
-`lr = { low = 0.01, high = 1.0, log = true }`) or instead named `[[arms]]`.
-
-The control arm is the book's network with [fixed] applied. It is part of every sweep:
-a grid that lacks it gets it as one more arm, and a search runs it first. A file is
-wholly validated, naming file and key, before any database is touched."""
+confirm, until_decided, margin), every key of which the command line can override;
+`[fixed]` (spec and training fields set for every arm); `[space]` (grid: lists; search:
+lists or distributions such as `lr = { low = 0.01, high = 1.0, log = true }`) or
+instead named `[[arms]]`. A file is wholly validated, naming file and key, before any
+database is touched; every message says where the value stands (`<file>: [space] lr`)
+and how to fix it.
+"""
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib.resources
-import itertools
+import math
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from lenet_lab.errors import InfeasibleSpec, SpecError, SweepError
-from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data
-from lenet_lab.sweep_space import (CONFIG_FIELDS, FIELDS, NETWORK_FIELDS, Arm, Distribution,
-                                   RunSettings, check_field_value, check_run, parse_dimension,
-                                   unknown_key)
+from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data, field_kind
+from lenet_lab.sweep_file.model import (FIELDS, NETWORK_FIELDS, NUMERIC, Arm, Distribution,
+                                        RunSettings, Sweep, check_run, specs_from)
 
-__all__ = ["Arm", "Distribution", "RunSettings", "Sweep", "build", "bundled_dir", "find_sweep",
-           "list_sweeps", "load_sweep", "load_sweeps"]
+__all__ = ["bundled_dir", "find_sweep", "list_sweeps", "load_sweep", "load_sweeps", "parse_sweep"]
 
 TOP_KEYS = {"title", "exercise", "question", "run", "fixed", "space", "arms"}
 
 
-@dataclass(frozen=True)
-class Sweep:
-    name: str
-    path: Path
-    text: str
-    title: str
-    exercise: int | None
-    question: str | None
-    run: RunSettings
-    fixed: dict[str, Any]
-    space: dict[str, list[Any] | Distribution] = field(default_factory=dict)
-    arms: tuple[Arm, ...] = ()
+def unknown_key(where: str, key: str, known: set[str]) -> SweepError:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
+    return SweepError(f"{where}: unknown key {key!r}; {hint}")
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
 
-    def with_run(self, **overrides: Any) -> Sweep:
-        """Apply command-line overrides (None means: keep the file's value) and re-check."""
-        changed = {k: v for k, v in overrides.items() if v is not None}
-        run = replace(self.run, **changed)
-        where = f"{self.path} with the command-line options"
-        check_run(run, where, grid_has_arms=bool(self.arms))
-        if "epochs" in changed and "epochs" in self.space:
-            raise SweepError(f"--epochs {run.epochs} conflicts with {self.path}: [space] epochs, "
-                             f"which this sweep varies: drop --epochs, or copy the file and "
-                             f"remove epochs from its [space]")
-        if "seeds" in changed and run.sampler != "grid" and not run.confirmations:
-            raise SweepError(f"--seeds {run.seeds} on a search without confirmation only repeats "
-                             f"the control arm: add --confirm K to rerun the best K "
-                             f"configurations with {run.seeds} seeds, or drop --seeds")
-        return replace(self, run=run)
+def check_field_value(name: str, value: Any, where: str) -> Any:
+    """One field value, checked on its own (infeasible shapes are left to the arms)."""
+    if field_kind(name) == "widths":
+        if not isinstance(value, list):
+            raise SweepError(f"{where}: {name} takes a list of whole numbers such as [6, 16], "
+                             f"not {value!r}")
+        value = tuple(value)
+    target = LeNetSpec if name in NETWORK_FIELDS else TrainConfig
+    try:
+        target(**{name: value})
+    except InfeasibleSpec:
+        pass
+    except SpecError as exc:
+        raise SweepError(f"{where}: {exc}") from None
+    return value
 
-    def control(self) -> dict[str, Any]:
-        """The book's spec and training fields with [fixed] applied (and the run's epochs)."""
-        values = {f.name: f.default for cls in (LeNetSpec, TrainConfig) for f in fields(cls)}
-        values.update(self.fixed)
-        if self.run.epochs is not None:
-            values["epochs"] = self.run.epochs
-        values.pop("seed")
+
+def parse_dimension(key: str, value: Any, where: str) -> list[Any] | Distribution:
+    if isinstance(value, list):
+        if not value:
+            raise SweepError(f"{where} is an empty list: give at least one value")
+        values = [check_field_value(key, v, where) for v in value]
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:  # by value: 1 and 1.0 are one learning rate
+            raise SweepError(f"{where} lists a value twice ({twice!r})")
         return values
+    if isinstance(value, dict):
+        allowed = {"low", "high", "log", "step"}
+        for k in value:
+            if k not in allowed:
+                raise unknown_key(where, k, allowed)
+        if key not in NUMERIC:
+            raise SweepError(f"{where}: only numeric fields take a distribution; give a list "
+                             f"of values instead")
+        low, high = value.get("low"), value.get("high")
+        integer = field_kind(key) == "int"
+        for bound, number in (("low", low), ("high", high), ("step", value.get("step"))):
+            if number is None and bound == "step":
+                continue
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise SweepError(f"{where}: {bound} must be a number, not {number!r}")
+            if not math.isfinite(number):
+                raise SweepError(f"{where}: {bound} must be finite, not {number}")
+            if integer and number != int(number):
+                raise SweepError(f"{where}: {key} takes whole numbers: {bound} {number} is not one")
+        if not low < high:
+            raise SweepError(f"{where}: low ({low}) must be below high ({high})")
+        log, step = value.get("log", False), value.get("step")
+        if not isinstance(log, bool):
+            raise SweepError(f"{where}: log must be true or false, not {log!r}")
+        if log and low <= 0:
+            raise SweepError(f"{where}: a log distribution needs low > 0, not {low}")
+        if step is not None and (log or isinstance(step, bool) or not isinstance(step, (int, float))
+                                 or step <= 0):
+            raise SweepError(f"{where}: step must be a positive number and cannot go with log")
+        for number in (low, high):
+            check_field_value(key, int(number) if integer else float(number), where)
+        return Distribution(float(low), float(high), log, step, integer)
+    raise SweepError(f"{where} must be a list of values or a table such as "
+                     f"{{ low = 0.01, high = 1.0, log = true }}, not {value!r}")
 
-    def grid_arms(self) -> list[Arm]:
-        """Every arm of a grid sweep, the control arm first (added if the grid lacks it)."""
-        if self.arms:
-            arms = list(self.arms)
-        else:
-            keys = sorted(self.space)
-            arms = [Arm(tuple(zip(keys, combo)))
-                    for combo in itertools.product(*(self.space[k] for k in keys))]
-        control = self.control()
-        resolved = [{**control, **arm.as_dict()} for arm in arms]
-        if control not in resolved:
-            arms.insert(0, Arm(()))
-        else:
-            arms.insert(0, arms.pop(resolved.index(control)))
-        return arms
-
-    @property
-    def queued_stage(self) -> str:
-        """The stage of an arm x seed queued at the start (also for trials queued before
-        stages were recorded): every grid trial, or a search's control."""
-        return "grid" if self.run.sampler == "grid" else "control"
-
-    def is_control(self, values: dict[str, Any]) -> bool:
-        return {**self.control(), **values} == self.control()
-
-    def expected_trials(self) -> int:
-        """Every arm x seed of a grid; a search's control seeds, its budget and its
-        confirmation (one more configuration when the parameter count is an objective)."""
-        run = self.run
-        if run.sampler == "grid":
-            return len(self.grid_arms()) * run.seeds
-        confirmed = run.confirmations + (run.confirmations > 0 and "param_count" in run.objectives)
-        return run.seeds * (1 + confirmed) + (run.trials or 0)
-
-    def datasets(self) -> set[str]:
-        """Every dataset an arm of this sweep can train on."""
-        found = {self.control()["dataset"]} | set(self.space.get("dataset", []))
-        return found | {arm.as_dict()["dataset"] for arm in self.arms if "dataset" in arm.as_dict()}
-
-
-def build(values: dict[str, Any], seed: int) -> tuple[LeNetSpec, TrainConfig]:
-    """Spec and config from field values; raises InfeasibleSpec or SpecError."""
-    spec = LeNetSpec(**{k: v for k, v in values.items() if k in NETWORK_FIELDS})
-    config = TrainConfig(seed=seed, **{k: v for k, v in values.items() if k in CONFIG_FIELDS})
-    return spec, config
-
-
-# --- loading ---------------------------------------------------------------------------
 
 def bundled_dir() -> Path:
     """The sweep files that ship with lenet-lab.
@@ -134,7 +107,7 @@ def bundled_dir() -> Path:
     packaged = importlib.resources.files("lenet_lab") / "sweeps"
     if packaged.is_dir():
         return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "sweeps"
+    return Path(__file__).resolve().parents[2] / "sweeps"
 
 
 def sweep_dirs() -> list[Path]:
@@ -283,7 +256,7 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     sweep = Sweep(name=name, path=path, text=text, title=title.strip(), exercise=exercise,
                   question=question, run=run, fixed=fixed, space=space, arms=tuple(arms))
     try:  # the control arm must build: a fixed spec that cannot is the file's fault
-        check_fits_data(*build(sweep.control(), seed=0))
+        check_fits_data(*specs_from(sweep.control(), seed=0))
     except SpecError as exc:
         raise SweepError(f"{where}: [fixed] gives an impossible network: {exc}") from None
     _check_arms(sweep, where)
@@ -309,7 +282,7 @@ def _check_arms(sweep: Sweep, where: str) -> None:
                              f"#{resolved.index(values) + 1}")
     for arm in sweep.grid_arms():
         try:
-            check_fits_data(*build({**control, **arm.as_dict()}, seed=0))
+            check_fits_data(*specs_from({**control, **arm.as_dict()}, seed=0))
         except InfeasibleSpec:
             pass  # a result: recorded as infeasible when the arm runs
         except SpecError as exc:

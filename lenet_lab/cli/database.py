@@ -1,0 +1,79 @@
+"""`lenet-lab studies`, `export`, `copy` and `dashboard`: what a database holds, and
+taking it elsewhere."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from lenet_lab.cli.app import app
+from lenet_lab.cli.console import out, print_table
+from lenet_lab.cli.options import StorageOpt, opt
+
+# Each command imports the library it calls when it runs: `lenet-lab --help` and a
+# mistyped option answer without loading sqlalchemy, pandas or optuna.
+
+
+@app.command()
+def studies(storage: StorageOpt = None) -> None:
+    """List the studies in a database: sweep, engine, trials by state, best test accuracy."""
+    from lenet_lab.store import Database, list_studies
+
+    with Database(storage, read_only=True) as db:
+        if not (rows := list_studies(db)):
+            return out.print(f"no studies in {db.safe}")
+    print_table(["study", "sweep", "engine", "trials", "best test acc"], [
+        [row["study"], row["sweep"] or "-", row["engine"] or "-",
+         ", ".join(f"{n} {state}" for state, n in sorted(row["states"].items())) or "-",
+         "-" if row["best_test_acc"] is None else f"{row['best_test_acc']:.4f}"] for row in rows],
+        whole=("study", "sweep"))
+
+
+@app.command()
+def export(
+    study: Annotated[str, typer.Argument(help="the study to export (see `lenet-lab studies`)")],
+    format: Annotated[Literal["csv", "parquet"], typer.Option("--format", help="file format")] = "csv",
+    out_dir: Annotated[str, typer.Option("--out", help="folder to write into")] = ".",
+    storage: StorageOpt = None,
+) -> None:
+    """Write a study's lab_results rows to <out>/<study>.csv (or .parquet)."""
+    from lenet_lab.store import Database, export_study
+
+    with Database(storage, read_only=True) as db:
+        path, rows = export_study(db, study, out_dir, format)
+    out.print(f"{rows} rows -> {path}")
+
+
+@app.command()
+def copy(
+    study: Annotated[str, typer.Argument(help="the study to copy (see `lenet-lab studies`)")],
+    to: Annotated[str, typer.Option("--to", help="database URL to copy into")],
+    storage: StorageOpt = None,
+    as_name: Annotated[Optional[str], opt("name of the copy [default: the same]", "--as")] = None,
+) -> None:
+    """Copy a study with all its trials, metrics and weights to another database."""
+    from lenet_lab.store import Database, copy_study
+
+    with Database(storage, read_only=True) as source, Database(to, option="--to") as target:
+        count = copy_study(source, target, study, as_name)
+        where = target.safe
+    out.print(f"copied {count} trials of {study!r} to {where}{f' as {as_name!r}' * bool(as_name)}")
+
+
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on (127.0.0.1: this machine "
+                                           "only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8080,
+) -> None:
+    """Open the database in optuna-dashboard, live while a sweep runs (the dashboard extra).
+
+    Grid and search trials show their parameters, and the objectives their names."""
+    from lenet_lab.dashboard import serve
+    from lenet_lab.store import Database
+
+    with Database(storage, read_only=True) as db:
+        serve(db, host=host, port=port, on_ready=lambda url: out.print(
+            f"optuna-dashboard on {db.safe}: open {url} (Ctrl-C stops it)"))

@@ -1,0 +1,108 @@
+"""PyTorch's LeNet: the network built from a spec, its initialisation and its tensors'
+engine-neutral names, shared by the single (torch_engine) and fused (torch_fused) sessions."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from lenet_lab.engines import Device, neutral_names
+from lenet_lab.errors import SpecError
+from lenet_lab.spec import LeNetSpec
+
+__all__ = ["MODES", "build_network", "compiled", "initialize", "named_tensors", "sync",
+           "torch_device"]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": lambda: nn.ELU(1.0),
+    "gelu": nn.GELU,
+}
+# book: as default (eager); compile: torch.compile; graphs: torch.compile's
+# "reduce-overhead" mode, which replays the step's kernels as CUDA graphs (GPUs only).
+MODES = ("default", "book", "compile", "graphs")
+
+
+def build_network(spec: LeNetSpec) -> nn.Sequential:
+    """One child per logical layer, named as in spec.layer_shapes()."""
+    blocks: list[nn.Module] = []
+    channels = 1
+    for i, out_channels in enumerate(spec.conv_channels):
+        conv = [nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.conv_padding(i))]
+        if spec.batch_norm:
+            conv.append(nn.BatchNorm2d(out_channels))
+        blocks.append(nn.Sequential(*conv, ACTIVATIONS[spec.activation]()))
+        pool = nn.AvgPool2d if spec.pooling == "avg" else nn.MaxPool2d
+        blocks.append(pool(kernel_size=2, stride=2))
+        channels = out_channels
+    # Gluon's Dense flattens its input and infers its width; torch needs both spelled out.
+    features = spec.layer_shapes()[2 * len(spec.conv_channels) - 1].output_shape
+    width = int(np.prod(features[1:]))
+    for j, units in enumerate(spec.dense_units):
+        dense: list[nn.Module] = [nn.Flatten()] if j == 0 else []
+        dense.append(nn.Linear(width, units))
+        if spec.batch_norm:
+            dense.append(nn.BatchNorm1d(units))
+        dense.append(ACTIVATIONS[spec.activation]())
+        if spec.dropout:
+            dense.append(nn.Dropout(spec.dropout))
+        blocks.append(nn.Sequential(*dense))
+        width = units
+    head = [nn.Flatten()] if not spec.dense_units else []
+    blocks.append(nn.Sequential(*head, nn.Linear(width, spec.num_classes)))
+    names = [layer.name for layer in spec.layer_shapes()]
+    return nn.Sequential(OrderedDict(zip(names, blocks)))
+
+
+def initialize(net: nn.Module, init: str) -> None:
+    # Same rules as the MXNet engine: weights by `init`, biases zero, batch norm 1 and 0.
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if init == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            elif init == "normal":
+                nn.init.normal_(module.weight, std=0.01)
+            else:
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+
+
+def named_tensors(net: nn.Sequential) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and batch-norm statistic under its engine-neutral name."""
+    def tensors(module):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            return module.weight, module.bias
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return module.weight, module.bias, module.running_mean, module.running_var
+        return None
+
+    return neutral_names(((layer, block.modules()) for layer, block in net.named_children()),
+                         tensors)
+
+
+def torch_device(device: Device) -> torch.device:
+    return torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device, so that the clock read next is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compiled(function: Callable, mode: str, device: torch.device) -> Callable:
+    """The forward pass as `mode` runs it (compiling costs the first batch of each shape)."""
+    if mode not in MODES:
+        raise SpecError(f"the torch engine's modes are {', '.join(MODES)}, not {mode!r}")
+    if mode == "graphs" and device.type != "cuda":
+        raise SpecError("the graphs mode captures CUDA graphs: it needs --device gpu")
+    if mode in ("compile", "graphs"):
+        return torch.compile(function, mode="reduce-overhead" if mode == "graphs" else None)
+    return function

@@ -1,0 +1,74 @@
+"""A study's data as read from the database, for every reader: the sweep's end, the
+report, `best_of`, confirmation and the notebook.
+
+Reading never writes. A trial that Optuna still holds as running but whose worker is
+gone (no heartbeat for longer than the grace period by the database's clock, or a dead
+pid on this host) reads as failed, with the reason, so that no page shows it running
+for ever; the next `lenet-lab sweep` records the same and runs its arm x seed again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from lenet_lab import store
+from lenet_lab.processes import pid_alive, this_host
+from lenet_lab.spec import Status
+from lenet_lab.store import Database
+
+__all__ = ["WORKER_STOPPED", "StudyData", "load_study", "stopped_worker"]
+
+WORKER_STOPPED = "worker stopped"
+
+
+@dataclass
+class StudyData:
+    name: str
+    meta: dict[str, Any]  # the lab_studies row (empty for a study lenet-lab did not run)
+    results: pd.DataFrame  # lab_results rows
+    epochs: pd.DataFrame  # trial, epoch, train_loss, train_acc, test_acc, ...
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)  # Optuna's study user attrs
+
+    @property
+    def title(self) -> str:
+        return self.meta.get("title") or self.name
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return json.loads(self.meta.get("settings") or "{}")
+
+
+def stopped_worker(why: str) -> str:
+    """The reason recorded for a trial whose worker stopped before it finished."""
+    return f"{WORKER_STOPPED} ({why}) before the trial finished; its arm x seed runs again"
+
+
+def load_study(db: Database, name: str) -> StudyData:
+    results, epochs = store.study_frames(db, name)
+    return StudyData(name, store.study_row(db, name) or {}, _as_of_now(db, name, results),
+                     epochs, store.study_attrs(db, name))
+
+
+def _as_of_now(db: Database, name: str, results: pd.DataFrame) -> pd.DataFrame:
+    """Running trials whose worker is gone, as failed (see the module's docstring)."""
+    if not (results.state == Status.RUNNING).any():
+        return results
+    grace, host = store.grace_seconds(), this_host()
+    gone = {}
+    for row in store.running_trials(db, name):
+        if row["host"] == host and row["pid"] is not None and not pid_alive(row["pid"]):
+            gone[row["number"]] = f"pid {row['pid']} on {host}"
+        elif row["silent_s"] is not None and row["silent_s"] > grace:
+            gone[row["number"]] = f"no heartbeat for over {grace:g} s"
+    if gone:
+        results = results.copy()
+        stale = results.trial.isin(list(gone))
+        results.loc[stale, "state"] = Status.FAILED.value
+        results.loc[stale, "reason"] = results.trial[stale].map(
+            lambda number: stopped_worker(gone[number]))
+    return results

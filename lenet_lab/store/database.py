@@ -1,0 +1,330 @@
+"""The database handle (`Database`, called `db` everywhere).
+
+One place opens connections, runs transactions (commit, or roll back on an error),
+retries, locks and disposes, as Optuna's `_create_scoped_session` does for its storage:
+
+- `Database(url, read_only=...)`: a storage URL parsed once (settings.parse_storage:
+  `--storage`, else `$LENET_LAB_STORAGE`, else `sqlite:///studies.db`), its engine and its
+  Optuna storage, both made on first use and disposed by `close()`;
+- `db.transaction()`: one transaction, committed at the end or rolled back;
+- `@operation`: a store function that retries as a whole while the database is
+  unreachable (a lost connection waits up to $LENET_LAB_DB_WAIT_S; a full disk does
+  not). Store functions carry it; callers never wrap calls in retries. Optuna's
+  storage retries the same way (`RetryingRDBStorage`);
+- `db.lock()`: one process at a time creates schemas, studies and queued trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import math
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import sqlalchemy as sa
+
+from lenet_lab.errors import StorageError
+from lenet_lab.store.settings import (DB_WAIT_S, HEARTBEAT_S, StorageUrl, env_seconds,
+                                      grace_seconds, parse_storage)
+
+__all__ = ["Database", "database_error", "operation"]
+
+ADVISORY_KEY = 0x1E7E7  # lenet-lab's PostgreSQL advisory lock
+SQLITE_TIMEOUT_S = 60  # writers wait this long for SQLite's lock before failing
+
+
+def _reader_url(where: StorageUrl) -> str:
+    """The URL to read a database without ever writing it.
+
+    SQLite opens read-only (`mode=ro`); a database in a folder that cannot take SQLite's
+    shared-memory file (a read-only folder or disk) opens as immutable, which is safe
+    because nobody can be writing there either.
+    """
+    if not where.sqlite_path:
+        return where.url
+    path = urllib.parse.quote(os.path.abspath(where.sqlite_path))
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as probe:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        flags = "mode=ro"
+    except sqlite3.OperationalError:
+        flags = "mode=ro&immutable=1"
+    return f"sqlite:///file:{path}?{flags}&uri=true"
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # In WAL mode, NORMAL syncs at checkpoints instead of at every commit: the database
+    # stays consistent after a crash (only the last commits can be lost on power loss),
+    # and each of a trial's small writes stops costing an fsync.
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class Database:
+    """A study database: its URL, its SQLAlchemy engine and its Optuna storage.
+
+    `read_only` never writes: SQLite opens read-only (see `_reader_url`), PostgreSQL
+    sessions are read-only (optuna-dashboard's page has delete and rename buttons).
+    Picklable by URL, so a plan that names it can go to worker processes.
+    """
+
+    def __init__(self, url: str | StorageUrl | None = None, *, read_only: bool = False,
+                 option: str = "--storage") -> None:
+        self.where = url if isinstance(url, StorageUrl) else parse_storage(url, option)
+        self.read_only = read_only
+        self._engine: sa.Engine | None = None
+        self._optuna: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"where": self.where, "read_only": self.read_only}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["where"], read_only=state["read_only"])
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Database({self.safe!r}{', read_only=True' if self.read_only else ''})"
+
+    @property
+    def url(self) -> str:
+        return self.where.url
+
+    @property
+    def safe(self) -> str:
+        """The URL with its password masked, for everything printed or stored."""
+        return self.where.safe
+
+    @property
+    def sqlite_path(self) -> str | None:
+        return self.where.sqlite_path
+
+    def exists(self) -> bool:
+        """Whether there is a file to read (a server database always is)."""
+        return not self.sqlite_path or os.path.exists(self.sqlite_path)
+
+    def _connect_args(self) -> dict[str, Any]:
+        if self.where.backend == "sqlite":
+            return {"timeout": SQLITE_TIMEOUT_S}
+        if self.read_only:
+            return {"options": "-c default_transaction_read_only=on"}
+        return {}
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            url = _reader_url(self.where) if self.read_only else self.url
+            try:  # pre_ping replaces connections that died with a database restart
+                self._engine = sa.create_engine(url, connect_args=self._connect_args(),
+                                                pool_pre_ping=True)
+            except (ImportError, sa.exc.NoSuchModuleError) as exc:
+                hint = ' (pip install "lenet-lab[postgres]")' \
+                    if self.where.backend == "postgresql" else ""
+                raise StorageError(f"--storage {self.safe} needs a database driver that is "
+                                   f"not installed{hint}: {exc}") from None
+            if self.where.backend == "sqlite" and not self.read_only:
+                sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+            _note_reached(self._engine, self.url)
+        return self._engine
+
+    def optuna(self, *, on_stale: Callable[..., None] | None = None) -> Any:
+        """Optuna's storage on this database (one per handle), retrying as `operation` does.
+
+        With `on_stale`, heartbeats are on: Optuna records running trials' heartbeats with
+        the database's clock, and `optuna.storages.fail_stale_trials` fails the trials
+        silent for longer than $LENET_LAB_GRACE_S and calls `on_stale(study, trial)`.
+        """
+        if self._optuna is None:
+            self._optuna = _optuna_storage(self, on_stale)
+        return self._optuna
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One process at a time creates schemas, studies and queued trials, and claims.
+
+        Optuna's schema creation races on a fresh database, and two machines enqueueing
+        the same grid at once would queue each arm x seed twice. PostgreSQL: an advisory
+        lock. SQLite: an exclusive flock on `<database>-lock` beside the database's real
+        path (a symlink and the file it names share one lock). Never on the database
+        file itself: closing any descriptor of it would drop SQLite's POSIX locks.
+        """
+        if self.where.backend == "postgresql":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_KEY})")
+                try:
+                    yield
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_KEY})")
+            return
+        path = f"{os.path.realpath(self.sqlite_path)}-lock"
+        try:
+            handle = open(path, "ab")
+        except OSError as exc:
+            raise StorageError(f"cannot lock the database: {path} ({exc.strerror}): the folder "
+                               f"must exist and be writable") from None
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def now(self) -> Any:
+        """The database clock's current time as naive UTC, as a SQL expression."""
+        if self.where.backend == "postgresql":
+            return sa.func.timezone("UTC", sa.func.now())
+        return sa.func.datetime("now")
+
+    def close(self) -> None:
+        if self._optuna is not None:
+            self._optuna.engine.dispose()
+            self._optuna = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_depth = threading.local()  # nested operations wait in the outermost one only
+_reached: set[str] = set()  # URLs this process has connected to: only those can be lost
+
+
+def _note_reached(engine: sa.Engine, url: str) -> None:
+    sa.event.listen(engine, "connect", lambda *_: _reached.add(url))
+
+
+def _url_of(args: tuple[Any, ...]) -> str | None:
+    """The database an operation works on: its Database, or Optuna's storage (self)."""
+    first = args[0] if args else None
+    return first.url if isinstance(first, Database) else getattr(first, "url", None)
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    import optuna
+
+    return (sa.exc.OperationalError, sa.exc.InterfaceError,
+            optuna.exceptions.StorageInternalError)
+
+
+def operation(call: F) -> F:
+    """A database operation that waits, with backoff, while the database is unreachable.
+
+    A lost connection (to a database this process reached before) is retried for
+    $LENET_LAB_DB_WAIT_S (default 300 s); a database never reached, or a full disk, is
+    not: waiting does not mend a wrong URL or free space. Our writes are idempotent
+    (delete, then insert), so a retry after a lost acknowledgement is harmless.
+    """
+    @functools.wraps(call)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_depth, "level", 0):
+            return call(*args, **kwargs)
+        limit = env_seconds("LENET_LAB_DB_WAIT_S", DB_WAIT_S)
+        waited, delay = 0.0, 0.5
+        while True:
+            _depth.level = 1
+            try:
+                return call(*args, **kwargs)
+            except _transient() as exc:
+                reason = " ".join(str(getattr(exc, "orig", None) or exc.__cause__ or exc).split())
+                if _disk_full(reason):
+                    raise StorageError(full_disk(reason)) from None
+                if _not_a_database(reason) or _url_of(args) not in _reached:
+                    raise  # waiting does not mend a damaged file or a wrong URL
+                if waited >= limit:
+                    raise StorageError(
+                        f"lost the database for {waited:.0f} s ({reason[:200]}); everything "
+                        f"finished so far is kept: run the same command again to continue"
+                    ) from None
+            finally:
+                _depth.level = 0
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 10.0)
+
+    return wrapper  # type: ignore[return-value]
+
+
+_RETRIED = ("create_new_study", "get_study_id_from_name", "get_all_studies",
+            "create_new_trial", "set_trial_param", "set_trial_state_values",
+            "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+            "set_study_user_attr", "set_study_system_attr", "get_trial", "get_all_trials",
+            "get_study_directions", "get_study_user_attrs", "record_heartbeat",
+            "_get_stale_trial_ids", "get_n_trials", "get_best_trial")
+
+
+def _optuna_storage(db: Database, on_stale: Callable[..., None] | None) -> Any:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    cls = _retrying_rdb_class()
+    options: dict[str, Any] = {}
+    if on_stale is not None:
+        options = {"heartbeat_interval": HEARTBEAT_S, "grace_period": math.ceil(grace_seconds()),
+                   "heartbeat_stale_trial_callback": on_stale}
+    with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = cls(_reader_url(db.where) if db.read_only else db.url,
+                  engine_kwargs={"connect_args": db._connect_args()}, **options)
+    if db.where.backend == "sqlite" and not db.read_only:  # Optuna's commits get our pragmas
+        sa.event.listen(rdb.engine, "connect", _sqlite_pragmas)
+        rdb.engine.dispose()
+    _reached.add(rdb.url)  # its constructor connected (and made or checked the schema)
+    return rdb
+
+
+@functools.cache
+def _retrying_rdb_class() -> type:
+    import optuna
+
+    class RetryingRDBStorage(optuna.storages.RDBStorage):
+        """Optuna's RDB storage whose calls wait for a lost database as `operation` does."""
+
+    for name in _RETRIED:
+        setattr(RetryingRDBStorage, name, operation(getattr(optuna.storages.RDBStorage, name)))
+    return RetryingRDBStorage
+
+
+def database_error(exc: BaseException) -> str | None:
+    """One line for a database driver's error (drivers name no password), else None."""
+    import sys
+
+    if "optuna" in sys.modules and isinstance(exc, sys.modules["optuna"].exceptions.StorageInternalError):
+        exc = exc.__cause__ or exc
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    reason = " ".join((str(exc.orig).strip() or type(exc.orig).__name__).split())
+    if _disk_full(reason):
+        return full_disk(reason)
+    return (f"cannot use the database: {reason} (check --storage or LENET_LAB_STORAGE, and "
+            f"that the server is up)")
+
+
+def _disk_full(reason: str) -> bool:
+    return "full" in reason.lower() and "disk" in reason.lower() or "No space left" in reason
+
+
+def _not_a_database(reason: str) -> bool:
+    return "file is not a database" in reason or "malformed" in reason
+
+
+def full_disk(reason: str) -> str:
+    return (f"the disk holding the database is full ({reason}); free space, then run the same "
+            f"command again: everything finished so far is kept")

@@ -1,0 +1,137 @@
+"""The database handle: numbered migrations, the database's clock, one lock for every
+path to a file, and reading a dead worker's trial as failed without writing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from lenet_lab import store
+from lenet_lab.errors import StorageError
+from lenet_lab.results import load_study, study_answer
+from lenet_lab.store import SCHEMA_VERSION, Database, ensure_schema
+from lenet_lab.store.schema import schema_version
+from lenet_lab.sweep import Worker, run_sweep
+from lenet_lab.sweep.queue import claim, open_study
+from tests.conftest import plan_for
+
+DATA = Path(__file__).parent / "data"
+
+
+def _version(db: Database) -> int | None:
+    with db.transaction() as conn:
+        return schema_version(conn)
+
+
+def test_a_new_database_gets_the_latest_schema(tmp_path: Path, stand_in) -> None:
+    plan = plan_for(tmp_path)
+    stand_in()
+    run_sweep(plan)
+    assert _version(plan.db) == SCHEMA_VERSION
+    assert ensure_schema(plan.db) == SCHEMA_VERSION  # nothing left to do
+
+
+def test_a_database_of_schema_2_is_upgraded_and_answers_as_before(tmp_path: Path) -> None:
+    """tests/data/stored-studies.db was written by lenet-lab 33d1504 (schema 2: no
+    lab_schema table)."""
+    shutil.copy(DATA / "stored-studies.db", tmp_path / "old.db")
+    expected = json.loads((DATA / "stored-answers.json").read_text())["studies"]
+    with Database(f"sqlite:///{tmp_path}/old.db") as db:
+        assert _version(db) == 2
+        assert ensure_schema(db) == 2 and _version(db) == SCHEMA_VERSION
+        for name, answer in expected.items():
+            assert study_answer(load_study(db, name)).headline == answer["headline"]
+
+
+def test_a_database_of_schema_1_gets_every_step(tmp_path: Path) -> None:
+    shutil.copy(DATA / "stored-studies.db", tmp_path / "old.db")
+    with Database(f"sqlite:///{tmp_path}/old.db") as db:
+        with db.transaction() as conn:  # as lenet-lab 0.1 left it: no stage
+            conn.exec_driver_sql("DROP VIEW lab_results")
+            conn.exec_driver_sql("ALTER TABLE lab_trials DROP COLUMN stage")
+        assert _version(db) == 1
+        assert ensure_schema(db) == 1 and _version(db) == SCHEMA_VERSION
+        with db.transaction() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("lab_results")}
+        assert {"stage", "state", "test_acc"} <= columns
+
+
+def test_a_database_from_a_newer_lenet_lab_is_refused(tmp_path: Path, stand_in) -> None:
+    plan = plan_for(tmp_path)
+    stand_in()
+    run_sweep(plan)
+    with plan.db.transaction() as conn:
+        conn.exec_driver_sql(f"UPDATE lab_schema SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="written by a newer lenet-lab"):
+        ensure_schema(plan.db)
+
+
+def test_studies_are_dated_by_the_database_clock(tmp_path: Path, stand_in) -> None:
+    plan = plan_for(tmp_path)
+    stand_in()
+    run_sweep(plan)
+    with plan.db.transaction() as conn:
+        now = conn.exec_driver_sql("SELECT datetime('now')").scalar()
+    created = store.study_row(plan.db, plan.study_name)["created_at"]
+    assert abs((datetime.fromisoformat(now) - created).total_seconds()) < 60  # naive UTC
+
+
+def test_one_lock_for_a_file_and_a_symlink_to_it(tmp_path: Path) -> None:
+    (tmp_path / "real.db").touch()
+    (tmp_path / "link.db").symlink_to(tmp_path / "real.db")
+    direct, linked = Database(f"sqlite:///{tmp_path}/real.db"), Database(f"sqlite:///{tmp_path}/link.db")
+    taken = threading.Event()
+
+    def other() -> None:
+        with linked.lock():
+            taken.set()
+
+    with direct.lock():
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert not taken.wait(0.5)  # held off while the file's lock is held
+    assert taken.wait(5)
+    thread.join()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_dead_workers_trial_reads_as_failed_without_a_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LENET_LAB_GRACE_S", "30")
+    plan = plan_for(tmp_path)
+    open_study(plan)
+    trial = claim(plan, Worker(plan).study)[0]
+    store.start_trial(plan.db, trial_id=trial._trial_id, study_name=plan.study_name,
+                      number=trial.number, arm=trial.user_attrs["arm"], is_control=True,
+                      stage="grid", columns=store.trial_columns({"seed": 0}),
+                      run={"engine": "torch"})
+    with plan.db.transaction() as conn:  # another machine's worker, silent for 40 s
+        conn.execute(sa.text("UPDATE lab_trials SET host = 'elsewhere' WHERE trial_id = :t"),
+                     {"t": trial._trial_id})
+        conn.execute(sa.text("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-40 "
+                             "seconds') WHERE trial_id = :t"), {"t": trial._trial_id})
+    plan.db.close()
+    with sqlite3.connect(tmp_path / "studies.db") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = _digest(tmp_path / "studies.db")
+    with Database(f"sqlite:///{tmp_path}/studies.db", read_only=True) as reader:
+        row = load_study(reader, plan.study_name).results.set_index("trial").loc[trial.number]
+        assert row.state == "failed"
+        assert row.reason.startswith("worker stopped (no heartbeat for over 30 s)")
+        assert store.running_workers(reader, plan.study_name)  # Optuna still says running
+    assert _digest(tmp_path / "studies.db") == before
+    monkeypatch.setenv("LENET_LAB_GRACE_S", "60")  # within the grace period: still running
+    with Database(f"sqlite:///{tmp_path}/studies.db", read_only=True) as reader:
+        states = load_study(reader, plan.study_name).results.state
+        assert (states == "running").sum() == 1
