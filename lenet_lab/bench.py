@@ -64,6 +64,7 @@ class BenchResult:
     epochs: int
     warmup: int
     paths: list[PathTiming]
+    train_flops: int = 0  # per example of a training step (spec.train_flops_per_example)
 
     @property
     def ratio(self) -> float:
@@ -78,18 +79,24 @@ class BenchResult:
                  f"batch {self.batch_size}, {self.train_examples} examples/epoch, median of "
                  f"{self.epochs} epochs after {self.warmup} warm-up")
         ours = next(p for p in self.paths if p.path == OURS).median
-        header = ["path", "examples/sec (median)", "min", "max", "x lenet-lab",
+        header = ["path", "examples/sec (median)", "min", "max", "GFLOP/s", "x lenet-lab",
                   "warm-up epoch(s) s"]
         rows = [[t.path, f"{t.median:,.1f}", f"{min(t.examples_per_sec):,.1f}",
-                 f"{max(t.examples_per_sec):,.1f}", f"{t.median / ours:.2f}" if ours else "-",
+                 f"{max(t.examples_per_sec):,.1f}", f"{self.gflops(t.median):.1f}",
+                 f"{t.median / ours:.2f}" if ours else "-",
                  ", ".join(f"{s:.1f}" for s in t.warmup_seconds) or "-"] for t in self.paths]
         return header, rows, title
+
+    def gflops(self, examples_per_sec: float) -> float:
+        """The arithmetic rate that a training speed achieves (spec.train_flops_per_example)."""
+        return examples_per_sec * self.train_flops / 1e9
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["ratio"] = self.ratio
         for timing, path in zip(data["paths"], self.paths):
             timing["median_examples_per_sec"] = path.median
+            timing["median_gflops"] = self.gflops(path.median)
         return data
 
 
@@ -146,4 +153,5 @@ def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, w
             else:
                 timing.examples_per_sec.append(totals.examples / totals.seconds)
     return BenchResult(engine, backend.version(), str(chosen), backend.device_name(chosen),
-                       batch_size, n, epochs, warmup, [timing for timing, _ in sessions])
+                       batch_size, n, epochs, warmup, [timing for timing, _ in sessions],
+                       spec.train_flops_per_example)

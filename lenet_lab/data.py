@@ -17,6 +17,7 @@ labels become int32.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -215,8 +216,7 @@ def _load_split(name: str, folder: Path, split: str, *,
                         f"{len(info.classes)} classes")
     for path, raw in ((image_path, image_bytes), (label_path, label_bytes)) if verify else ():
         _check_official(info, path, raw)
-    scaled = images.astype(np.float32)[:, None] / np.float32(255)  # (N, 1, 28, 28)
-    return scaled, labels.astype(np.int32)
+    return images, labels
 
 
 def _check_official(info: DatasetInfo, path: Path, raw: bytes) -> None:
@@ -251,9 +251,47 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
                 f"{info.title} not found (looked in {looked}) and the download failed: {exc}. "
                 f"Put the four .gz files from {safe_url(_mirrors(name)[0])} into {cache_dir() / name}/ "
                 f"or point --data-dir / LENET_LAB_DATA at a folder holding {name}/") from None
-    train_images, train_labels = _load_split(name, folder, "train", verify=verify)
-    test_images, test_labels = _load_split(name, folder, "test", verify=verify)
-    return Dataset(name, train_images, train_labels, test_images, test_labels, folder)
+    cached = _parsed(name, folder) if verify else None
+    if cached is not None and cached.is_file():
+        with np.load(cached) as arrays:
+            train_images, train_labels, test_images, test_labels = (
+                arrays[k] for k in ("train_images", "train_labels", "test_images", "test_labels"))
+    else:
+        train_images, train_labels = _load_split(name, folder, "train", verify=verify)
+        test_images, test_labels = _load_split(name, folder, "test", verify=verify)
+        if cached is not None:
+            _keep(cached, train_images, train_labels, test_images, test_labels)
+    return Dataset(name, _scaled(train_images), train_labels.astype(np.int32),
+                   _scaled(test_images), test_labels.astype(np.int32), folder)
+
+
+def _scaled(images: np.ndarray) -> np.ndarray:
+    """Bytes (N, 28, 28) as the book's ToTensor gives them: float32 in [0, 1], (N, 1, 28, 28)."""
+    return images.astype(np.float32)[:, None] / np.float32(255)
+
+
+def _parsed(name: str, folder: Path) -> Path:
+    """Where the parsed, verified arrays of these very files are kept (the cache's
+    `parsed/`): named by the files' paths, sizes and modification times, so an edited or
+    replaced file is read and checked again. A worker then starts in milliseconds."""
+    stamp = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+             for split in SPLITS for path in _split_files(folder, split)]
+    key = hashlib.sha256(repr(stamp).encode()).hexdigest()[:24]
+    return cache_dir() / "parsed" / f"{name}-{key}.npz"
+
+
+def _keep(path: Path, *arrays: np.ndarray) -> None:
+    """Write the cache entry atomically; a cache that cannot be written is skipped."""
+    names = ("train_images", "train_labels", "test_images", "test_labels")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as out:
+            np.savez(out, **dict(zip(names, arrays)))
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def download(name: str, target: Path, *, mirrors: tuple[str, ...] | None = None,

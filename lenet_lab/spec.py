@@ -219,6 +219,34 @@ class LeNetSpec:
     def param_count(self) -> int:
         return sum(layer.params for layer in self.layer_shapes())
 
+    def layer_flops(self) -> dict[str, int]:
+        """Floating-point operations of each layer's forward pass for one example: a
+        multiply-add counts 2 (convs 2*k*k*C_in per output value, dense 2*inputs per
+        unit); activations, pooling and batch norm cost one per value they touch."""
+        flops, previous = {}, INPUT_SHAPE
+        for layer in self.layer_shapes():
+            values = math.prod(layer.output_shape[1:])
+            if layer.name.startswith("conv"):
+                work = values * (2 * self.kernel_size ** 2 * previous[0] + 1 + self.batch_norm)
+            elif layer.name.startswith("pool"):
+                work = math.prod(previous) if len(previous) == 3 else 0
+            else:
+                work = values * (2 * math.prod(previous) + 1 + self.batch_norm)
+            flops[layer.name] = work
+            previous = layer.output_shape[1:]
+        return flops
+
+    @property
+    def flops_per_example(self) -> int:
+        """Forward-pass FLOPs for one example (layer_flops, summed)."""
+        return sum(self.layer_flops().values())
+
+    @property
+    def train_flops_per_example(self) -> int:
+        """A training step's FLOPs for one example: forward, and a backward pass that costs
+        about twice the forward (gradients of both inputs and weights)."""
+        return 3 * self.flops_per_example
+
     def describe(self) -> str:
         """One line, e.g. "conv 6,16 k5 avg-pool sigmoid, dense 120,84; 61,706 parameters"."""
         extras = (", batch norm" if self.batch_norm else "") + (

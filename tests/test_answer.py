@@ -234,3 +234,19 @@ def test_one_line_for_the_index() -> None:
         attrs={"until_decided": {"max_seeds": 10, "start_seeds": 3, "margin": 0.005}})
     assert "] (99.4% CI) vs the book's network" in looks.one_line()
     assert study_answer(rows({})).one_line().startswith("no finished trials")
+
+
+def test_the_leading_effect_is_the_leaders_interval_or_why_there_is_none() -> None:
+    better = study_answer(rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.86, 0.84]}))
+    effect = better.leading_effect()
+    lead = better.leader.difference
+    assert (effect.mean, effect.low, effect.high) == (lead.mean, lead.low, lead.high)
+    assert effect.decision == "better" and effect.arm == str(better.leader.arm)
+    assert effect.level == pytest.approx(0.95)
+    chance = study_answer(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1)).leading_effect()
+    assert chance.mean is None and chance.arm == "the book's network"
+    assert chance.decision == "did not learn (at chance in every seed)"  # never an effect
+    alone = study_answer(rows({"book": [0.8, 0.81], "sigmoid": [0.1, 0.1]})).leading_effect()
+    assert (alone.arm, alone.decision, alone.mean) == ("every other arm", "did not learn", None)
+    one = study_answer(rows({"book": [0.8], "max": [0.82]})).leading_effect()
+    assert one.decision == "one seed" and one.mean == pytest.approx(0.02) and one.low is None

@@ -20,9 +20,15 @@ def run(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_inspect_prints_the_books_table(engine: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["inspect", "--engine", engine]) == 0
-    rows = re.findall(r"^\s*(\w+)\s+(\([\d, ]+\))\s+([\d,]+)\s*$", capsys.readouterr().out, re.M)
-    assert [(name, shape) for name, shape, _ in rows] == [(n, str(s)) for n, s in BOOK_SHAPES]
-    assert [p for *_, p in rows] == ["156", "0", "2,416", "0", "48,120", "10,164", "850"]
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\s*(\w+)\s+(\([\d, ]+\))\s+([\d,]+)\s+([\d,]+)\s*$", out, re.M)
+    assert [(name, shape) for name, shape, *_ in rows] == [(n, str(s)) for n, s in BOOK_SHAPES]
+    assert [p for _, _, p, _ in rows] == ["156", "0", "2,416", "0", "48,120", "10,164", "850"]
+    # FLOPs of one example's forward pass: a multiply-add is 2 (conv0: 6x28x28 outputs of a
+    # 5x5 window, each 2x25 + 1 for the sigmoid); training is 3x the forward pass
+    flops = [int(f.replace(",", "")) for *_, f in rows]
+    assert flops[0] == 6 * 28 * 28 * (2 * 25 + 1) and flops[4] == 120 * (2 * 400 + 1)
+    assert f"about {3 * sum(flops):,} FLOPs per example" in out
 
 
 @pytest.mark.slow

@@ -210,3 +210,28 @@ def test_real_files_that_are_not_the_official_ones_are_named(tmp_path: Path) -> 
     raw[-1] = (raw[-1] - 1) % 10
     (packed.parent / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
     assert len(load_dataset("fashion-mnist", data_dir=tmp_path).test_labels) == 10000
+
+
+def test_a_second_load_reads_the_checked_arrays_from_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(DATA_DIR / "fashion-mnist", tmp_path / "fashion-mnist")
+    first = load_dataset("fashion-mnist", data_dir=tmp_path)
+    cached = list((tmp_path / "cache" / "lenet-lab" / "parsed").glob("fashion-mnist-*.npz"))
+    assert len(cached) == 1  # conftest points XDG_CACHE_HOME at tmp_path / "cache"
+
+    def unread(*_):
+        raise AssertionError("the files were read and checked again")
+
+    monkeypatch.setattr("lenet_lab.data._load_split", unread)
+    again = load_dataset("fashion-mnist", data_dir=tmp_path)
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert np.array_equal(getattr(first, name), getattr(again, name))
+        assert getattr(first, name).dtype == getattr(again, name).dtype
+    monkeypatch.undo()
+    # an edited file is a new file: read and checked again, and refused
+    packed = tmp_path / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(packed.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10
+    packed.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is not the official"):
+        load_dataset("fashion-mnist", data_dir=tmp_path)

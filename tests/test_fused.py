@@ -14,12 +14,15 @@ from tests.conftest import lenet_lab, results
 
 RELU = LeNetSpec(activation="relu")
 FIELDS = ("train_loss", "train_acc", "test_acc")
-# Float rounding (vmap's batched kernels against plain ones, and each CPU's own kernels)
+# Float rounding (vmap's batched kernels against plain ones, the layouts, each CPU's kernels)
 # grows with every step of a learning network. Measured |fused - unfused| train loss on
 # these tests (600 examples, batch 32): at most 6e-6 after 1-2 epochs and 0.0088 after 3
 # on an AMD EPYC; 0.0016 after 3 on an Intel Xeon. A wrong seed, lr or optimizer moves a
 # member by 0.05 or more (the distance to another member's run, checked too).
-FIRST_EPOCH, LATER_EPOCHS = 1e-3, 0.02
+FIRST_EPOCH, LATER_EPOCHS = 1e-3, 0.02  # train loss
+# Accuracies of barely trained networks hang on near-tied logits: the unfused run's
+# channels-last layout (on a CPU) flipped 5 of 600 test images after one epoch.
+FLIPS = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,9 @@ def assert_same(fused, single) -> None:
     """A fused member's epochs equal its unfused run's, to float rounding (see above)."""
     assert len(fused.epochs) == len(single.epochs)
     for a, b in zip(fused.epochs, single.epochs):
-        within = FIRST_EPOCH if a.epoch == 1 else LATER_EPOCHS
+        loss = FIRST_EPOCH if a.epoch == 1 else LATER_EPOCHS
         for name in FIELDS:
+            within = loss if name == "train_loss" else FLIPS
             assert getattr(a, name) == pytest.approx(getattr(b, name), abs=within), (name, a, b)
 
 
@@ -55,6 +59,7 @@ def assert_own_runs(fused: list, singles: list) -> None:
         assert all(own < other / 4 for other in others), (k, own, others)
 
 
+@pytest.mark.slow  # trains: fused models are slow on a CPU
 # Networks that learn: a barely trained one has near-tied logits, where float rounding
 # (vmap's batched kernels against plain ones) can flip one test image.
 @pytest.mark.parametrize("spec, settings", [
@@ -72,6 +77,7 @@ def test_three_fused_members_equal_three_unfused_runs(data, spec, settings) -> N
         assert result.weights["conv0.weight"].shape == (6, 1, 5, 5)
 
 
+@pytest.mark.slow  # trains: fused models are slow on a CPU
 def test_members_keep_their_own_learning_rates(data) -> None:
     configs = [TrainConfig(epochs=1, seed=0, lr=lr, optimizer="adam", batch_size=32)
                for lr in (0.0005, 0.002, 0.01)]
@@ -79,9 +85,10 @@ def test_members_keep_their_own_learning_rates(data) -> None:
     assert_own_runs(fused, [alone(RELU, config, data) for config in configs])
 
 
+@pytest.mark.slow  # trains: fused models are slow on a CPU
 def test_a_diverging_member_is_frozen_and_the_others_go_on_unchanged(data) -> None:
-    configs = [TrainConfig(epochs=2, seed=seed, lr=lr, batch_size=32)
-               for seed, lr in ((0, 0.1), (1, 1e9), (2, 0.1))]
+    configs = [TrainConfig(epochs=2, seed=seed, lr=lr, optimizer="adam", batch_size=32)
+               for seed, lr in ((0, 0.002), (1, 1e9), (2, 0.002))]
     fused = fused_run(RELU, configs, data)
     assert fused[1].status is Status.DIVERGED and len(fused[1].epochs) == 1
     assert fused[1].reason.startswith("diverged at epoch 1") and math.isnan(fused[1].final.test_acc)
@@ -93,8 +100,10 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on_unchanged(data) -> No
         assert_same(fused[k], alone(RELU, configs[k], data))
 
 
+@pytest.mark.slow  # trains: fused models are slow on a CPU
 def test_pruning_stops_one_member(data) -> None:
-    configs = [TrainConfig(epochs=3, seed=seed, lr=0.1, batch_size=32) for seed in (0, 1)]
+    configs = [TrainConfig(epochs=3, seed=seed, lr=0.002, optimizer="adam", batch_size=32)
+               for seed in (0, 1)]
     fused = fused_run(RELU, configs, data, on_epoch=lambda member, m: member == 0 and m.epoch == 1)
     assert len(fused[0].epochs) == 1 and len(fused[1].epochs) == 3
     assert_same(fused[1], alone(RELU, configs[1], data))

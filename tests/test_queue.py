@@ -307,8 +307,11 @@ def test_a_database_from_before_stages_is_upgraded_in_place(tmp_path: Path, stan
     with plan.db.transaction() as conn:  # as lenet-lab 0.1 left it
         conn.exec_driver_sql("DROP VIEW lab_results")
         conn.exec_driver_sql("DROP TABLE lab_schema")
-        conn.exec_driver_sql("ALTER TABLE lab_trials DROP COLUMN stage")
-        conn.exec_driver_sql(store.schema.RESULTS_VIEW.replace("lt.stage AS stage, ", ""))
+        for column in ("stage", "workers", "threads", "cpu_load"):
+            conn.exec_driver_sql(f"ALTER TABLE lab_trials DROP COLUMN {column}")
+        conn.exec_driver_sql(store.schema.RESULTS_VIEW.replace("lt.stage AS stage, ", "")
+                             .replace("lt.workers AS workers, lt.threads AS threads, "
+                                      "lt.cpu_load AS cpu_load, ", ""))
     assert "stage" not in rows(tmp_path)
     assert study_answer(load_study(plan.db, plan.study_name)).leader.arm.arm == "pooling=max"
     run_sweep(plan_for(tmp_path, seeds=3))  # the next run upgrades it

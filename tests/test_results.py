@@ -162,3 +162,13 @@ def test_queued_trials_read_with_their_arm_and_values() -> None:
     assert filled.pooling.tolist() == ["avg", "max"] and filled.is_control.tolist() == [1, False]
     names = results_arms.arm_names(filled)
     assert names["pooling=max"].key == "A1" and names["pooling=max"].values == {"pooling": "max"}
+
+
+def test_speed_conditions_say_how_speeds_were_measured() -> None:
+    base = RESULTS.assign(workers=[1, 2, 2, 1, 2, 2, 1], threads=1, cpu_load=1.96)
+    text = results_arms.speed_conditions(base)
+    assert "with 1 to 2 trial(s) training at once on the machine and 1 thread(s) each" in text
+    assert "mean load was 2" in text
+    old = RESULTS.drop(columns=[c for c in ("workers", "threads", "cpu_load") if c in RESULTS])
+    assert results_arms.speed_conditions(old) == ("Examples/sec counts training examples over "
+                                                  "training time (evaluation excluded).")

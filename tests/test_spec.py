@@ -91,3 +91,17 @@ def test_spec_is_frozen_and_hashable() -> None:
     assert spec == LeNetSpec() and hash(spec) == hash(LeNetSpec())
     with pytest.raises(AttributeError):
         spec.kernel_size = 3  # type: ignore[misc]
+
+
+def test_flops_per_example_count_every_layer() -> None:
+    book = LeNetSpec()
+    flops = book.layer_flops()
+    # conv: 2 x window x input channels per output value, +1 for its activation
+    assert flops["conv0"] == 6 * 28 * 28 * (2 * 5 * 5 * 1 + 1)
+    assert flops["conv1"] == 16 * 10 * 10 * (2 * 5 * 5 * 6 + 1)
+    assert flops["pool0"] == 6 * 28 * 28 and flops["dense0"] == 120 * (2 * 400 + 1)
+    assert book.flops_per_example == sum(flops.values()) == 845_862
+    assert book.train_flops_per_example == 3 * 845_862  # about 2.5 MFLOP, as the issue says
+    wide = LeNetSpec(conv_channels=(12, 32))
+    assert wide.flops_per_example > 2.5 * book.flops_per_example
+    assert LeNetSpec(batch_norm=True).flops_per_example > book.flops_per_example

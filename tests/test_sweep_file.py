@@ -87,6 +87,15 @@ BAD = {
     "no title": ('[space]\npooling = ["max"]\n', "title is missing"),
     "space and arms": ('title = "t"\n[space]\npooling = ["max"]\n[[arms]]\nlr = 0.1\n',
                        "give either [space] or [[arms]], not both"),
+    "quick key": ('title = "t"\n[quick]\nepoch = 2\n[space]\npooling = ["max"]\n',
+                  "[quick]: unknown key 'epoch'; did you mean epochs?"),
+    "quick sampler": ('title = "t"\n[quick]\nsampler = "tpe"\n[space]\npooling = ["max"]\n',
+                      "[quick]: unknown key 'sampler'"),
+    "quick value": ('title = "t"\n[quick]\nseeds = 0\n[space]\npooling = ["max"]\n',
+                    "[quick]: seeds must be a whole number >= 1, not 0"),
+    "quick epochs searched": ('title = "t"\n[run]\nsampler = "tpe"\ntrials = 3\n[quick]\n'
+                              'epochs = 2\n[space]\nepochs = [5, 10]\n',
+                              "[quick] epochs and [space] epochs conflict"),
 }
 
 
@@ -102,3 +111,21 @@ def test_bad_sweep_file_names_file_and_key(tmp_path: Path, text: str, message: s
 def test_unknown_sweep_name_suggests_the_closest() -> None:
     with pytest.raises(SweepError, match="no sweep named 'poling': did you mean pooling?"):
         load_sweep("poling")
+
+
+def test_every_shipped_sweep_has_a_quick_budget_that_keeps_the_books_470_steps() -> None:
+    """The book's network at lr 0.9 learns by its second epoch of 60,000 (470 steps of
+    256): a quick budget below that would answer "nothing learned"."""
+    from lenet_lab.sweep.plan import default_study_name
+
+    for path in list_sweeps():
+        sweep = load_sweep(str(path))
+        quick = sweep.with_budget("quick")
+        assert quick.budget == "quick" and sweep.quick, path
+        control = quick.control()
+        examples = quick.run.subset or 60000
+        steps = control["epochs"] * -(-examples // control["batch_size"])
+        assert steps >= 470, (path, steps)
+        assert quick.expected_trials() < sweep.expected_trials()
+        assert default_study_name(quick, epochs=None, subset=None).endswith("-quick")
+        assert sweep.with_budget("full") is sweep

@@ -59,12 +59,18 @@ def train(*, spec: LeNetSpec, config: TrainConfig, engine: Engine = "mxnet",
 @app.command("inspect")
 @with_spec_options(training=False)
 def inspect_(*, spec: LeNetSpec, engine: Engine = "mxnet") -> None:
-    """Show each layer's output shape for a 1x1x28x28 input and its parameters, as the book's table."""
-    layers = get_engine(engine).layer_shapes(spec)
-    rows = [[layer.name, str(layer.output_shape), f"{layer.params:,}"] for layer in layers]
-    print_table(["layer", "output shape", "parameters"],
-                rows + [["total", "", f"{sum(layer.params for layer in layers):,}"]],
-                title=f"LeNet on {engine}", left=("layer", "output shape"))
+    """Show each layer's output shape for a 1x1x28x28 input, its parameters and FLOPs, as
+    the book's table."""
+    layers, flops = get_engine(engine).layer_shapes(spec), spec.layer_flops()
+    rows = [[layer.name, str(layer.output_shape), f"{layer.params:,}", f"{flops[layer.name]:,}"]
+            for layer in layers]
+    print_table(["layer", "output shape", "parameters", "FLOPs"],
+                rows + [["total", "", f"{sum(layer.params for layer in layers):,}",
+                         f"{spec.flops_per_example:,}"]],
+                title=f"LeNet on {engine} (FLOPs: forward pass, one example)",
+                left=("layer", "output shape"))
+    out.print(f"training: about {spec.train_flops_per_example:,} FLOPs per example "
+              f"(forward and backward, 3x the forward pass)")
 
 
 @app.command()

@@ -1,10 +1,12 @@
-"""`lenet-lab sweep` and `sweeps`: run an exercise's sweep file, list the sweep files."""
+"""`lenet-lab sweep` and `sweeps`: run an exercise's sweep file (or all of them, `sweep
+all`), list the sweep files."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import textwrap
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Iterator, Literal, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -13,12 +15,20 @@ from lenet_lab.cli.app import app
 from lenet_lab.cli.console import bar, err, out, print_table
 from lenet_lab.cli.options import UNTIL_DECIDED, DataDir, DeviceOpt, StorageOpt, Subset, opt
 from lenet_lab.engines import ENGINES
-from lenet_lab.sweep_file import load_sweep, load_sweeps
+from lenet_lab.errors import SweepError
+from lenet_lab.sweep_file import BUDGETS, load_sweep, load_sweeps
+
+ALL = "all"
 
 
 @app.command()
 def sweep(
-    name: Annotated[str, typer.Argument(help="a sweep name (see `lenet-lab sweeps`) or a .toml path")],
+    name: Annotated[str, typer.Argument(help="a sweep name (see `lenet-lab sweeps`), a .toml "
+                                              "path, or all: every exercise in the book's order")],
+    budget: Annotated[Literal[BUDGETS], typer.Option(  # type: ignore[valid-type]
+        help="full: the file's [run]; quick: its [quick] table (a first look)")] = "full",
+    plan_only: Annotated[bool, typer.Option("--plan", help="print each sweep's trials and "
+                                                           "estimated time, then exit")] = False,
     engine: Annotated[Optional[Literal[ENGINES]], opt("override the file's engine")] = None,
     device: DeviceOpt = "auto",
     epochs: Annotated[Optional[int], opt("override the file's epochs", min=1)] = None,
@@ -31,46 +41,129 @@ def sweep(
                                            "as none [default: 0.005]")] = None,
     subset: Subset = None,
     storage: StorageOpt = None,
-    study: Annotated[Optional[str], opt("study name [default: <sweep>-<engine>, plus "
+    study: Annotated[Optional[str], opt("study name [default: <sweep>-<engine>, plus -quick, "
                                         "-e<epochs> and -n<subset> when overridden]")] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="worker processes sharing the study")] = 1,
+    jobs: Annotated[str, typer.Option(help="worker processes sharing the study: auto (one "
+                                           "per core with one thread each, or one per GPU) "
+                                           "or N")] = "auto",
     fuse: Annotated[str, typer.Option(help="train up to N queued trials of one network shape "
                                            "as one model (torch): auto (on GPUs), off or N")]
         = "auto",
     data_dir: DataDir = None,
+    out_dir: Annotated[str, typer.Option("--out", help="sweep all: folder for the report")]
+        = "reports",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
 ) -> None:
-    """Run a sweep file as an Optuna study in the database; rerun to continue it."""
-    from lenet_lab.store import Database
-    from lenet_lab.sweep import plan_sweep, run_sweep, stop_on_signals, summary, watch
+    """Run a sweep file as an Optuna study in the database; rerun to continue it.
 
-    loaded = load_sweep(name).with_run(engine=engine, epochs=epochs, seeds=seeds, trials=trials,
-                                       subset=subset, confirm=confirm,
-                                       until_decided=until_decided, margin=margin)
+    `lenet-lab sweep all` runs every exercise's sweep in the book's order, then writes
+    exercise 10's activation maps and the report."""
+    from lenet_lab.store import Database
+
+    overrides = {"engine": engine, "epochs": epochs, "seeds": seeds, "trials": trials,
+                 "subset": subset, "confirm": confirm, "until_decided": until_decided,
+                 "margin": margin}
+    command = " ".join(["lenet-lab", *sys.argv[1:]])
+    options = {"device": device, "data_dir": data_dir, "command": command, "fuse": fuse}
+    if name == ALL:
+        if study is not None:
+            raise SweepError("--study names one study: `sweep all` names each study after its "
+                             "sweep (see --plan); drop --study")
+        with Database(storage) as db:
+            _run_all(db, budget, overrides, options, jobs=jobs, out_dir=out_dir,
+                     plan_only=plan_only, quiet=quiet)
+        return
+    loaded = load_sweep(name).with_budget(budget).with_run(**overrides)
     with Database(storage) as db:
-        plan = plan_sweep(loaded, db, study=study, device=device, data_dir=data_dir,
-                          command=" ".join(["lenet-lab", *sys.argv[1:]]),
-                          name_overrides={"epochs": epochs, "subset": subset}, fuse=fuse)
-        if not quiet:
+        from lenet_lab.sweep import (plan_sweep, run_sweep, stop_on_signals, summary, watch,
+                                     workers_for)
+
+        plan = plan_sweep(loaded, db, study=study, **options,
+                          name_overrides={"epochs": epochs, "subset": subset})
+        workers = workers_for(jobs, plan)
+        if plan_only or not quiet:
             out.print(f"{loaded.title}\nstudy {plan.study_name!r} in {db.safe}: "
-                      f"{plan.describe(jobs)}")
+                      f"{plan.describe(workers)}")
+        if plan_only:
+            return
         progress = bar(BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("ETA"),
                        TimeRemainingColumn(), TextColumn("{task.fields[detail]}"))
         task = progress.add_task(plan.study_name, total=loaded.expected_trials(), detail="")
-        try:  # SIGTERM as Ctrl-C: the running trials are recorded as interrupted
-            with stop_on_signals(), progress, watch(plan, lambda done, detail: progress.update(
-                    task, completed=done, detail=detail), enabled=not quiet and err.is_terminal):
-                run_sweep(plan, jobs=jobs, data_dir=data_dir)
-        except KeyboardInterrupt:
-            err.print(f"Interrupted: finished trials are kept in {db.safe}; run the same "
-                      f"command again to continue study {plan.study_name!r}")
-            raise typer.Exit(130) from None
+        with _interrupted(db, f"study {plan.study_name!r}"), stop_on_signals(), progress, \
+                watch(plan, lambda done, detail: progress.update(task, completed=done,
+                                                                 detail=detail),
+                      enabled=not quiet and err.is_terminal):
+            run_sweep(plan, jobs=workers, data_dir=data_dir)
         *table, legend, headline, query = summary(plan)
     print_table(*table, left=("arm", "outcome", "other"))
     for line in legend:  # what each key stands for, wrapped under itself
         out.print(textwrap.fill(line, width=out.width, subsequent_indent=" " * 6,
                                 break_on_hyphens=False))
     out.print(f"\n{headline}\n{query}")
+
+
+@contextlib.contextmanager
+def _interrupted(db, what: str) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM, see stop_on_signals): one line, exit 130, everything kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(f"Interrupted: finished trials are kept in {db.safe}; run the same "
+                  f"command again to continue {what}")
+        raise typer.Exit(130) from None
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _run_all(db, budget: str, overrides: dict[str, Any], options: dict[str, Any], *,
+             jobs: str, out_dir: str, plan_only: bool, quiet: bool) -> None:
+    from lenet_lab.exercises import answer_all
+    from lenet_lab.results import load_study, study_answer
+    from lenet_lab.sweep import plan_book, stop_on_signals, watch
+
+    steps, rate, jobs = plan_book(db, budget=budget, overrides=overrides, jobs=jobs, **options)
+    total = sum(step.seconds for step in steps) / jobs
+    if plan_only or not quiet:
+        print_table(["ex", "sweep", "study", "trials", "done", "estimate"], [
+            [str(s.sweep.exercise), s.sweep.name, s.plan.study_name, str(s.trials), str(s.done),
+             _duration(s.seconds / jobs)] for s in steps], whole=("sweep", "study"),
+            left=("sweep", "study"))
+        out.print(f"total: {sum(s.trials for s in steps)} trials, about {_duration(total)} "
+                  f"more with {jobs} worker(s) ({budget} budget; time from "
+                  f"{rate.source}, {rate.gflops:.1f} GFLOP/s)")
+    if plan_only:
+        return
+    progress = bar(BarColumn(bar_width=20), TextColumn("{task.fields[trials]} trials  ETA"),
+                   TimeRemainingColumn(), TextColumn("{task.fields[sweep]} {task.fields[detail]}"))
+    finished = sum(s.done for s in steps)
+    task = progress.add_task("all", total=total or 1, trials=f"{finished}/"
+                             f"{sum(s.trials for s in steps)}", sweep="", detail="")
+    spent = {"seconds": 0.0, "trials": finished}
+
+    @contextlib.contextmanager
+    def around(step) -> Iterator[None]:
+        left = max(step.trials - step.done, 1)
+
+        def update(done: int, detail: str) -> None:
+            now = max(done - step.done, 0)
+            progress.update(task, completed=spent["seconds"] + step.seconds / jobs * now / left,
+                            trials=f"{spent['trials'] + now}/{sum(s.trials for s in steps)}",
+                            sweep=f"{step.sweep.exercise}. {step.sweep.name}", detail=detail)
+
+        with watch(step.plan, update, enabled=not quiet and err.is_terminal):
+            yield
+        spent["seconds"] += step.seconds / jobs
+        spent["trials"] += step.trials - step.done
+        line = study_answer(load_study(db, step.plan.study_name)).one_line()
+        out.print(f"{step.sweep.exercise}. {step.sweep.name}: {line}")
+
+    with _interrupted(db, "every exercise"), stop_on_signals(), progress:
+        index = answer_all(db, steps, jobs=jobs, data_dir=options["data_dir"], out=out_dir,
+                           around=around)
+    out.print(f"wrote {index} (open it in a browser; the folder works offline)")
 
 
 @app.command("sweeps")

@@ -12,6 +12,7 @@ without torch (`fuse_key`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import platform
@@ -28,7 +29,7 @@ from lenet_lab.errors import DeviceError, EngineUnavailable, SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
 __all__ = ["ENGINES", "Device", "DeviceChoice", "Engine", "EpochTotals", "Session", "fuse_key",
-           "get_engine", "neutral_names", "parse_device"]
+           "get_engine", "neutral_names", "parse_device", "use_threads"]
 
 ENGINES = ("mxnet", "torch")
 EVAL_BATCH = 1024  # evaluation batch size; it changes speed, not the accuracy
@@ -199,6 +200,25 @@ def _set_torch_threads() -> None:
         wanted = os.environ.get("OMP_NUM_THREADS", "")
         threads = int(wanted) if wanted.isdigit() else len(os.sched_getaffinity(0))
         sys.modules["torch"].set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def use_threads(threads: int) -> Iterator[None]:
+    """This process trains with `threads` framework threads (a worker's share of the
+    cores), then goes back: OMP_NUM_THREADS for frameworks yet to be imported and for the
+    record (sweep.trial), torch's setting for torch already imported. MXNet 1.9 trains
+    with one thread in any case: its import sets OpenMP's count to 1."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    _set_torch_threads()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+        _set_torch_threads()
 
 
 def get_engine(name: str) -> Engine:

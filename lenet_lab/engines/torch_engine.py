@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import EVAL_BATCH, Device, DeviceChoice, EpochTotals, check_members, cpu_name
+from lenet_lab.engines import Device, DeviceChoice, EpochTotals, check_members, cpu_name
 from lenet_lab.engines.torch_fused import FusedSession
-from lenet_lab.engines.torch_net import (build_network, compiled, initialize, named_tensors, sync,
-                                         torch_device)
+from lenet_lab.engines.torch_net import (build_network, compiled, cpu_layout, eval_batch,
+                                         initialize, named_tensors, sync, torch_device)
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
 
@@ -84,7 +84,9 @@ class TorchSession:
         self.torch_device = torch_device(device)
         torch.manual_seed(config.seed)
         self.net = build_network(spec).to(self.torch_device)
-        initialize(self.net, config.init)
+        initialize(self.net, config.init)  # then the layout: the same weights, laid out anew
+        layout = cpu_layout(self.torch_device) if mode == "default" else torch.contiguous_format
+        self.net = self.net.to(memory_format=layout)
         self.forward = compiled(self.net, mode, self.torch_device)
         self.optimizer = _optimizer(self.net, config)
         self.loss = nn.CrossEntropyLoss()
@@ -94,6 +96,9 @@ class TorchSession:
             torch.from_numpy(array).to(self.torch_device)
             for array in (data.train_images, data.train_labels.astype(np.int64),
                           data.test_images, data.test_labels.astype(np.int64)))
+        self.train_x, self.test_x = (x.contiguous(memory_format=layout)
+                                     for x in (self.train_x, self.test_x))
+        self.eval_batch = eval_batch(self.torch_device)
 
     def freeze(self, member: int) -> None:
         pass  # the only member: its run ends
@@ -148,9 +153,10 @@ class TorchSession:
         self.net.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
         with torch.no_grad():
-            for first in range(0, len(self.test_y), EVAL_BATCH):
-                x = self.test_x[first:first + EVAL_BATCH]
-                correct += (self.net(x).argmax(dim=1) == self.test_y[first:first + EVAL_BATCH]).sum()
+            for first in range(0, len(self.test_y), self.eval_batch):
+                x = self.test_x[first:first + self.eval_batch]
+                y = self.test_y[first:first + self.eval_batch]
+                correct += (self.net(x).argmax(dim=1) == y).sum()
         return [correct.item() / len(self.test_y)]
 
     def weights(self, member: int = 0) -> dict[str, np.ndarray]:

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lenet_lab.engines import Device, neutral_names
+from lenet_lab.engines import EVAL_BATCH, Device, neutral_names
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LeNetSpec
 
-__all__ = ["MODES", "build_network", "compiled", "initialize", "named_tensors", "sync",
-           "torch_device"]
+__all__ = ["MODES", "build_network", "compiled", "cpu_layout", "eval_batch", "initialize",
+           "named_tensors", "sync", "torch_device"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -89,6 +89,19 @@ def named_tensors(net: nn.Sequential) -> Iterator[tuple[str, torch.Tensor]]:
 
 def torch_device(device: Device) -> torch.device:
     return torch.device("cpu" if device.kind == "cpu" else f"cuda:{device.index}")
+
+
+def cpu_layout(device: torch.device) -> torch.memory_format:
+    """Channels-last on a CPU, where oneDNN's convolutions train the book's network 1.08x
+    (one thread) to 1.25x (two threads) faster, to 1e-6 of the default layout's weights
+    (docs/performance.md); the default elsewhere."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def eval_batch(device: torch.device) -> int:
+    """Evaluation's batch: on a CPU, 256 evaluates the test set in half the time of 1024
+    (cache-sized batches); the accuracy is the same."""
+    return 256 if device.type == "cpu" else EVAL_BATCH
 
 
 def sync(device: torch.device) -> None:

@@ -21,13 +21,14 @@ from lenet_lab.errors import LabError
 from lenet_lab.files import output_folder
 from lenet_lab.report import draw
 from lenet_lab.report.pages import figure_html, render, write_page
-from lenet_lab.results import StudyData, best_network
+from lenet_lab.results import StudyData, best_network, load_study
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig
 from lenet_lab.store import Database
 from lenet_lab.train import train
 
 __all__ = ["Activations", "DEFAULT_CLASSES", "Network", "activation_figures", "activations_page",
-           "parse_classes", "sample_images", "section", "trial_network", "write_activation_page"]
+           "exercise_page", "parse_classes", "sample_images", "section", "trial_network",
+           "write_activation_page"]
 
 LAYERS = ("conv0", "conv1")
 DEFAULT_CLASSES = ("sweater", "coat")
@@ -62,6 +63,12 @@ def parse_classes(dataset: str, names: list[str]) -> list[int]:
     return chosen
 
 
+def default_classes(dataset: str) -> list[int]:
+    """The book's sweaters and coats on Fashion-MNIST; a 3 and an 8 on MNIST."""
+    return parse_classes(dataset, list(DEFAULT_CLASSES) if dataset == "fashion-mnist"
+                         else ["3", "8"])
+
+
 def sample_images(data: Dataset, classes: list[int], per_class: int = 2) -> tuple[np.ndarray, list[str]]:
     """The first `per_class` test images of each class (the same ones every time)."""
     indices, labels = [], []
@@ -73,7 +80,8 @@ def sample_images(data: Dataset, classes: list[int], per_class: int = 2) -> tupl
 
 
 def activation_figures(networks: list[Network], images: np.ndarray, labels: list[str]) -> list:
-    """One figure per layer: a row per (network, image), a column per channel; the inputs first."""
+    """One figure per layer: a row per (network, image), a column per channel; the inputs
+    first. A network with one conv layer has rows in the first figure only."""
     inputs = draw.activation_maps({"input": [image[0] for image in images]}, "Input images",
                                   column_titles=[draw.text(label) for label in labels])
     figures = [inputs]
@@ -81,8 +89,9 @@ def activation_figures(networks: list[Network], images: np.ndarray, labels: list
             for net in networks}
     for layer in LAYERS:
         rows = {f"{draw.text(net.key or net.label)}<br>{label}": list(maps[net.label][layer][i])
-                for net in networks for i, label in enumerate(labels)}
-        figures.append(draw.activation_maps(rows, f"{layer}: one column per channel"))
+                for net in networks if layer in maps[net.label] for i, label in enumerate(labels)}
+        if rows:
+            figures.append(draw.activation_maps(rows, f"{layer}: one column per channel"))
     return figures
 
 
@@ -104,12 +113,11 @@ def section(db: Database, data: StudyData, data_dir: str | None = None) -> Activ
     if not networks:
         return None
     dataset = networks[0].dataset
-    names = list(DEFAULT_CLASSES) if dataset == "fashion-mnist" else ["3", "8"]
     try:
         test = load_dataset(dataset, data_dir=data_dir, download_missing=False)
     except LabError as exc:
         return Activations([n.label for n in networks], [], str(exc))
-    images, labels = sample_images(test, parse_classes(dataset, names))
+    images, labels = sample_images(test, default_classes(dataset))
     return Activations([n.label for n in networks],
                        [figure_html(f) for f in activation_figures(networks, images, labels)])
 
@@ -123,14 +131,26 @@ class Activations:
     problem: str = ""  # why there are no figures
 
 
-def write_activation_page(network: Network, data: Dataset, classes: list[int], per_class: int,
-                          folder: Path) -> Path:
-    """`<folder>/activations.html` for one network (the `lenet-lab activations` page)."""
+def write_activation_page(networks: list[Network], data: Dataset, classes: list[int],
+                          per_class: int, folder: Path) -> Path:
+    """`<folder>/activations.html` for these networks (the `lenet-lab activations` page)."""
     images, labels = sample_images(data, classes, per_class)
-    figures = [figure_html(f) for f in activation_figures([network], images, labels)]
+    figures = [figure_html(f) for f in activation_figures(networks, images, labels)]
+    title = "Activations of " + " and ".join(network.label for network in networks)
     return write_page(folder, "activations.html",
-                      render("activations.html", title=f"Activations of {network.label}",
-                             figures=figures))
+                      render("activations.html", title=title, figures=figures))
+
+
+def exercise_page(db: Database, study: str, folder: Path, data_dir: str | None = None,
+                  per_class: int = 2) -> Path | None:
+    """Exercise 10 for `sweep all`: `<folder>/activations.html` with the book's network
+    and the best network that `study` (exercise 2's search) found; None without weights."""
+    networks = [n for n in (trial_network(db, study, *pick)
+                            for pick in best_network(load_study(db, study))) if n]
+    if not networks:
+        return None
+    data = load_dataset(networks[0].dataset, data_dir=data_dir, download_missing=False)
+    return write_activation_page(networks, data, default_classes(data.name), per_class, folder)
 
 
 def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str], per_class: int,
@@ -163,6 +183,6 @@ def activations_page(*, spec: LeNetSpec, config: TrainConfig, classes: list[str]
             raise LabError(f"training {result.reason}: choose a smaller --lr")
         network = Network(f"trained here (test acc {result.final.test_acc:.3f})", engine, spec,
                           result.weights, dataset, "trained")
-    return write_activation_page(network, load_dataset(dataset, data_dir=data_dir), wanted,
+    return write_activation_page([network], load_dataset(dataset, data_dir=data_dir), wanted,
                                  per_class, folder)
 

@@ -20,10 +20,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lenet_lab.results import ArmStats
+from lenet_lab.results.answer import Effect
 from lenet_lab.spec import Status
 
-__all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "arm_colors", "learning_curves",
-           "legend_below", "text"]
+__all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "arm_colors", "effects",
+           "learning_curves", "legend_below", "text"]
 
 CONTROL_COLOR = "#7f7f7f"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -215,4 +216,42 @@ def activation_maps(maps: dict[str, Any], title: str, *,
                          height=int(cell * len(rows)) + 90,
                          template="plotly_white",
                          margin={"l": label_width, "r": 10, "t": 60, "b": 10})
+    return figure
+
+
+DECISION_COLORS = {"better": "#2ca02c", "worse": "#d62728"}  # others: grey
+
+
+def effects(rows: list[tuple[str, Effect]]) -> go.Figure:
+    """Every study's leading effect against the book's network, one row each (label,
+    effect), with its interval; rows without an effect (nothing learned) say so at 0."""
+    labels = [text(label) for label, _ in rows]
+    figure = go.Figure()
+    shown = [(label, e) for label, (_, e) in zip(labels, rows) if e.mean is not None]
+    for decision in dict.fromkeys(e.decision for _, e in shown):
+        part = [(label, e) for label, e in shown if e.decision == decision]
+        figure.add_trace(go.Scatter(
+            x=[e.mean for _, e in part], y=[label for label, _ in part], mode="markers",
+            name=decision, marker={"size": 10, "color": DECISION_COLORS.get(decision, "#555")},
+            error_x={"type": "data", "symmetric": False, "color": "#333",
+                     "array": [(e.high - e.mean) if e.high is not None else 0 for _, e in part],
+                     "arrayminus": [(e.mean - e.low) if e.low is not None else 0
+                                    for _, e in part]},
+            customdata=[[text(e.arm), f"{e.level:.3g}"] for _, e in part],
+            hovertemplate="%{y}: %{customdata[0]}, %{x:+.3f} (%{customdata[1]} CI)"
+                          "<extra></extra>"))
+    missing = [(label, e) for label, (_, e) in zip(labels, rows) if e.mean is None]
+    if missing:
+        figure.add_trace(go.Scatter(
+            x=[0] * len(missing), y=[label for label, _ in missing], mode="markers+text",
+            name="no effect: did not learn", marker={"symbol": "x", "size": 9, "color": "#999"},
+            text=[text(f"{e.arm}: {e.decision}") for _, e in missing], textposition="middle right",
+            textfont={"size": 11, "color": "#666"}, hoverinfo="text"))
+    figure.add_vline(x=0, line={"color": "#7f7f7f", "dash": "dash"})
+    figure.update_yaxes(type="category", autorange="reversed", categoryorder="array",
+                        categoryarray=labels, automargin=True)
+    figure.update_layout(**_layout(
+        "Each exercise's leading change against the book's network (test accuracy, interval)",
+        height=140 + 34 * len(rows),
+        xaxis={"title": "difference in test accuracy", "tickformat": "+.2f", "zeroline": False}))
     return figure

@@ -22,7 +22,7 @@ from lenet_lab.files import atomic_write
 from lenet_lab.report import draw
 from lenet_lab.results import Answer, Interval, StudyData, arm_names, arm_stats, study_answer
 from lenet_lab.results.arms import (SPEED_SPREAD, ArmStats, chance_level, failures, learning_curves,
-                                    shared_machine, shown_arms, sig)
+                                    shared_machine, shown_arms, sig, speed_conditions)
 from lenet_lab.results.stats import pareto_front
 from lenet_lab.spec import Status
 
@@ -128,7 +128,7 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
         "bars": figure_html(draw.arm_bars(shown, colors, chance_level(results)))
                 if shown else "",
         "curves": "", "speed": "", "shared": False,
-        "spread": f"{SPEED_SPREAD:.0%}", "search": [], "activations": None}
+        "spread": f"{SPEED_SPREAD:.0%}", "search": [], "activations": None, "conditions": ""}
     curves = learning_curves(data.epochs, results) if len(data.epochs) else {}
     if curves:
         context["curves"] = figure_html(draw.learning_curves(curves, drawn, colors))
@@ -137,7 +137,7 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
         shared = shared_machine(results)
         front = None if shared else pareto_front(
             list(zip(done.examples_per_sec, done.test_acc)))
-        context.update(shared=shared,
+        context.update(shared=shared, conditions=speed_conditions(results),
                        speed=figure_html(draw.accuracy_vs_speed(results, drawn, colors, front)))
     if search and data.settings.get("sampler", "grid") != "grid":
         context["search"] = [figure_html(draw.legend_below(f)) for f in search(data)]
@@ -204,13 +204,18 @@ def index_page(entries: list[dict[str, Any]], exercises: dict[int, tuple[str, st
                       "text": f"the book's network and the best of {x['study']}"}
                      for x in entries if x["activations"]]
             if activation_page:
-                links.insert(0, {"page": activation_page, "text": "lenet-lab activations page"})
+                links.insert(0, {"page": activation_page,
+                                 "text": "activations page (lenet-lab activations, or the book's "
+                                         "network and the best network found by sweep all)"})
         checklist.append({"number": number, "title": title, "studies": studies, "links": links,
                           "command": f"lenet-lab sweep {sweep}" if sweep else
                                      "lenet-lab sweep pooling, then lenet-lab report"})
     others = [x for x in entries if x["exercise"] not in range(1, 11)]
+    answered = [(f"{x['exercise']}. {x['study']}", x["effect"]) for x in entries
+                if x["exercise"] in range(1, 11)]
     return render("index.html", title="lenet-lab report", exercises=checklist, others=others,
-                  compare=comparisons(entries))
+                  compare=comparisons(entries),
+                  effects=figure_html(draw.effects(answered)) if answered else "")
 
 
 def comparisons(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

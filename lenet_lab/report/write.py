@@ -99,7 +99,8 @@ def build_report(db: Database, studies: list[str] | None = None, *,
         entries.append({
             "study": name, "page": file_name, "title": data.title, "sweep": data.meta.get("sweep"),
             "exercise": data.meta.get("exercise"), "headline": found.headline,
-            "line": found.one_line(), "activations": bool(shown.get("figures")),
+            "line": found.one_line(), "effect": found.leading_effect(),
+            "activations": bool(shown.get("figures")),
             "status": ", ".join(f"{v} {k}" for k, v in counts.items() if k != "trials")
                       or "no trials", "arms": found.arms})
     entries.sort(key=lambda x: (x["exercise"] or 99, x["study"]))

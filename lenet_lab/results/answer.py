@@ -34,8 +34,8 @@ from lenet_lab.sweep_file import (
     MARGIN_DEFAULT as MARGIN,  # inside +-MARGIN: no difference
 )
 
-__all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "budget", "compare",
-           "looks", "study_answer"]
+__all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "Effect", "budget",
+           "compare", "looks", "study_answer"]
 
 ALPHA = 0.05
 
@@ -145,6 +145,19 @@ def budget(results: pd.DataFrame, arms: list[ArmStats]) -> Budget:
                   tuple(values("engine")), tuple(values("device")))
 
 
+@dataclass(frozen=True)
+class Effect:
+    """A study's answer at a glance: its leading arm's difference from the book's network
+    with its interval, or why there is none (`mean` None)."""
+
+    arm: str  # the leader's key and label, or what did not learn
+    decision: str  # better, worse, equivalent, tie, undecided, one seed; or the outcome
+    mean: float | None = None
+    low: float | None = None
+    high: float | None = None
+    level: float = 1 - ALPHA  # of the interval (widened for --until-decided's looks)
+
+
 @dataclass
 class Answer:
     headline: str
@@ -157,6 +170,22 @@ class Answer:
     @property
     def leader(self) -> Comparison | None:
         return self.comparisons[0] if self.comparisons else None
+
+    def leading_effect(self) -> Effect:
+        """The leader's difference from the book's network; or, when the book's network or
+        every other arm did not learn, which and how (never an effect)."""
+        control = next((a for a in self.arms if a.is_control), None)
+        if control is None or control.outcome.outcome is None:
+            return Effect("the book's network", "no result yet")
+        if not control.outcome.learned:
+            return Effect("the book's network", f"did not learn ({control.outcome.describe()})")
+        lead = self.leader
+        if lead is None:
+            return Effect("every other arm", "did not learn")
+        d = lead.difference
+        known = d.known
+        return Effect(str(lead.arm), lead.decision.value, d.mean, d.low if known else None,
+                      d.high if known else None, 1 - ALPHA / lead.looks)
 
     def one_line(self) -> str:
         """The index's line: the leader's effect with its interval and verdict, or what

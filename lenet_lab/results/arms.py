@@ -22,7 +22,7 @@ from lenet_lab.spec import SPEC_FIELDS, Status, field_value, format_widths
 
 __all__ = ["BOOK_PARAMS_FACTOR", "ArmName", "ArmStats", "arm_keys", "arm_legend", "arm_names",
            "arm_stats", "best_learned", "chance_level", "failures", "is_control", "learning_curves", "ranked",
-           "shared_machine", "shown_arms", "sig", "small_limit", "summary_counts",
+           "shared_machine", "shown_arms", "speed_conditions", "sig", "small_limit", "summary_counts",
            "summary_rows", "trial_outcomes"]
 
 BOOK_PARAMS_FACTOR = 2  # "small": at most twice the book's parameters
@@ -161,6 +161,24 @@ def small_limit(book_params: int) -> int:
 def shown_arms(arms: list[ArmStats], limit: int = SHOWN_ARMS) -> list[ArmStats]:
     """The control and the best `limit` other arms that have a result, for figures."""
     return [a for a in arms if a.is_control and a.test_acc.n] + ranked(arms)[:limit]
+
+
+def speed_conditions(results: pd.DataFrame) -> str:
+    """How the completed trials' speeds were measured, in a sentence (databases from
+    before lenet-lab recorded it say only what examples/sec counts)."""
+    done = results[results.state == Status.COMPLETE]
+    counted = "Examples/sec counts training examples over training time (evaluation excluded)"
+    if "workers" not in done or done.workers.isna().all():
+        return counted + "."
+
+    def span(column: str) -> str:
+        low, high = int(done[column].min()), int(done[column].max())
+        return str(low) if low == high else f"{low} to {high}"
+
+    load = f"; the machine's mean load was {sig(done.cpu_load.mean(), 2)}" \
+        if done.cpu_load.notna().any() else ""
+    return (f"{counted}, with {span('workers')} trial(s) training at once on the machine and "
+            f"{span('threads')} thread(s) each{load}. Arms compare fairly where these agree.")
 
 
 def shared_machine(results: pd.DataFrame) -> bool:

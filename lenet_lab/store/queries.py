@@ -15,7 +15,7 @@ from lenet_lab.store.schema import lab_epochs, lab_studies, lab_trials, lab_weig
 
 __all__ = ["has_studies", "list_studies", "load_weights", "progress", "read_results",
            "running_workers", "study_attrs", "study_frames", "study_row", "trial_record",
-           "trial_statuses", "waiting_trial_ids"]
+           "trial_statuses", "trials_training_on", "waiting_trial_ids"]
 
 
 def has_studies(db: Database) -> bool:
@@ -124,6 +124,14 @@ def _states_and_best(conn: sa.Connection, study: str) -> tuple[dict[str, int], f
         "SELECT max(test_acc) FROM lab_results WHERE study = :s AND state = :done"),
         {"s": study, "done": Status.COMPLETE.value}).scalar()
     return states, best
+
+
+@operation
+def trials_training_on(db: Database, host: str) -> int:
+    """How many trials of this database are training on `host` now (every study)."""
+    with db.transaction() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(lab_trials).where(
+            lab_trials.c.host == host, lab_trials.c.status == Status.RUNNING.value)).scalar()
 
 
 def progress(db: Database, study: str) -> dict[str, Any]:

@@ -86,6 +86,11 @@ lab_trials = sa.Table(
     sa.Column("epochs_done", sa.Integer),
     sa.Column("host", sa.String(256)),  # the worker's (heartbeats are Optuna's)
     sa.Column("pid", sa.Integer),
+    # how its speed was measured: the most trials training at once on its host (itself
+    # included), its framework threads, and the host's mean 1-minute load over its epochs
+    sa.Column("workers", sa.Integer),
+    sa.Column("threads", sa.Integer),
+    sa.Column("cpu_load", sa.Float),
 )
 
 lab_epochs = sa.Table(
@@ -117,7 +122,8 @@ _VIEW_COLUMNS = [
     *((f"lt.{name}", name) for name in (
         "arm", "is_control", "stage", "engine", "engine_version", "device", "device_name", "subset",
         *HYPERPARAMETERS, "param_count", "train_loss", "train_acc", "test_acc",
-        "examples_per_sec", "epochs_done", "seconds", "reason")),
+        "examples_per_sec", "epochs_done", "seconds", "workers", "threads", "cpu_load",
+        "reason")),
     ("t.datetime_start", "started_at"), ("t.datetime_complete", "finished_at"),
 ]
 RESULT_COLUMNS = [alias for _, alias in _VIEW_COLUMNS]
@@ -131,15 +137,27 @@ LEFT JOIN lab_studies ls ON ls.study_name = s.study_name
 """
 
 
-SCHEMA_VERSION = 3  # the last of MIGRATIONS
+SCHEMA_VERSION = 4  # the last of MIGRATIONS
+
+
+def _add_columns(conn: sa.Connection, *columns: str) -> None:
+    """ALTER TABLE lab_trials ADD COLUMN, for each column it does not have yet."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("lab_trials")}
+    for column in columns:
+        if column.split()[0] not in have:
+            conn.exec_driver_sql(f"ALTER TABLE lab_trials ADD COLUMN {column}")
 
 
 def _add_stage(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("ALTER TABLE lab_trials ADD COLUMN stage VARCHAR(16)")
+    _add_columns(conn, "stage VARCHAR(16)")
 
 
 def _version_table(conn: sa.Connection) -> None:
     lab_schema.create(conn)
+
+
+def _speed_conditions(conn: sa.Connection) -> None:
+    _add_columns(conn, "workers INTEGER", "threads INTEGER", "cpu_load FLOAT")
 
 
 # Numbered steps, each from the version before it: version -> step. Version 1 is
@@ -148,6 +166,7 @@ def _version_table(conn: sa.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     2: _add_stage,  # a trial's stage: grid, or a search's control, search, confirm
     3: _version_table,  # lab_schema records the version
+    4: _speed_conditions,  # how each trial's speed was measured: workers, threads, load
 }
 
 

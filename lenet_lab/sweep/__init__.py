@@ -1,9 +1,11 @@
-"""A sweep file run as an Optuna study: plan, queue, one trial, workers.
+"""A sweep file run as an Optuna study: plan, queue, one trial, workers; and every
+exercise's sweep in the book's order (book), timed before it runs (estimate).
 
 - plan: `SweepPlan` and `plan_sweep`, every check made before the database is touched;
 - queue: creating the study, the arm x seed queue, the atomic claim, dead workers;
 - trial: one trial in small steps (values -> spec -> train -> record);
-- worker: the `Worker` loop and the pool of worker processes.
+- worker: the `Worker` loop and the pool of worker processes;
+- book and estimate: `lenet-lab sweep all`, its plan and its time.
 
 Running the same command again continues the study: finished arm x seed pairs are
 skipped, and trials left RUNNING by a dead worker are marked failed and queued again.
@@ -11,8 +13,11 @@ skipped, and trials left RUNNING by a dead worker are marked failed and queued a
 
 from __future__ import annotations
 
+from lenet_lab.sweep.book import Step, plan_book, run_book
 from lenet_lab.sweep.plan import SweepPlan, default_study_name, plan_sweep
-from lenet_lab.sweep.worker import Worker, run_sweep, run_workers, stop_on_signals, summary, watch
+from lenet_lab.sweep.worker import (Worker, check_jobs, run_sweep, run_workers, stop_on_signals,
+                                    summary, watch, workers_for)
 
-__all__ = ["SweepPlan", "Worker", "default_study_name", "plan_sweep", "run_sweep", "run_workers",
-           "stop_on_signals", "summary", "watch"]
+__all__ = ["Step", "SweepPlan", "Worker", "check_jobs", "default_study_name", "plan_book",
+           "plan_sweep", "run_book", "run_sweep", "run_workers", "stop_on_signals", "summary",
+           "watch", "workers_for"]

@@ -127,8 +127,8 @@ class SweepPlan:
 
 
 def default_study_name(sweep: Sweep, *, epochs: int | None, subset: int | None) -> str:
-    """`<sweep>-<engine>`, plus the overrides that make it a different experiment."""
-    name = f"{sweep.name}-{sweep.run.engine}"
+    """`<sweep>-<engine>`, plus the budget and overrides that make it another experiment."""
+    name = f"{sweep.name}-{sweep.run.engine}" + ("-quick" if sweep.budget == "quick" else "")
     if epochs is not None:
         name += f"-e{epochs}"
     if subset is not None:

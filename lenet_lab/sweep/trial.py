@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from lenet_lab import store
 from lenet_lab.data import Dataset
 from lenet_lab.engines import Device, fuse_key
 from lenet_lab.errors import InfeasibleSpec, SpecError, StorageError
+from lenet_lab.processes import this_host
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig, field_param, field_value
 from lenet_lab.sweep.plan import SweepPlan, grid_choices
 from lenet_lab.sweep_file import Arm, Distribution, specs_from
@@ -124,6 +126,15 @@ class _Member:
     spec: LeNetSpec | None
     config: TrainConfig | None
     epochs: list[EpochMetrics] = field(default_factory=list)
+    workers: int = 1  # the most trials training on this host at once, seen at its epochs
+    loads: list[float] = field(default_factory=list)  # the host's 1-minute load, per epoch
+
+    def conditions(self) -> dict[str, Any]:
+        """How its speed was measured, stored beside it (see store.schema)."""
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        return {"workers": self.workers,
+                "threads": int(threads) if threads.isdigit() else len(os.sched_getaffinity(0)),
+                "cpu_load": sum(self.loads) / len(self.loads) if self.loads else None}
 
 
 def _start(worker: TrialHost, trial) -> _Member | Status:
@@ -164,17 +175,20 @@ def run_group(worker: TrialHost, trials: list) -> list[Status]:
     return [m if isinstance(m, Status) else done.pop(0) for m in started]
 
 
-def _pruned(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | None:
-    """Record an epoch; a searched trial that falls behind gets the reason it is pruned.
+def _epoch_done(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | None:
+    """Record an epoch and the conditions it ran in; a searched trial that falls behind
+    gets the reason it is pruned.
 
     Only searched trials are pruned: the control and confirmations are the answer, and
     the last epoch is a result, not a guess.
     """
-    trial = member.trial
+    trial, db = member.trial, worker.plan.db
     member.epochs.append(m)
-    store.add_epoch(worker.plan.db, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
+    store.add_epoch(db, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
                     train_acc=m.train_acc, test_acc=m.test_acc,
                     examples_per_sec=m.examples_per_sec, seconds=m.seconds)
+    member.workers = max(member.workers, store.trials_training_on(db, this_host()))
+    member.loads.append(os.getloadavg()[0])
     if worker.plan.sweep.run.prune and member.chosen.stage == "search" and \
             m.epoch < member.config.epochs:
         trial.report(m.test_acc, m.epoch)
@@ -189,7 +203,7 @@ def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
     pruned: dict[int, str] = {}
 
     def on_epoch(k: int, m: EpochMetrics) -> bool:
-        if (reason := _pruned(worker, members[k], m)) is not None:
+        if (reason := _epoch_done(worker, members[k], m)) is not None:
             pruned[k] = reason
         return k in pruned
 
@@ -206,25 +220,25 @@ def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
             f"{type(exc).__name__}: {exc}"
         for member in members:
             store.finish_trial(plan.db, member.trial._trial_id, Status.FAILED, reason=reason,
-                               **finals(member.epochs))
+                               **finals(member.epochs), **member.conditions())
             worker.tell(member.trial, Status.FAILED)
         raise
     statuses = []
     for k, (member, result) in enumerate(zip(members, results)):
         if k in pruned:
             store.finish_trial(plan.db, member.trial._trial_id, Status.PRUNED,
-                               reason=pruned[k], **finals(member.epochs))
+                               reason=pruned[k], **finals(member.epochs), **member.conditions())
             worker.tell(member.trial, Status.PRUNED)
             statuses.append(Status.PRUNED)
         else:
-            statuses.append(_record(worker, member.trial, result))
+            statuses.append(_record(worker, member, result))
     return statuses
 
 
-def _record(worker: TrialHost, trial, result: TrainResult) -> Status:
-    db = worker.plan.db
-    values = {**finals(result.epochs), "engine_version": result.engine_version,
-              "device_name": result.device_name}
+def _record(worker: TrialHost, member: _Member, result: TrainResult) -> Status:
+    db, trial = worker.plan.db, member.trial
+    values = {**finals(result.epochs), **member.conditions(),
+              "engine_version": result.engine_version, "device_name": result.device_name}
     if result.status is Status.DIVERGED:
         store.finish_trial(db, trial._trial_id, Status.DIVERGED, reason=result.reason, **values)
         worker.tell(trial, Status.DIVERGED)

@@ -16,7 +16,7 @@ import optuna
 
 from lenet_lab import store
 from lenet_lab.data import Dataset
-from lenet_lab.engines import Device
+from lenet_lab.engines import Device, use_threads
 from lenet_lab.errors import LabError, SweepError, quiet_library_warnings
 from lenet_lab.results import arm_keys, load_study, study_answer
 from lenet_lab.results.arms import SUMMARY_HEADER, arm_legend, summary_rows
@@ -28,9 +28,10 @@ from lenet_lab.sweep.trial import fuse_key_of, run_group
 from lenet_lab.urls import redact
 
 __all__ = ["Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals", "summary",
-           "undecided_arms", "watch"]
+           "undecided_arms", "watch", "workers_for"]
 
 JOBS_PER_CPU = 4
+AUTO_JOBS_MAX = 8  # --jobs auto on a CPU: a worker per core, up to this many
 STOP_S = 8.0  # how long stopped workers get to record their trials before they are killed
 IDLE_POLL_S = 2.0  # a worker with nothing queued checks this often whether others died
 
@@ -137,20 +138,24 @@ def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | N
 
 
 def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None) -> None:
-    """Run `jobs` workers: in this process for 1, else as separate processes."""
+    """Run `jobs` workers, each with its share of the cores: this process is the first,
+    the others are processes of their own, started first (their start-up, importing a
+    framework, overlaps this one's training)."""
     if jobs == 1:
         Worker(plan, data_dir=data_dir).run()
         return
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
     processes = [context.Process(target=_worker_process, args=(plan, i, threads, data_dir),
-                                 name=f"lenet-lab-worker-{i}") for i in range(jobs)]
+                                 name=f"lenet-lab-worker-{i}") for i in range(1, jobs)]
     for process in processes:
         process.start()
     try:
+        with use_threads(threads):
+            Worker(plan, data_dir=data_dir).run()
         for process in processes:
             process.join()
-    except KeyboardInterrupt:  # stop every worker, so that none is left running alone
+    except BaseException:  # Ctrl-C or an error: stop every worker, none is left alone
         for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGINT)  # each records its trial as interrupted
@@ -166,6 +171,20 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None) -> N
         raise LabError(f"{len(failed)} of {jobs} workers stopped with an error (exit codes "
                        f"{', '.join(str(p.exitcode) for p in failed)}); run the same command "
                        f"again to continue the study")
+
+
+def workers_for(jobs: str | int, plan: SweepPlan) -> int:
+    """`--jobs auto|N` -> how many workers: auto is one per core on a CPU (at most
+    AUTO_JOBS_MAX, each with one thread: on two cores two one-thread workers train more
+    trials per hour than one with two threads, docs/performance.md), and one per GPU."""
+    text = str(jobs).strip().lower()
+    if text == "auto":
+        cores = len(os.sched_getaffinity(0))
+        return max(1, plan.gpu_count if plan.device.kind == "gpu" else min(cores, AUTO_JOBS_MAX))
+    if not text.isdigit():
+        raise SweepError(f"--jobs takes auto or a number of workers, not {jobs!r}")
+    check_jobs(int(text))
+    return int(text)
 
 
 def check_jobs(jobs: int) -> None:

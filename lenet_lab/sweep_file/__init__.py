@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from lenet_lab.sweep_file.model import (CONFIG_FIELDS, FIELDS, MARGIN_DEFAULT, NETWORK_FIELDS,
+from lenet_lab.sweep_file.model import (BUDGETS, CONFIG_FIELDS, FIELDS, MARGIN_DEFAULT, NETWORK_FIELDS,
                                         OBJECTIVES, Arm, Distribution, RunSettings, Sweep,
                                         specs_from)
 from lenet_lab.sweep_file.parse import (bundled_dir, find_sweep, list_sweeps, load_sweep,
                                         load_sweeps, parse_sweep)
 
-__all__ = ["CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "OBJECTIVES", "Arm",
+__all__ = ["BUDGETS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "OBJECTIVES", "Arm",
            "Distribution", "RunSettings", "Sweep", "bundled_dir", "find_sweep", "list_sweeps",
            "load_sweep", "load_sweeps", "parse_sweep", "specs_from"]

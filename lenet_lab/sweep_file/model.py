@@ -19,10 +19,12 @@ from lenet_lab.engines import ENGINES
 from lenet_lab.errors import SweepError
 from lenet_lab.spec import MAX_SEED, LeNetSpec, TrainConfig, field_kind, format_widths
 
-__all__ = ["CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "NUMERIC", "OBJECTIVES",
+__all__ = ["BUDGETS", "QUICK_KEYS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "NUMERIC", "OBJECTIVES",
            "SAMPLERS", "Arm", "Distribution", "RunSettings", "Sweep", "check_run", "specs_from"]
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
+BUDGETS = ("full", "quick")  # the file's [run], or its [quick] on top
+QUICK_KEYS = ("epochs", "seeds", "trials", "confirm", "subset")  # what [quick] may set
 MAX_SEEDS = 1000  # repeats of an arm; beyond this a typo, not a plan
 MAX_TRIALS = 100_000  # a search's budget
 # Each objective and its direction: parameter count is a cost.
@@ -158,10 +160,22 @@ class Sweep:
     fixed: dict[str, Any]
     space: dict[str, list[Any] | Distribution] = field(default_factory=dict)
     arms: tuple[Arm, ...] = ()
+    quick: dict[str, Any] = field(default_factory=dict)  # [quick]: the quick budget's [run]
+    budget: str = "full"  # or "quick": `quick` applied to `run`
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def with_budget(self, budget: str) -> Sweep:
+        """The file's own budget ("full", its [run]) or its quick one ([quick] on top)."""
+        if budget not in BUDGETS:
+            raise SweepError(f"--budget must be {' or '.join(BUDGETS)}, not {budget!r}")
+        if budget == "full" or self.budget == budget:
+            return self
+        run = replace(self.run, **self.quick)
+        check_run(run, f"{self.path}: [quick]", grid_has_arms=bool(self.arms))
+        return replace(self, run=run, budget=budget)
 
     def with_run(self, **overrides: Any) -> Sweep:
         """Apply command-line overrides (None means: keep the file's value) and re-check."""

@@ -22,12 +22,12 @@ from typing import Any
 
 from lenet_lab.errors import InfeasibleSpec, SpecError, SweepError
 from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data, field_kind
-from lenet_lab.sweep_file.model import (FIELDS, NETWORK_FIELDS, NUMERIC, Arm, Distribution,
-                                        RunSettings, Sweep, check_run, specs_from)
+from lenet_lab.sweep_file.model import (FIELDS, NETWORK_FIELDS, NUMERIC, QUICK_KEYS, Arm,
+                                        Distribution, RunSettings, Sweep, check_run, specs_from)
 
 __all__ = ["bundled_dir", "find_sweep", "list_sweeps", "load_sweep", "load_sweeps", "parse_sweep"]
 
-TOP_KEYS = {"title", "exercise", "question", "run", "fixed", "space", "arms"}
+TOP_KEYS = {"title", "exercise", "question", "run", "quick", "fixed", "space", "arms"}
 
 
 def unknown_key(where: str, key: str, known: set[str]) -> SweepError:
@@ -202,6 +202,10 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     if "objectives" in run_values and isinstance(run_values["objectives"], list):
         run_values["objectives"] = tuple(run_values["objectives"])
     run = RunSettings(**run_values)
+    quick = dict(_table(data, "quick", where))
+    for key in quick:
+        if key not in QUICK_KEYS:
+            raise unknown_key(f"{where}: [quick]", key, set(QUICK_KEYS))
 
     fixed = {}
     for key, value in _table(data, "fixed", where).items():
@@ -254,7 +258,11 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
 
     name = path.stem
     sweep = Sweep(name=name, path=path, text=text, title=title.strip(), exercise=exercise,
-                  question=question, run=run, fixed=fixed, space=space, arms=tuple(arms))
+                  question=question, run=run, fixed=fixed, space=space, arms=tuple(arms),
+                  quick=quick)
+    if "epochs" in quick and "epochs" in space:
+        raise SweepError(f"{where}: [quick] epochs and [space] epochs conflict: keep one")
+    sweep.with_budget("quick")  # its values checked as [run]'s are
     try:  # the control arm must build: a fixed spec that cannot is the file's fault
         check_fits_data(*specs_from(sweep.control(), seed=0))
     except SpecError as exc:

@@ -1,0 +1,131 @@
+"""`lenet-lab sweep all`: every exercise sweep of the book, in the book's order, planned
+and timed before anything trains.
+
+Exercise 9 (mnist) comes after exercise 2 (improve), so its improved arm is the network
+that exercise 2 confirmed; each sweep is planned anew just before it runs, so it sees
+what the sweeps before it found. The same overrides apply to every sweep, where they
+mean something: `--trials` and `--confirm` to searches, `--epochs` to sweeps that do not
+vary epochs themselves. Running the same command again continues every study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, replace
+from typing import Any, Callable, ContextManager
+
+from lenet_lab import store
+from lenet_lab.engines import use_threads
+from lenet_lab.errors import SweepError
+from lenet_lab.store import Database
+from lenet_lab.sweep.estimate import Rate, database_rate, probe_rate, sweep_seconds
+from lenet_lab.sweep.plan import SweepPlan, load_cached, plan_sweep
+from lenet_lab.sweep.worker import run_sweep, workers_for
+from lenet_lab.sweep_file import Sweep, load_sweeps
+
+__all__ = ["Step", "book_sweeps", "plan_book", "run_book"]
+
+FINISHED = ("complete", "pruned", "diverged", "infeasible")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One exercise's sweep: its plan, how much is done, how long the rest should take."""
+
+    plan: SweepPlan
+    trials: int  # expected
+    done: int  # finished in the database already
+    seconds: float  # estimated for the trials not yet done
+    options: dict[str, Any]  # plan_sweep's keyword arguments, to plan it again at its turn
+    overrides: dict[str, Any]  # the command line's, as they apply to this sweep
+
+    @property
+    def sweep(self) -> Sweep:
+        return self.plan.sweep
+
+    @property
+    def waits_for(self) -> list[str]:
+        """The sweeps whose best network this one takes (best_of)."""
+        return [arm.best_of for arm in self.sweep.arms if arm.best_of]
+
+
+def _applicable(sweep: Sweep, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that mean something for this sweep (see the module's docstring)."""
+    search = sweep.run.sampler != "grid"
+    drop = {"trials", "confirm"} if not search else set()
+    if "epochs" in sweep.space:
+        drop.add("epochs")
+    if search and not (overrides.get("confirm") if overrides.get("confirm") is not None
+                       else sweep.run.confirmations):
+        drop.add("seeds")
+    return {k: v for k, v in overrides.items() if k not in drop and v is not None}
+
+
+def book_sweeps(*, budget: str = "full", overrides: dict[str, Any] | None = None
+                ) -> list[tuple[Sweep, dict[str, Any]]]:
+    """Every sweep that answers an exercise, in the book's order, with the budget and the
+    overrides that apply to it."""
+    found, broken = load_sweeps()
+    if broken:
+        raise SweepError(broken[0])
+    chosen = []
+    for sweep in (s for s in found if s.exercise):
+        applied = _applicable(sweep, overrides or {})
+        chosen.append((sweep.with_budget(budget).with_run(**applied), applied))
+    return chosen
+
+
+def _done(db: Database, studies: list[str]) -> dict[str, int]:
+    rows = {row["study"]: row for row in store.list_studies(db)} if store.has_studies(db) else {}
+    return {name: sum(n for state, n in rows[name]["states"].items() if state in FINISHED)
+            if name in rows else 0 for name in studies}
+
+
+def plan_book(db: Database, *, budget: str = "full", overrides: dict[str, Any] | None = None,
+              jobs: str | int = "auto", device: str = "auto", data_dir: str | None = None,
+              command: str = "", fuse: str | int = "auto",
+              rate: Rate | None = None) -> tuple[list[Step], Rate, int]:
+    """Each exercise's sweep planned (every check made, nothing written) and timed for
+    `jobs` workers (sweep.workers_for); returns the steps, the rate of one worker and
+    how many workers there are."""
+    options = {"device": device, "data_dir": data_dir, "command": command, "fuse": fuse}
+    planned = []
+    for sweep, applied in book_sweeps(budget=budget, overrides=overrides):
+        names = {"epochs": applied.get("epochs"), "subset": applied.get("subset")}
+        planned.append((plan_sweep(sweep, db, name_overrides=names, **options), applied))
+    first = planned[0][0]
+    workers = workers_for(jobs, first)
+    with use_threads(max(1, len(os.sched_getaffinity(0)) // workers)):
+        rate = rate or database_rate(db, first.sweep.run.engine, first.device_name) or \
+            probe_rate(first.sweep.run.engine, str(first.device),
+                       load_cached("fashion-mnist", data_dir))
+    done = _done(db, [plan.study_name for plan, _ in planned])
+    steps = [Step(plan, plan.sweep.expected_trials(), done[plan.study_name],
+                  sweep_seconds(plan.sweep, rate, done=done[plan.study_name]),
+                  {**options, "name_overrides": {"epochs": applied.get("epochs"),
+                                                 "subset": applied.get("subset")}}, applied)
+             for plan, applied in planned]
+    return steps, rate, workers
+
+
+def run_book(db: Database, steps: list[Step], *, jobs: int = 1, data_dir: str | None = None,
+             around: Callable[[Step], ContextManager[Any]] | None = None) -> list[Step]:
+    """Run each step's sweep in turn (those that wait for another are planned again first,
+    so they see its result); `around(step)` wraps each run, as a progress display does.
+    Returns the steps as they ran."""
+    ran = []
+    for step in steps:
+        if step.waits_for:
+            sweep = replace(step.sweep, arms=_file_arms(step.sweep))
+            step = replace(step, plan=plan_sweep(sweep, db, **step.options))
+        with around(step) if around else contextlib.nullcontext():
+            run_sweep(step.plan, jobs=jobs, data_dir=data_dir)
+        ran.append(step)
+    return ran
+
+
+def _file_arms(sweep: Sweep):
+    """The arms as the file gives them, before best_of took another study's values."""
+    found, _ = load_sweeps()
+    return next(s for s in found if s.name == sweep.name).arms

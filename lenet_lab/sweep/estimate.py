@@ -1,0 +1,122 @@
+"""How long a sweep will take on this machine, before it runs.
+
+A trial's time is its arithmetic over the machine's rate. Each epoch trains on every
+training example (spec.train_flops_per_example each) and evaluates the test set (the
+forward pass), so a trial takes epochs x (n_train x train FLOPs + n_test x forward
+FLOPs) / rate, plus a fixed start. The rate (FLOP/s) is the median of the trials this
+database already holds for the engine on this machine, else a short probe: the book's
+network trained here for a few seconds. Small networks reach a lower rate than the
+book's, so their estimates run short; the sweep's progress display corrects its ETA as
+trials finish.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lenet_lab import store
+from lenet_lab.data import DATASET_INFO, Dataset
+from lenet_lab.errors import SpecError
+from lenet_lab.spec import LeNetSpec, TrainConfig, field_value
+from lenet_lab.store import Database
+from lenet_lab.sweep_file import Distribution, Sweep, specs_from
+from lenet_lab.train import train
+
+__all__ = ["Rate", "database_rate", "probe_rate", "sweep_seconds", "trial_seconds"]
+
+TRIAL_START_S = 0.5  # building a network, recording the trial
+SEARCH_SAMPLES = 64  # configurations drawn from a search's space to average its cost
+PROBE = {"subset": 4096, "epochs": 3}  # the probe: 3 epochs of 4,096 examples, the last timed
+MIN_TRIALS = 3  # finished trials needed to take the rate from the database
+MIN_EXAMPLES = 10_000  # trials on fewer examples per epoch time mostly their overheads
+
+
+@dataclass(frozen=True)
+class Rate:
+    flops_per_s: float
+    source: str  # how it was measured, for the plan's first line
+
+    @property
+    def gflops(self) -> float:
+        return self.flops_per_s / 1e9
+
+
+def probe_rate(engine: str, device: str, data: Dataset) -> Rate:
+    """The book's network trained here for a few seconds; its last epoch is timed."""
+    result = train(LeNetSpec(), TrainConfig(epochs=PROBE["epochs"], lr=0.1), engine=engine,
+                   device=device, data=data.subset(PROBE["subset"]))
+    speed = result.final.examples_per_sec
+    return Rate(speed * LeNetSpec().train_flops_per_example,
+                f"a probe of this machine: the book's network at {speed:,.0f} examples/sec")
+
+
+def database_rate(db: Database, engine: str, device_name: str) -> Rate | None:
+    """The median rate of this database's finished trials of `engine` on this machine."""
+    if not store.has_studies(db):
+        return None
+    rows = store.read_results(db)
+    rows = rows[(rows.state == "complete") & (rows.engine == engine)
+                & (rows.device_name == device_name) & rows.examples_per_sec.notna()
+                & ~(rows.subset < MIN_EXAMPLES)]
+    rates = [row.examples_per_sec * _spec(row).train_flops_per_example
+             for _, row in rows.iterrows()]
+    if len(rates) < MIN_TRIALS:
+        return None
+    return Rate(float(np.median(rates)), f"{len(rates)} finished trials in the database")
+
+
+def _spec(row: pd.Series) -> LeNetSpec:
+    return LeNetSpec(**{name: field_value(name, row[name])
+                        for name in LeNetSpec.__dataclass_fields__ if not pd.isna(row[name])})
+
+
+def trial_seconds(spec: LeNetSpec, config: TrainConfig, sizes: tuple[int, int],
+                  rate: Rate) -> float:
+    n_train, n_test = sizes
+    work = n_train * spec.train_flops_per_example + n_test * spec.flops_per_example
+    return TRIAL_START_S + config.epochs * work / rate.flops_per_s
+
+
+def _sizes(sweep: Sweep, dataset: str) -> tuple[int, int]:
+    sizes = DATASET_INFO[dataset].sizes
+    subset = sweep.run.subset
+    return (min(subset, sizes["train"]), min(subset, sizes["test"])) if subset else \
+        (sizes["train"], sizes["test"])
+
+
+def _cost(sweep: Sweep, values: dict[str, Any], rate: Rate) -> float:
+    try:
+        spec, config = specs_from({**sweep.control(), **values}, seed=0)
+    except SpecError:  # an infeasible arm: recorded at once
+        return 0.0
+    return trial_seconds(spec, config, _sizes(sweep, config.dataset), rate)
+
+
+def _draw(dimension: list[Any] | Distribution, rng: np.random.Generator) -> Any:
+    if not isinstance(dimension, Distribution):
+        return dimension[rng.integers(len(dimension))]
+    low, high = dimension.low, dimension.high
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if dimension.log else \
+        rng.uniform(low, high)
+    return int(round(value)) if dimension.integer else value
+
+
+def sweep_seconds(sweep: Sweep, rate: Rate, *, done: int = 0) -> float:
+    """The estimated time of a sweep's trials that are not yet done (done: how many are)."""
+    run = sweep.run
+    if run.sampler == "grid":
+        total = run.seeds * sum(_cost(sweep, arm.as_dict(), rate) for arm in sweep.grid_arms())
+    else:
+        rng = np.random.default_rng(0)
+        drawn = [_cost(sweep, {k: _draw(d, rng) for k, d in sweep.space.items()}, rate)
+                 for _ in range(SEARCH_SAMPLES)]
+        searched = float(np.mean(drawn))
+        confirmed = sweep.expected_trials() - run.seeds - (run.trials or 0)
+        total = run.seeds * _cost(sweep, {}, rate) + ((run.trials or 0) + confirmed) * searched
+    expected = sweep.expected_trials()
+    return total * max(0, expected - done) / expected if expected else 0.0
