@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["DataError", "DeviceError", "EngineUnavailable", "InfeasibleSpec", "LabError", "SpecError",
-           "StorageError", "SweepError", "quiet_library_warnings"]
+           "StorageError", "SweepError", "TrialTakenOver", "quiet_library_warnings"]
 
 
 class LabError(Exception):
@@ -30,6 +30,11 @@ class SweepError(LabError):
 
 class StorageError(LabError):
     """A study database that cannot be used as asked."""
+
+
+class TrialTakenOver(StorageError):
+    """A worker's trial is no longer its own (it was declared dead, and its arm x seed
+    queued again): the worker writes nothing more."""
 
 
 class DataError(LabError):

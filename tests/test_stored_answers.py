@@ -19,11 +19,10 @@ import pytest
 
 from lenet_lab.results import arm_names, best_configuration, load_study, study_answer
 from lenet_lab.store import Database
+from tests.conftest import as_named
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = json.loads((DATA / "stored-answers.json").read_text())
-
-
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stored")
@@ -37,11 +36,13 @@ def test_every_answer_reads_as_before(db: Database, name: str) -> None:
     expected = EXPECTED["studies"][name]
     data = load_study(db, name)
     found = study_answer(data)
-    assert found.headline == expected["headline"]
-    assert found.verdicts == expected["verdicts"]
-    assert found.one_line() == expected["one_line"]
+    assert found.headline == as_named(name, expected["headline"])
+    assert found.verdicts == [as_named(name, v) for v in expected["verdicts"]]
+    assert found.one_line() == as_named(name, expected["one_line"])
     keys = {arm: [n.key, n.label] for arm, n in arm_names(data.results).items()}
     assert keys == expected["keys"]
+    assert {n.label for n in arm_names(data.results, control="X").values()
+            if n.key == "book"} == {"X"}
 
 
 @pytest.mark.parametrize("sweep", sorted(EXPECTED["best_confirmed"]))

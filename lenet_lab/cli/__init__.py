@@ -18,7 +18,7 @@ import typer
 
 from lenet_lab.cli import database, reports, run, sweeping  # noqa: F401 (they register)
 from lenet_lab.cli.app import app
-from lenet_lab.cli.console import _Redacting, err
+from lenet_lab.cli.console import _Redacting, err, visible
 from lenet_lab.cli.options import optional_values
 from lenet_lab.errors import LabError, quiet_library_warnings
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors: unknown option, bad value, ...
         ctx = getattr(exc, "ctx", None)
         path = ctx.command_path if ctx else "lenet-lab"
-        err.print(f"Error: {exc.format_message()} (see '{path} --help')")
+        err.print(f"Error: {visible(exc.format_message(), newlines=False)} (see '{path} --help')")
         return getattr(exc, "exit_code", 2)
     except typer.Exit as exc:
         return exc.exit_code
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("Aborted.")
         return 130
     except LabError as exc:
-        err.print(f"Error: {exc}")
+        err.print(f"Error: {visible(str(exc), newlines=False)}")
         return exc.exit_code
     except Exception as exc:
         from lenet_lab.store import database_error
@@ -59,6 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         message = database_error(exc)
         if message is None:
             raise  # a bug: keep the traceback
-        err.print(f"Error: {message}")
+        err.print(f"Error: {visible(message, newlines=False)}")
         return 1
     return code if isinstance(code, int) else 0

@@ -1,9 +1,17 @@
-"""The terminal: two consoles (out and err) that redact passwords, progress bars that show
-only on a terminal, and borderless tables that fit its width."""
+"""The terminal: two consoles (out and err) that redact passwords and show every control
+character as text, progress bars that show only on a terminal, and borderless tables that
+fit its width.
+
+Names, titles and messages come from users and their files: an escape sequence in a
+study name must not clear the screen or retitle the window, a right-to-left override
+must not reorder a line, a newline must not split a table row or an error line. So every
+string printed passes `visible`, and rich's markup is off (`[red]` is text).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -13,22 +21,35 @@ from rich.table import Table
 
 from lenet_lab.urls import redact
 
-__all__ = ["bar", "err", "out", "print_table"]
+__all__ = ["bar", "err", "out", "print_table", "visible"]
+
+# C0 and C1 controls but tab and newline, zero-width and bidirectional marks, the BOM
+_HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e"
+                     "\u2066-\u2069\ufeff]")
+
+
+def visible(text: str, *, newlines: bool = True) -> str:
+    """`text` with every control character written out (`\x1b`, `\u202e`); with
+    `newlines=False`, newlines and tabs too, for one-line places (cells, errors)."""
+    text = _HIDDEN.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else
+                       f"\\u{ord(m[0]):04x}", text)
+    return text if newlines else text.replace("\n", "\\n").replace("\t", "\\t")
 
 
 class _Redacting(Console):
-    """Text printed passes urls.redact, with the URLs of the options and environment (main)."""
+    """Text printed passes urls.redact, with the URLs of the options and environment (main),
+    and `visible`."""
 
     secrets: list[str | None] = []
 
     def print(self, *objects: Any, **options: Any) -> None:
-        super().print(*(redact(o, *self.secrets) if isinstance(o, str) else o for o in objects),
-                      **options)
+        super().print(*(visible(redact(o, *self.secrets)) if isinstance(o, str) else o
+                        for o in objects), **options)
 
 
 # Piped output (scripts, logs) gets wide tables instead of rich's 80-column default,
 # unless COLUMNS says how wide.
-out = _Redacting(highlight=False, soft_wrap=True,
+out = _Redacting(highlight=False, soft_wrap=True, markup=False,
                  width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 err = _Redacting(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
@@ -49,7 +70,8 @@ def print_table(header: list[str], rows: list[list[str]], title: str | None = No
         column.overflow = "fold"  # wrap at spaces; fold only a word wider than the column
         if column.header in whole:
             column.no_wrap = True
-            column.min_width = max((len(row[i]) for row in rows), default=0)
+            column.min_width = max((len(visible(row[i], newlines=False)) for row in rows),
+                                   default=0)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(visible(redact(cell, *out.secrets), newlines=False) for cell in row))
     out.print(table)

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from lenet_lab.cli.app import app
-from lenet_lab.cli.console import bar, err, out, print_table
+from lenet_lab.cli.console import bar, err, out, print_table, visible
 from lenet_lab.cli.options import UNTIL_DECIDED, DataDir, DeviceOpt, StorageOpt, Subset, opt
 from lenet_lab.engines import ENGINES
 from lenet_lab.errors import SweepError
@@ -82,24 +82,25 @@ def sweep(
                           name_overrides={"epochs": epochs, "subset": subset})
         workers = workers_for(jobs, plan)
         if plan_only or not quiet:
-            out.print(f"{loaded.title}\nstudy {plan.study_name!r} in {db.safe}: "
-                      f"{plan.describe(workers)}")
+            out.print(f"{visible(loaded.title, newlines=False)}\nstudy {plan.study_name!r} in "
+                      f"{db.safe}: {visible(plan.describe(workers))}")
         if plan_only:
             return
         progress = bar(BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("ETA"),
-                       TimeRemainingColumn(), TextColumn("{task.fields[detail]}"))
+                       TimeRemainingColumn(), TextColumn("{task.fields[detail]}", markup=False))
         task = progress.add_task(plan.study_name, total=loaded.expected_trials(), detail="")
         with _interrupted(db, f"study {plan.study_name!r}"), stop_on_signals(), progress, \
                 watch(plan, lambda done, detail: progress.update(task, completed=done,
                                                                  detail=detail),
                       enabled=not quiet and err.is_terminal):
             run_sweep(plan, jobs=workers, data_dir=data_dir)
-        *table, legend, headline, query = summary(plan)
+        *table, legend, answer, query = summary(plan)
     print_table(*table, left=("arm", "outcome", "other"))
     for line in legend:  # what each key stands for, wrapped under itself
-        out.print(textwrap.fill(line, width=out.width, subsequent_indent=" " * 6,
-                                break_on_hyphens=False))
-    out.print(f"\n{headline}\n{query}")
+        out.print(textwrap.fill(visible(line, newlines=False), width=out.width,
+                                subsequent_indent=" " * 6, break_on_hyphens=False))
+    out.print("\n" + "\n".join(visible(line, newlines=False) for line in answer))
+    out.print(query)
 
 
 @contextlib.contextmanager
@@ -137,7 +138,8 @@ def _run_all(db, budget: str, overrides: dict[str, Any], options: dict[str, Any]
     if plan_only:
         return
     progress = bar(BarColumn(bar_width=20), TextColumn("{task.fields[trials]} trials  ETA"),
-                   TimeRemainingColumn(), TextColumn("{task.fields[sweep]} {task.fields[detail]}"))
+                   TimeRemainingColumn(),
+                   TextColumn("{task.fields[sweep]} {task.fields[detail]}", markup=False))
     finished = sum(s.done for s in steps)
     task = progress.add_task("all", total=total or 1, trials=f"{finished}/"
                              f"{sum(s.trials for s in steps)}", sweep="", detail="")
@@ -158,7 +160,7 @@ def _run_all(db, budget: str, overrides: dict[str, Any], options: dict[str, Any]
         spent["seconds"] += step.seconds / jobs
         spent["trials"] += step.trials - step.done
         line = study_answer(load_study(db, step.plan.study_name)).one_line()
-        out.print(f"{step.sweep.exercise}. {step.sweep.name}: {line}")
+        out.print(f"{step.sweep.exercise}. {step.sweep.name}: {visible(line, newlines=False)}")
 
     with _interrupted(db, "every exercise"), stop_on_signals(), progress:
         index = answer_all(db, steps, jobs=jobs, data_dir=options["data_dir"], out=out_dir,
@@ -174,4 +176,4 @@ def sweeps_() -> None:
                 [[s.name, str(s.exercise or ""), s.run.sampler, str(s.expected_trials()), s.title]
                  for s in found], whole=("name",))
     for problem in broken:
-        err.print(f"skipped {problem}")
+        err.print(f"skipped {visible(problem, newlines=False)}")

@@ -29,7 +29,7 @@ from lenet_lab.results.arms import (ArmStats, arm_names, arm_stats, best_learned
 from lenet_lab.results.outcomes import Outcome
 from lenet_lab.results.stats import Interval, difference, holm, welch_p
 from lenet_lab.results.study import StudyData
-from lenet_lab.spec import Status
+from lenet_lab.spec import SPEC_FIELDS, Status, field_value
 from lenet_lab.sweep_file import (
     MARGIN_DEFAULT as MARGIN,  # inside +-MARGIN: no difference
 )
@@ -38,6 +38,8 @@ __all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "Eff
            "compare", "looks", "study_answer"]
 
 ALPHA = 0.05
+BOOK = "the book's network"
+SPEC_DEFAULTS = {f.name: f.default for f in SPEC_FIELDS.values()}
 
 
 class Decision(str, enum.Enum):
@@ -166,19 +168,20 @@ class Answer:
     comparisons: list[Comparison] = field(default_factory=list)
 
     budget: Budget | None = None
+    control_name: str = BOOK  # the book's network, or what [fixed] made of it
 
     @property
     def leader(self) -> Comparison | None:
         return self.comparisons[0] if self.comparisons else None
 
     def leading_effect(self) -> Effect:
-        """The leader's difference from the book's network; or, when the book's network or
+        """The leader's difference from the control; or, when the control or
         every other arm did not learn, which and how (never an effect)."""
         control = next((a for a in self.arms if a.is_control), None)
         if control is None or control.outcome.outcome is None:
-            return Effect("the book's network", "no result yet")
+            return Effect(self.control_name, "no result yet")
         if not control.outcome.learned:
-            return Effect("the book's network", f"did not learn ({control.outcome.describe()})")
+            return Effect(self.control_name, f"did not learn ({control.outcome.describe()})")
         lead = self.leader
         if lead is None:
             return Effect("every other arm", "did not learn")
@@ -193,19 +196,32 @@ class Answer:
         control = next((a for a in self.arms if a.is_control), None)
         spent = f" ({self.budget.describe()})" if self.budget and self.budget.seeds[1] else ""
         if control is None or control.outcome.outcome is None:
-            return f"no finished trials of the book's network yet{spent}"
+            return f"no finished trials of {self.control_name} yet{spent}"
         if not control.outcome.learned:
             best = best_learned(self.arms)
-            return _not_learned(control, "the book's network") + (
+            return _not_learned(control, self.control_name) + (
                 f"; {best} learned: {_acc(best)}" if best else "") + spent
         lead = self.leader
         if lead is None:
-            return f"no other arm learned; the book's network {_acc(control)}{spent}"
+            return f"no other arm learned; {self.control_name} {_acc(control)}{spent}"
         d = lead.difference
         level = "" if lead.looks == 1 else f" ({100 * (1 - ALPHA / lead.looks):.3g}% CI)"
         effect = _signed(d.mean) + (f" [{_signed(d.low)}, {_signed(d.high)}]{level}"
                                     if d.known else "")
-        return f"{lead.arm}: {effect} vs the book's network, {lead.decision.value}{spent}"
+        return f"{lead.arm}: {effect} vs {self.control_name}, {lead.decision.value}{spent}"
+
+
+def control_name(fixed: dict[str, Any]) -> str:
+    """How answers name the control: the book's network, with what the sweep file's
+    [fixed] changed of it (the dataset aside: on MNIST it is still the book's network)."""
+    changed = {k: v for k, v in sorted(fixed.items()) if k not in ("dataset", "num_classes")
+               and v != SPEC_DEFAULTS.get(k)}
+    return BOOK + ("" if not changed else " with " + ", ".join(
+        f"{k}={sig(field_value(k, v))}" for k, v in changed.items()))
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _signed(value: float) -> str:
@@ -240,14 +256,15 @@ def study_answer(data: StudyData) -> Answer:
     stage = results.stage if "stage" in results else pd.Series(None, index=results.index)
     confirmed = search and bool((stage == "confirm").any())
     compared = results[stage != "search"] if confirmed else results
-    arms = arm_stats(compared, epochs, names=arm_names(results))
+    book = control_name(settings.get("fixed", {}))
+    arms = arm_stats(compared, epochs, names=arm_names(results, control=book))
     until = attrs.get("until_decided")
     margin = (until or {}).get("margin", MARGIN)
     comparisons = compare(arms, n_looks=looks(until), margin=margin)
     spent = budget(compared, arms)
-    answer = Answer(_headline(arms, comparisons, spent, margin), arms=arms,
-                    comparisons=comparisons, budget=spent)
-    answer.verdicts = [_verdict(a, comparisons, margin) for a in arms if not a.is_control]
+    answer = Answer(_headline(arms, comparisons, spent, margin, book), arms=arms,
+                    comparisons=comparisons, budget=spent, control_name=book)
+    answer.verdicts = [_verdict(a, comparisons, margin, book) for a in arms if not a.is_control]
     extra = [_search_note(results, stage, confirmed)] if search else []
     if "param_count" in settings.get("objectives", []):
         extra.append(_trade_off(arms))
@@ -263,16 +280,16 @@ def study_answer(data: StudyData) -> Answer:
 
 
 def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget,
-              margin: float) -> str:
+              margin: float, book: str) -> str:
     control = next((a for a in arms if a.is_control), None)
     finished = [a for a in arms if a.outcome.outcome is not None]
     if not finished:
         return "No finished trials yet."
     if control is None or control.outcome.outcome is None:
-        return "The book's network (the control arm) has no finished trial yet: nothing to compare."
+        return f"{_capital(book)} (the control arm) has no finished trial yet: nothing to compare."
     learned = [a for a in arms if not a.is_control and a.outcome.learned]
     if not control.outcome.learned:
-        head = _not_learned(control, "The book's network") + f" after {spent.training()}"
+        head = _not_learned(control, _capital(book)) + f" after {spent.training()}"
         if control.outcome.outcome is Outcome.AT_CHANCE:
             head += (f"; at lr {_lr(control)} it needs more steps: rerun with more --epochs "
                      f"or without --subset")
@@ -286,19 +303,19 @@ def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget
     tail = f" {missing} arm{'s' * (missing != 1)} did not learn at this budget (see each arm)." \
         if missing else ""
     if not comparisons:
-        return f"No other arm learned at this budget; the book's network: {_acc(control)}.{tail}"
+        return f"No other arm learned at this budget; {book}: {_acc(control)}.{tail}"
     lead = comparisons[0]
-    arm, versus = lead.arm, f"{_acc(lead.arm)} vs {_acc(control)} for the book's network"
+    arm, versus = lead.arm, f"{_acc(lead.arm)} vs {_acc(control)} for {book}"
     n = control.test_acc.n
     text = {
-        Decision.BETTER: f"{arm} beats the book's network: {versus} ({lead.interval()}).",
-        Decision.WORSE: f"No arm beats the book's network: the closest, {arm}, is worse: "
+        Decision.BETTER: f"{arm} beats {book}: {versus} ({lead.interval()}).",
+        Decision.WORSE: f"No arm beats {book}: the closest, {arm}, is worse: "
                         f"{versus} ({lead.interval()}).",
-        Decision.EQUIVALENT: f"No arm differs from the book's network by more than "
+        Decision.EQUIVALENT: f"No arm differs from {book} by more than "
                              f"±{margin:g}: the best, {arm}, {versus} ({lead.interval()}).",
-        Decision.TIE: f"No arm beats the book's network: {arm} matches it exactly "
+        Decision.TIE: f"No arm beats {book}: {arm} matches it exactly "
                       f"({control.test_acc.mean:.3f} in every seed).",
-        Decision.UNDECIDED: f"{arm} and the book's network cannot be told apart with {n} "
+        Decision.UNDECIDED: f"{arm} and {book} cannot be told apart with {n} "
                             f"seeds: {versus} ({lead.interval()}); rerun with "
                             f"{'a larger --until-decided MAX' if lead.looks > 1 else '--until-decided'}"
                             f" to add seeds until it is decided.",
@@ -312,12 +329,12 @@ def _lr(arm: ArmStats) -> str:
     return sig(arm.lr) if arm.lr is not None else "?"
 
 
-def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float) -> str:
+def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float, book: str) -> str:
     if not arm.outcome.learned:
         return _not_learned(arm, str(arm))
     found = next((c for c in comparisons if c.arm is arm), None)
     if found is None:
-        return f"{arm}: {_acc(arm)} (the book's network did not learn: no comparison)"
+        return f"{arm}: {_acc(arm)} ({book} did not learn: no comparison)"
     words = {Decision.BETTER: "better than the control", Decision.WORSE: "worse than the control",
              Decision.EQUIVALENT: f"within ±{margin:g} of the control",
              Decision.TIE: "the same as the control in every seed",

@@ -58,13 +58,15 @@ class ArmName:
     named: bool = False  # the label is an [[arms]] name, not made of the values
 
     def __str__(self) -> str:
-        return "the book's network" if self.key == "book" else f"{self.key} ({self.label})"
+        return self.label if self.key == "book" else f"{self.key} ({self.label})"
 
 
-def arm_names(results: pd.DataFrame) -> dict[str, ArmName]:
-    """Arm (as stored) -> its ArmName. The control is `book`; the others are A1, A2, ...
-    in the order of their first trial, which for a grid is the sweep file's order, so
-    studies of one grid (other engines, budgets) give an arm the same key."""
+def arm_names(results: pd.DataFrame, *, control: str = "the book's network"
+              ) -> dict[str, ArmName]:
+    """Arm (as stored) -> its ArmName. The control is `book` (labelled `control`); the
+    others are A1, A2, ... in the order of their first trial, which for a grid is the
+    sweep file's order, so studies of one grid (other engines, budgets) give an arm the
+    same key."""
     rows = results[results.arm.notna()].sort_values("trial")
     firsts = rows.groupby("arm", sort=False).first()  # first non-null value of each column
     varying = [c for c in SPEC_FIELDS if c in firsts and c != "seed"
@@ -75,7 +77,7 @@ def arm_names(results: pd.DataFrame) -> dict[str, ArmName]:
         values = {c: _shown(c, first[c]) for c in varying if not pd.isna(first[c])}
         shown = ", ".join(f"{c}={sig(v)}" for c, v in values.items())
         if keys[arm] == "book":
-            names[arm] = ArmName("book", "the book's network", values)
+            names[arm] = ArmName("book", control, values)
             continue
         named = not re.match(r"[a-z_]+=", str(arm))  # an [[arms]] name, not "lr=0.1, ..."
         names[arm] = ArmName(keys[arm], str(arm) if named or not shown else shown, values, named)

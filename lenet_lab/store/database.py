@@ -244,8 +244,8 @@ def operation(call: F) -> F:
                 reason = " ".join(str(getattr(exc, "orig", None) or exc.__cause__ or exc).split())
                 if _disk_full(reason):
                     raise StorageError(full_disk(reason)) from None
-                if _not_a_database(reason) or _url_of(args) not in _reached:
-                    raise  # waiting does not mend a damaged file or a wrong URL
+                if not _lost(exc, reason) or _url_of(args) not in _reached:
+                    raise  # waiting does not mend a damaged file, a wrong URL or a bug
                 if waited >= limit:
                     raise StorageError(
                         f"lost the database for {waited:.0f} s ({reason[:200]}); everything "
@@ -321,8 +321,16 @@ def _disk_full(reason: str) -> bool:
     return "full" in reason.lower() and "disk" in reason.lower() or "No space left" in reason
 
 
-def _not_a_database(reason: str) -> bool:
-    return "file is not a database" in reason or "malformed" in reason
+# What a database that went away (or is busy) says; other errors are no reason to wait.
+_LOST = ("database is locked", "connection", "server closed", "could not connect", "timeout",
+         "timed out", "terminating", "shutting down", "unable to open database file",
+         "disk i/o error", "starting up", "recovery mode")
+
+
+def _lost(exc: BaseException, reason: str) -> bool:
+    if getattr(exc, "connection_invalidated", False) or isinstance(exc, sa.exc.InterfaceError):
+        return True
+    return any(words in reason.lower() for words in _LOST)
 
 
 def full_disk(reason: str) -> str:

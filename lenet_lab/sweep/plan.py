@@ -17,8 +17,8 @@ from lenet_lab.store import Database
 from lenet_lab.sweep_file import OBJECTIVES, Sweep
 from lenet_lab.urls import redact
 
-__all__ = ["SweepPlan", "TPE_SETTINGS", "default_study_name", "fuse_size", "grid_choices",
-           "load_cached", "plan_sweep"]
+__all__ = ["SweepPlan", "TPE_SETTINGS", "check_settings", "default_study_name", "fuse_size",
+           "grid_choices", "load_cached", "plan_sweep"]
 
 # TPE's defaults changed in Optuna 5; these are spelled out and stored with every study.
 TPE_SETTINGS = {"n_startup_trials": 10, "multivariate": True, "constant_liar": True}
@@ -178,7 +178,7 @@ def plan_sweep(sweep: Sweep, db: Database, *, study: str | None = None, device: 
     plan = SweepPlan(sweep, study or default_study_name(sweep, **overrides), db, chosen,
                      backend.device_name(chosen), backend.version(), backend.gpu_count(),
                      redact(command, db.url), sources, fused)
-    _check_existing(plan)
+    check_settings(plan)
     return plan
 
 
@@ -206,8 +206,10 @@ def _resolve_best_of(sweep: Sweep, db: Database) -> tuple[Sweep, dict[str, str]]
     return replace(sweep, arms=tuple(arms)), sources
 
 
-def _check_existing(plan: SweepPlan) -> None:
-    """Refuse to continue a study that was run with other settings (read-only)."""
+def check_settings(plan: SweepPlan) -> None:
+    """Refuse to continue a study that was run with other settings (read-only). Planning
+    checks it early; opening the study checks it again under the creation lock, so that of
+    two commands started together with other settings one runs and the other is refused."""
     if not store.has_studies(plan.db):
         return
     row = store.study_row(plan.db, plan.study_name)

@@ -33,7 +33,7 @@ from lenet_lab.results import confirmation_choice, load_study
 from lenet_lab.results.study import WORKER_STOPPED, stopped_worker
 from lenet_lab.spec import Status, field_param, field_value
 from lenet_lab.store import Database
-from lenet_lab.sweep.plan import SweepPlan, grid_choices
+from lenet_lab.sweep.plan import SweepPlan, check_settings, grid_choices
 from lenet_lab.sweep_file import Arm, specs_from
 
 __all__ = ["OPTUNA_STATE", "add_seed", "claim", "on_stale", "open_study", "reconcile",
@@ -71,6 +71,7 @@ def open_study(plan: SweepPlan) -> None:
     with db.lock():
         rdb = db.optuna(on_stale=on_stale(db))
         store.ensure_schema(db)
+        check_settings(plan)  # again, now that no other command can be creating the study
         new = plan.study_name not in optuna.get_all_study_names(storage=rdb)
         try:
             study = optuna.create_study(storage=rdb, study_name=plan.study_name,

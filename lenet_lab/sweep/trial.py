@@ -105,10 +105,13 @@ class _Heartbeat:
         return self
 
     def _beat(self) -> None:
+        from optuna.trial import TrialState
+
         while not self.stop.wait(store.HEARTBEAT_S):
             for trial_id in self.trial_ids:
-                try:
-                    self.rdb.record_heartbeat(trial_id)
+                try:  # a trial taken over (failed by another worker) is not ours to beat
+                    if self.rdb.get_trial(trial_id).state == TrialState.RUNNING:
+                        self.rdb.record_heartbeat(trial_id)
                 except Exception:  # a missed beat only makes the trial look older
                     pass
 
@@ -156,7 +159,8 @@ def _start(worker: TrialHost, trial) -> _Member | Status:
     if problem is None:
         return _Member(trial, chosen, spec, config)
     status = Status.INFEASIBLE if isinstance(problem, InfeasibleSpec) else Status.FAILED
-    store.finish_trial(worker.plan.db, trial_id, status, reason=f"{status}: {problem}")
+    store.finish_trial(worker.plan.db, trial_id, status, reason=f"{status}: {problem}",
+                       owner=_me())
     worker.tell(trial, status)
     return status
 
@@ -184,7 +188,7 @@ def _epoch_done(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | No
     """
     trial, db = member.trial, worker.plan.db
     member.epochs.append(m)
-    store.add_epoch(db, trial._trial_id, epoch=m.epoch, train_loss=m.train_loss,
+    store.add_epoch(db, trial._trial_id, owner=_me(), epoch=m.epoch, train_loss=m.train_loss,
                     train_acc=m.train_acc, test_acc=m.test_acc,
                     examples_per_sec=m.examples_per_sec, seconds=m.seconds)
     member.workers = max(member.workers, store.trials_training_on(db, this_host()))
@@ -213,21 +217,21 @@ def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
                                     engine=plan.sweep.run.engine, device=str(worker.device),
                                     data=worker.dataset(first.config.dataset),
                                     keep_weights=True, on_epoch=on_epoch)
-    except StorageError:  # the database is gone: nothing more can be recorded
-        raise
+    except StorageError:  # the database is gone, or the trial is no longer ours (taken
+        raise  # over): nothing more is recorded
     except BaseException as exc:  # interrupted or crashed: record, then let it propagate
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
             f"{type(exc).__name__}: {exc}"
         for member in members:
             store.finish_trial(plan.db, member.trial._trial_id, Status.FAILED, reason=reason,
-                               **finals(member.epochs), **member.conditions())
+                               owner=_me(), **finals(member.epochs), **member.conditions())
             worker.tell(member.trial, Status.FAILED)
         raise
     statuses = []
     for k, (member, result) in enumerate(zip(members, results)):
         if k in pruned:
-            store.finish_trial(plan.db, member.trial._trial_id, Status.PRUNED,
-                               reason=pruned[k], **finals(member.epochs), **member.conditions())
+            store.finish_trial(plan.db, member.trial._trial_id, Status.PRUNED, reason=pruned[k],
+                               owner=_me(), **finals(member.epochs), **member.conditions())
             worker.tell(member.trial, Status.PRUNED)
             statuses.append(Status.PRUNED)
         else:
@@ -240,15 +244,22 @@ def _record(worker: TrialHost, member: _Member, result: TrainResult) -> Status:
     values = {**finals(result.epochs), **member.conditions(),
               "engine_version": result.engine_version, "device_name": result.device_name}
     if result.status is Status.DIVERGED:
-        store.finish_trial(db, trial._trial_id, Status.DIVERGED, reason=result.reason, **values)
+        store.finish_trial(db, trial._trial_id, Status.DIVERGED, reason=result.reason,
+                           owner=_me(), **values)
         worker.tell(trial, Status.DIVERGED)
         return Status.DIVERGED
-    store.finish_trial(db, trial._trial_id, Status.COMPLETE, weights=result.weights, **values)
+    store.finish_trial(db, trial._trial_id, Status.COMPLETE, weights=result.weights,
+                       owner=_me(), **values)
     objective = {"test_acc": result.final.test_acc, "examples_per_sec": result.examples_per_sec,
                  "param_count": result.spec.param_count}
     worker.tell(trial, Status.COMPLETE,
                 [objective[name] for name in worker.plan.sweep.run.objectives])
     return Status.COMPLETE
+
+
+def _me() -> tuple[str, int]:
+    """This worker, as start_trial recorded it: the owner of the trials it runs."""
+    return this_host(), os.getpid()
 
 
 def finals(epochs: list[EpochMetrics]) -> dict[str, Any]:

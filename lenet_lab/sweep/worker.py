@@ -33,7 +33,9 @@ __all__ = ["Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals"
 JOBS_PER_CPU = 4
 AUTO_JOBS_MAX = 8  # --jobs auto on a CPU: a worker per core, up to this many
 STOP_S = 8.0  # how long stopped workers get to record their trials before they are killed
-IDLE_POLL_S = 2.0  # a worker with nothing queued checks this often whether others died
+# A worker with nothing queued checks whether others finished or died: soon at first (the
+# last trials often end together), then less and less often, up to every 2 s.
+IDLE_POLL_S = (0.2, 2.0)
 
 
 class Worker:
@@ -69,6 +71,7 @@ class Worker:
         over, or wait while others are still running, or stop when all is done.
         """
         plan, study = self.plan, self.study
+        pause = IDLE_POLL_S[0]
         while True:
             trials = self._claim()
             if not trials and queue.searched_left(plan, study) > 0:
@@ -83,7 +86,8 @@ class Worker:
                 return trials
             if not store.running_workers(plan.db, plan.study_name):
                 return []
-            time.sleep(IDLE_POLL_S)
+            time.sleep(pause)
+            pause = min(2 * pause, IDLE_POLL_S[1])
 
     def _claim(self) -> list:
         plan = self.plan
@@ -269,14 +273,15 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
             thread.join()
 
 
-def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, list[str], str, str]:
+def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, list[str], list[str],
+                                      str]:
     """The end-of-sweep table (header, rows, title), what each arm's key stands for, the
-    answer (the report's headline and each arm's verdict, from the same code) and how to
-    query the results."""
+    answer's lines (the report's headline and each arm's verdict, from the same code) and
+    how to query the results: a line of Python to paste, whatever the study's name."""
     found = study_answer(load_study(plan.db, plan.study_name))
-    query = (f"query: pandas.read_sql(\"SELECT * FROM lab_results WHERE study = "
-             f"'{plan.study_name}'\", \"{plan.db.safe}\")")
-    answer = "\n".join([found.headline, *(f"- {line}" for line in found.verdicts)])
+    literal = "'" + plan.study_name.replace("'", "''") + "'"  # SQL's own quoting
+    query = (f"query: pandas.read_sql({'SELECT * FROM lab_results WHERE study = ' + literal!r}, "
+             f"{plan.db.safe!r})")
     return (SUMMARY_HEADER, summary_rows(found.arms),
             f"{plan.study_name}: test accuracy after the last epoch", arm_legend(found.arms),
-            answer, query)
+            [found.headline, *(f"- {line}" for line in found.verdicts)], query)

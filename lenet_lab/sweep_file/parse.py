@@ -91,6 +91,9 @@ def parse_dimension(key: str, value: Any, where: str) -> list[Any] | Distributio
         if step is not None and (log or isinstance(step, bool) or not isinstance(step, (int, float))
                                  or step <= 0):
             raise SweepError(f"{where}: step must be a positive number and cannot go with log")
+        if step is not None and step > high - low:
+            raise SweepError(f"{where}: step {step} is larger than the range {low} to {high}, "
+                             f"so the search could try only {low}: give a smaller step")
         for number in (low, high):
             check_field_value(key, int(number) if integer else float(number), where)
         return Distribution(float(low), float(high), log, step, integer)
@@ -158,7 +161,7 @@ def find_sweep(name_or_path: str) -> Path:
 def load_sweep(name_or_path: str) -> Sweep:
     path = find_sweep(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors that write a BOM are welcome
         data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise SweepError(f"{path}: cannot read it ({exc})") from None
@@ -167,6 +170,25 @@ def load_sweep(name_or_path: str) -> Sweep:
     except RecursionError:
         raise SweepError(f"{path}: nested too deeply to be a sweep file") from None
     return parse_sweep(data, path=path, text=text)
+
+
+def _check_best_of(where: str, index: int, best_of: str, own: str) -> None:
+    """best_of names another sweep that `lenet-lab sweep` finds (exercise 9 takes 2's)."""
+    if best_of == own:
+        raise SweepError(f"{where}: [[arms]] #{index + 1} best_of names this sweep itself: "
+                         f"name the sweep whose best network this arm takes, such as \"improve\"")
+    names = [p.stem for p in list_sweeps()]
+    if best_of not in names:
+        close = difflib.get_close_matches(best_of, names, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise SweepError(f"{where}: [[arms]] #{index + 1} best_of {best_of!r} is no sweep: "
+                         f"{hint}known sweeps are {', '.join(names)}")
+
+
+def _no_nul(where: str, key: str, text: str | None) -> None:
+    """NUL ends strings in C: PostgreSQL refuses it, and terminals drop what follows."""
+    if text and "\x00" in text:
+        raise SweepError(f"{where}: {key} holds a NUL character (\\x00): remove it")
 
 
 def _table(data: dict, key: str, where: str) -> dict:
@@ -192,6 +214,8 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     question = data.get("question")
     if question is not None and not isinstance(question, str):
         raise SweepError(f"{where}: question must be text, not {question!r}")
+    _no_nul(where, "title", title)
+    _no_nul(where, "question", question)
 
     run_table = _table(data, "run", where)
     run_keys = {f.name for f in fields(RunSettings)}
@@ -234,14 +258,23 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
         name = arm.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise SweepError(f"{where}: [[arms]] #{i + 1} name must be text, not {name!r}")
+        _no_nul(where, f"[[arms]] #{i + 1} name", name)
         best_of = arm.get("best_of")
         if best_of is not None and (not isinstance(best_of, str) or not name):
             raise SweepError(f"{where}: [[arms]] #{i + 1} best_of must name a sweep, such as "
                              f'"improve", and the arm needs a name')
+        if best_of is not None:
+            _check_best_of(where, i, best_of, path.stem)
         arms.append(Arm(tuple(sorted(values.items())), name=name, best_of=best_of))
 
     if arms and space:
         raise SweepError(f"{where}: give either [space] or [[arms]], not both")
+    for key in sorted(fixed):  # the control is the book's network with [fixed]: one value
+        varied = key in space or any(key in arm.as_dict() for arm in arms)
+        if varied:
+            raise SweepError(f"{where}: [fixed] {key} is also varied by "
+                             f"{'[space]' if key in space else '[[arms]]'}, so no arm would be "
+                             f"the control: keep {key} in one of them")
     if not arms and not space:
         raise SweepError(f"{where}: nothing to sweep: add a [space] table such as "
                          f'pooling = ["avg", "max"], or [[arms]] sections')
