@@ -7,8 +7,8 @@ Runs the real command, `lenet-lab <sweep> --engine E -q` with each revision's ow
 defaults (its --jobs among them), in a fresh folder on a fresh SQLite file, alternating
 the two revisions round by round so that a busy machine slows both alike. The base
 revision is checked out with `git worktree` into a temporary folder and run from there
-(PYTHONPATH); both read the datasets from $LENET_LAB_DATA and share one cache folder,
-warmed by one unmeasured run of each first. Prints each run and the medians, and with
+(PYTHONPATH); both read the datasets from $LENET_LAB_DATA and use the user's cache
+folder, warmed by one unmeasured run of each first (skip it with --no-warmup). Prints each run and the medians, and with
 --json the figures as JSON.
 """
 
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--engine", default="torch")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sweep", default="kernel --subset 10000 --epochs 2 --seeds 2")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="skip the unmeasured first run of each (caches already warm)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -63,8 +65,8 @@ def main() -> None:
                         args.base], check=True, capture_output=True)
         try:
             sources = {args.base: base, "working tree": ROOT}
-            cache = Path(scratch) / "cache"
-            for source in sources.values():  # warm-up: caches filled, files read once
+            cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            for source in sources.values() if args.warmup else ():  # caches filled
                 run(source, args.sweep, args.engine, cache)
             timings: dict[str, list[float]] = {name: [] for name in sources}
             for round_ in range(args.rounds):

@@ -117,8 +117,12 @@ def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, w
     fused groups of K trials (their examples/sec summed over the K members)."""
     if epochs < 1 or warmup < 0:
         raise SpecError("bench needs --epochs >= 1 and --warmup >= 0")
-    if fuse and (engine != "torch" or min(fuse) < 1):
-        raise SpecError("bench --fuse takes trial counts such as 1,3,6 and needs --engine torch")
+    if fuse and min(fuse) < 1:
+        raise SpecError(f"bench --fuse takes trial counts of 1 or more, such as 1,3,6, not "
+                        f"{','.join(map(str, fuse))}")
+    if fuse and engine != "torch":
+        raise SpecError("bench --fuse times fused models, which only the torch engine trains: "
+                        "add --engine torch")
     backend = get_engine(engine)
     chosen = backend.resolve_device(parse_device(device))
     data = load_dataset("fashion-mnist", data_dir=data_dir)

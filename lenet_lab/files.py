@@ -22,10 +22,12 @@ def slug(name: str, *, limit: int = 80) -> str:
     """A file-name part that is safe on every file system; distinct names stay distinct.
 
     Names that are already safe are kept as they are; others get a short hash of the
-    original so that "a/b" and "a_b" do not collide.
+    original so that "a/b" and "a_b" do not collide. A leading dot (".", "..", ".x")
+    would make a hidden file or a folder's own name, so it becomes "_".
     """
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:limit]
-    if safe == name:
+    safe = "_" + safe[1:] if safe.startswith(".") else safe
+    if safe == name and safe:
         return safe
     return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 

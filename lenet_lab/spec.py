@@ -116,6 +116,10 @@ def _check_choice(field: str, value: Any) -> None:
 
 
 MAX_SEED = 2**32 - 1  # numpy's, MXNet's and torch's seeds all take this range
+# Far beyond any LeNet the exercises need (improve's largest: 650,000 parameters), small
+# enough that a typo such as --conv-channels 100000 is one line, not an allocation error.
+MAX_PARAMS = 50_000_000
+MAX_VALUES = 2_000_000  # outputs of all layers for one example (the book's: 8,000)
 
 
 def _check_int(field: str, value: Any, *, minimum: int, maximum: int | None = None) -> None:
@@ -173,7 +177,17 @@ class LeNetSpec:
         if not isinstance(self.batch_norm, bool):
             raise SpecError(f"batch_norm must be true or false, not {self.batch_norm!r}")
         _check_number("dropout", self.dropout, rule="in [0, 1)", ok=lambda v: 0 <= v < 1)
-        self.layer_shapes()  # rejects specs whose feature maps vanish
+        self._check_size(self.layer_shapes())  # rejects maps that vanish, and giants
+
+    def _check_size(self, layers: list[LayerShape]) -> None:
+        params = sum(layer.params for layer in layers)
+        values = sum(math.prod(layer.output_shape) for layer in layers)
+        if params > MAX_PARAMS or values > MAX_VALUES:
+            raise SpecError(
+                f"this network has {params:,} parameters and {values:,} values per example in "
+                f"its layers, more than lenet-lab trains (at most {MAX_PARAMS:,} and "
+                f"{MAX_VALUES:,}: about {4 * MAX_VALUES * 256 / 1e9:.0f} GB a batch of 256): "
+                f"use fewer conv_channels or dense_units")
 
     def conv_padding(self, index: int) -> int:
         padded = self.padding == "all" or (self.padding == "first" and index == 0)

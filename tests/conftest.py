@@ -179,3 +179,71 @@ def as_named(name: str, text: str) -> str:
         return text
     return text.replace("the book's network", control).replace(
         "The book's network", control[0].upper() + control[1:])
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser here
+
+
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()
+
+
+# What the page shows: each figure's drawing area against its width, the visible text
+# (HTML and SVG), the document's width and any element that user text could have made.
+LOOK = """() => {
+  const figures = [...document.querySelectorAll("div.plotly-graph-div")].map(
+      gd => gd._fullLayout ? gd._fullLayout._size.w / gd._fullLayout.width : 0);
+  const svg = [...document.querySelectorAll("svg text")].map(t => t.textContent);
+  return {figures, text: [document.body.innerText, ...svg].join("\\n"),
+          width: document.documentElement.scrollWidth,
+          injected: [...document.querySelectorAll("a[href*='example.invalid'], img[src='x']")]
+                      .map(e => e.outerHTML),
+          scripts: [...document.querySelectorAll("script")].filter(
+                      s => s.textContent.includes("alert(")).length};
+}"""
+
+
+def look_at(pages: list[Path], width: int, shots: Path) -> tuple[dict, list[str], list[str]]:
+    """Open each page in Chromium at `width` px, once every plotly figure has drawn: what
+    it shows (LOOK), the problems seen (console errors, page errors, failed requests,
+    dialogs) and any request that tried to leave file:. Full-page screenshots go to
+    `shots`, one PNG per page."""
+    with browser() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = chromium.new_page(viewport={"width": width, "height": 900})
+        problems: list[str] = []
+        outside: list[str] = []
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                if m.type == "error" else None)
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+        page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+
+        def only_files(route) -> None:
+            if route.request.url.startswith("file:"):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_files)
+        seen = {}
+        for path in pages:
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            divs = page.locator("div.plotly-graph-div")
+            page.wait_for_function("n => document.querySelectorAll('div.plotly-graph-div .main-svg')"
+                                   ".length >= n", arg=divs.count(), timeout=30000)
+            seen[path.name] = page.evaluate(LOOK)
+            page.screenshot(path=str(shots / f"{path.stem}.png"), full_page=True)
+        chromium.close()
+    return seen, problems, outside

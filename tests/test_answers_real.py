@@ -42,11 +42,13 @@ def test_a_study_at_chance_says_so_in_the_sweep_and_the_report(tmp_path: Path) -
 
 def test_a_diverging_arm_gets_the_diverged_answer(tmp_path: Path) -> None:
     (tmp_path / "blowup.toml").write_text('title = "a learning rate that blows up"\n'
-                                          '[space]\nlr = [0.002, 1e9]\n' + LEARNS)
+                                          '[[arms]]\nlr = 1e9\n' + LEARNS)
     done = lenet_lab("sweep", "blowup.toml", *QUICK, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "- A1 (lr=1e+09) diverged in every seed: its loss turned NaN or infinite" in done.stdout
-    assert "No other arm learned at this budget; the book's network: 0." in done.stdout
+    # [fixed] made the control ReLU with Adam: the answer names it as it is
+    assert ("No other arm learned at this budget; the book's network with activation=relu, "
+            "batch_size=32, lr=0.002, optimizer=adam: 0.") in done.stdout
     assert "1 arm did not learn at this budget" in done.stdout
     assert set(results(tmp_path).groupby("arm").state.first()) == {"complete", "diverged"}
 
@@ -57,7 +59,8 @@ def test_a_search_ends_with_its_best_configurations_confirmed(tmp_path: Path) ->
         '[space]\npooling = ["avg", "max"]\nkernel_size = [3, 5]\n'
         'dropout = { low = 0.0, high = 0.5 }\n' + LEARNS)
     done = lenet_lab("sweep", "search.toml", "--trials", "6", "--confirm", "2", "--seeds", "2",
-                     "--subset", "500", "--epochs", "2", "--engine", "torch", "-q", cwd=tmp_path)
+                     "--subset", "500", "--epochs", "2", "--engine", "torch", "-q",
+                     "--jobs", "1", cwd=tmp_path)  # one worker: its draws, reproducibly
     assert done.returncode == 0, done.stderr
     frame = results(tmp_path)
     assert frame.stage.value_counts().to_dict() == {"control": 2, "search": 6, "confirm": 4}

@@ -14,7 +14,7 @@ import pytest
 
 from lenet_lab.data import (DATASET_INFO, IMAGE_MAGIC, LABEL_MAGIC, download, find_dataset,
                             load_dataset, parse_idx, stratified_subset)
-from lenet_lab.errors import DataError
+from lenet_lab.errors import DataError, SpecError
 from tests.conftest import DATA_DIR
 
 
@@ -81,7 +81,7 @@ def test_subset_is_stratified_and_fixed(fashion) -> None:
     labels = np.array([0] * 90 + [1] * 10)
     chosen = stratified_subset(labels, 11, seed=0)
     assert len(chosen) == 11 and np.bincount(labels[chosen]).tolist() == [10, 1]
-    with pytest.raises(DataError, match="--subset 5 is too small"):
+    with pytest.raises(SpecError, match="--subset 5 is too small"):  # a bad option: exit 2
         fashion.subset(5)
 
 
@@ -180,6 +180,7 @@ def test_nothing_found_and_download_failing_is_one_line_that_says_where_and_how(
     monkeypatch.delenv("LENET_LAB_DATA")
     # LENET_LAB_MIRROR (set for all tests) points at a loopback port where nothing listens:
     # the download fails at once, as it does offline.
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as caught:
         load_dataset("mnist", data_dir=tmp_path / "empty")
     message = str(caught.value)

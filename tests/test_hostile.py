@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ PASSWORD = "pw-Sup3r-s3cret-4u"
 STUDY = "pooling-torch-e2-n200"
 PG = f"postgresql+psycopg://lab:{PASSWORD}@127.0.0.1:1/lab"  # nothing listens on port 1
 MARKUP = '<a href="#injected">click</a><b>bold</b>'  # an arm name that plotly would render
+HOSTILE_NAMES = ("\x1b]0;pwn\x07title", "line\nbreak", ".", "..")  # of studies
 
 
 def _exports_never_collide(folder: Path) -> None:
@@ -62,6 +64,7 @@ def bad_sweep(message: str, body: str) -> Case:
 
 
 QUICK = ["--engine", "torch", "--subset", "200", "--epochs", "1"]
+RAW_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 CASES = {
     # 1. one error boundary: storage URLs on every command
     "studies-url-nonsense": Case("boundary", ["studies", "--storage", "nonsense"],
@@ -143,8 +146,8 @@ CASES = {
     "bench-fuse-nonsense": Case("boundary", ["bench", "--engine", "torch", "--fuse", "1,x"],
                                 "--fuse takes whole numbers separated by commas", code=2),
     "bench-fuse-on-mxnet": Case("boundary", ["bench", "--fuse", "3", "--subset", "100"],
-                                "bench --fuse takes trial counts such as 1,3,6 and needs "
-                                "--engine torch", code=2),
+                                "bench --fuse times fused models, which only the torch engine "
+                                "trains: add --engine torch", code=2),
     "run-and-space-epochs": bad_sweep("[run] epochs and [space] epochs conflict", '[run]\nepochs = 2\n'
                                       'sampler = "tpe"\ntrials = 2\n[space]\nepochs = [5, 10]\n'),
     "sampler-seed-range": bad_sweep("sampler_seed must be a whole number from 0 to 4294967295", '[run]\nsampler_seed = 99999999999\n'
@@ -217,7 +220,94 @@ CASES = {
     "sweeps-with-a-broken-file": Case("listing", ["sweeps"], "/sweeps/broken.toml: not valid TOML",
                                       code=0,
                                       files={"sweeps/broken.toml": "title = "}),
+    # round three (issue 20): databases that are not, or no longer, what they should be
+    **{f"random-bytes-{args[0]}": Case("databases", [*args, "--storage", "sqlite:///junk.db"],
+                                       "is not an SQLite database", files={"junk.db": "random"})
+       for args in (["studies"], ["report", "--no-activations"], ["export", STUDY],
+                    ["sweep", "pooling", *QUICK], ["dashboard", "--port", "1"])},
+    "truncated-database": Case("databases", ["studies"], "the database file is damaged",
+                               files={"studies.db": "truncate"}, unchanged=False),
+    "text-where-numbers-belong": Case("databases", ["report", STUDY, "--no-activations"],
+                                      "trial 0's test_acc holds 'abc' where a number belongs",
+                                      files={"studies.db": "text-in-numbers"}, unchanged=False),
+    "dropped-results-view": Case("databases", ["export", STUDY], "the database lacks lab_results: "
+                                 "it was made by an older lenet-lab or by another program",
+                                 files={"studies.db": "drop-view"}, unchanged=False),
+    "dropped-weights-table": Case("databases", ["activations", "--study", STUDY, "--trial", "0"],
+                                  "the database lacks lab_weights",
+                                  files={"studies.db": "drop-weights"}, unchanged=False),
+    "copy-into-a-missing-folder": Case("databases", ["copy", STUDY, "--to",
+                                                     "sqlite:///missing/c.db"],
+                                       "does not exist",
+                                       check=lambda folder: _no_file(folder / "missing")),
+    "sweep-into-a-missing-folder": Case("databases", ["sweep", "pooling", *QUICK, "--storage",
+                                                      "sqlite:///missing/s.db"], "does not exist"),
+    # terminal text: what users named shows as text, never as control codes
+    "escape-in-a-sweep": Case("terminal text", ["sweep", "mine.toml", *QUICK, "--seeds", "1",
+                                                "--jobs", "1", "--storage", "sqlite:///t.db"],
+                              "\\x1b[2J", code=0, unchanged=False, files=sweep_file(
+                                  '[[arms]]\nname = "rtl\\u202eevil"\npooling = "max"\n'
+                                  '[[arms]]\nname = "two\\nlines"\nkernel_size = 3\n',
+                                  title="clear\\u001b[2Jscreen\\u001b]0;pwned\\u0007")),
+    "quote-in-a-study-name": Case("terminal text", ["sweep", "pooling", *QUICK, "--seeds", "1",
+                                                    "--jobs", "1", "--study", "it's; DROP",
+                                                    "--storage", "sqlite:///q.db"],
+                                  "query: pandas.read_sql(\"SELECT * FROM lab_results WHERE "
+                                  "study = 'it''s; DROP'\", 'sqlite:///q.db')", code=0,
+                                  unchanged=False),
+    "hostile-study-names": Case("terminal text", ["studies"], "\\x1b]0;pwn\\x07", code=0,
+                                check=lambda folder: None),
+    "unknown-study-lists-names": Case("terminal text", ["export", "nope"], "\\x1b]0;pwn\\x07"),
+    "nul-in-a-question": bad_sweep("question holds a NUL character", '[space]\npooling = ["max"]\n'
+                                .replace("[space]", 'question = "a\\u0000b"\n[space]')),
+    "fixed-and-varied": bad_sweep("[fixed] pooling is also varied by [space], so the arm called "
+                                  "the book's network would not be it",
+                                  '[fixed]\npooling = "max"\n[space]\npooling = ["avg", "max"]\n'),
+    # smaller things
+    "step-beyond-range": bad_sweep("step 5 is larger than the range 1 to 3",
+                                   '[run]\nsampler = "tpe"\ntrials = 2\n[space]\n'
+                                   'kernel_size = { low = 1, high = 3, step = 5 }\n'),
+    "best-of-no-sweep": bad_sweep("best_of 'improv' is no sweep: did you mean improve?",
+                                  '[[arms]]\nname = "x"\nbest_of = "improv"\npooling = "max"\n'),
+    "best-of-itself": bad_sweep("best_of names this sweep itself",
+                                '[[arms]]\nname = "x"\nbest_of = "mine"\npooling = "max"\n'),
+    "bom-is-welcome": Case("smaller", ["sweep", "mine.toml", *QUICK, "--plan"], "study 'mine-",
+                           code=0, files={"mine.toml": '\ufefftitle = "t"\n[space]\n'
+                                                       'pooling = ["max"]\n'}),
+    "inspect-a-giant": Case("smaller", ["inspect", "--engine", "torch", "--conv-channels",
+                                        "100000"], "more than lenet-lab trains", code=2),
+    "subset-too-small": Case("smaller", ["train", "--engine", "torch", "--subset", "5"],
+                             "--subset 5 is too small", code=2),
+    "activations-unknown-class": Case("smaller", ["activations", "--study", STUDY, "--trial",
+                                                  "0", "--classes", "ufo"],
+                                      "'ufo' is not a Fashion-MNIST class", code=2),
+    "bench-fuse-zero": Case("smaller", ["bench", "--engine", "torch", "--fuse", "0"],
+                            "bench --fuse takes trial counts of 1 or more, such as 1,3,6, not 0",
+                            code=2),
+    "data-dir-is-a-file": Case("smaller", ["train", "--engine", "torch", "--data-dir", "afile"],
+                               "--data-dir afile is a file", files={"afile": "x"}),
+    "dataset-folder-in-capitals": Case("smaller", ["train", "--engine", "torch", "--data-dir",
+                                                   "caps"],
+                                       "is named 'Fashion-MNIST': rename it fashion-mnist",
+                                       env={"LENET_LAB_DATA": ""}, files={"caps": "capitals"}),
+    "dataset-without-test-files": Case("smaller", ["train", "--engine", "torch", "--data-dir",
+                                                   "half"],
+                                       "lacks t10k-images-idx3-ubyte(.gz), "
+                                       "t10k-labels-idx1-ubyte(.gz)",
+                                       env={"LENET_LAB_DATA": ""}, files={"half": "train-only"}),
+    "export-a-study-named-dot": Case("smaller", ["export", ".", "--out", "x"], "rows -> ",
+                                     code=0, unchanged=False, files={"x/keep": ""},
+                                     check=lambda folder: _not_hidden(folder / "x")),
 }
+
+
+def _no_file(path: Path) -> None:
+    assert not path.exists()
+
+
+def _not_hidden(folder: Path) -> None:
+    written = sorted(p.name for p in folder.iterdir() if p.name != "keep")
+    assert len(written) == 1 and not written[0].startswith("."), written
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +329,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sweep = load_sweep(str(folder / "markup.toml")).with_run(engine="torch", epochs=1, seeds=1,
                                                               subset=200)
     run_sweep(plan_sweep(sweep, db, device="cpu", study="markup-torch-e1-n200"))
-    for twin in ("a/b", "a_b"):  # names that one careless file-name rule would merge
-        store.copy_study(db, db, STUDY, twin)
+    for twin in ("a/b", "a_b", *HOSTILE_NAMES):  # names one careless rule would merge or
+        store.copy_study(db, db, STUDY, twin)  # print raw
     db.close()
     plain = optuna.create_study(study_name="plain", storage=url)
     plain.optimize(lambda trial: trial.suggest_float("x", 0, 1) ** 2, n_trials=3)
@@ -251,18 +341,32 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _digest(folder: Path) -> tuple[str, list[str]]:
     db = folder / "studies.db"
-    return hashlib.sha256(db.read_bytes()).hexdigest(), sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.startswith("studies.db"))
+    return hashlib.sha256(db.read_bytes()).hexdigest(), sorted(  # (cache: the user's cache)
+        str(p.relative_to(folder)) for p in folder.rglob("*")
+        if not p.name.startswith("studies.db") and p.relative_to(folder).parts[0] != "cache")
 
 
 def _write(folder: Path, name: str, content: str) -> None:
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".db"):  # a database of another application
-        with sqlite3.connect(path) as conn:
-            conn.execute(f"CREATE TABLE {content} (id INTEGER PRIMARY KEY, name TEXT)")
-    elif content == "mnist-as-fashion":  # MNIST's files where Fashion-MNIST's should be
+    if content == "mnist-as-fashion":  # MNIST's files where Fashion-MNIST's should be
         shutil.copytree(DATA_DIR / "mnist", path / "fashion-mnist")
+    elif content == "random":  # a file that is no database at all
+        path.write_bytes(bytes(range(256)) * 64)
+    elif content == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 3])
+    elif content in ("text-in-numbers", "drop-view", "drop-weights"):
+        with sqlite3.connect(path) as conn:
+            conn.execute({"text-in-numbers": "UPDATE lab_trials SET test_acc = 'abc'",
+                          "drop-view": "DROP VIEW lab_results",
+                          "drop-weights": "DROP TABLE lab_weights"}[content])
+    elif content in ("capitals", "train-only"):  # near misses of a dataset folder
+        target = path / ("Fashion-MNIST" if content == "capitals" else "fashion-mnist")
+        target.mkdir(parents=True)
+        for source in (DATA_DIR / "fashion-mnist").iterdir():
+            if content == "capitals" or source.name.startswith("train"):
+                shutil.copy(source, target / source.name)
     elif content == "edited-raw":  # the real files, one of them unpacked and edited
         shutil.copytree(DATA_DIR / "fashion-mnist", path / "fashion-mnist")
         packed = path / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
@@ -270,6 +374,9 @@ def _write(folder: Path, name: str, content: str) -> None:
         raw[100] = (raw[100] + 1) % 10
         packed.unlink()
         (path / "fashion-mnist" / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    elif name.endswith(".db"):  # a database of another application
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"CREATE TABLE {content} (id INTEGER PRIMARY KEY, name TEXT)")
     else:
         path.write_text(content)
 
@@ -289,6 +396,7 @@ def test_hostile(name: str, lab: Path, tmp_path: Path, monkeypatch: pytest.Monke
     out, err = capsys.readouterr()
     assert PASSWORD not in out + err
     assert "Traceback" not in out + err
+    assert not RAW_CONTROL.search(out + err), (out, err)  # escapes, bidi marks shown as text
     assert code == case.code, (out, err)
     if case.code:
         assert err.startswith("Error: ") and err.count("\n") == 1, err
@@ -303,7 +411,7 @@ def test_there_are_forty_cases_over_every_class() -> None:
     assert len(CASES) >= 40
     assert {case.kind for case in CASES.values()} == {
         "boundary", "secrets", "side effects", "atomic outputs", "faults", "plot text", "data",
-        "listing"}
+        "listing", "databases", "terminal text", "smaller"}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lenet_lab.sweep_file import load_sweeps
-from tests.conftest import ROOT
+from tests.conftest import ROOT, look_at
 
 pytestmark = pytest.mark.slow
 
@@ -55,3 +55,61 @@ def test_the_wheel_ships_every_sweep_and_runs_one_from_an_empty_folder(
     report = run(installed / "lenet-lab", "report", "--no-activations", cwd=tmp_path, env=env)
     assert report.returncode == 0, report.stderr
     assert '<meta name="viewport"' in (tmp_path / "reports" / "index.html").read_text()
+
+
+EXECUTE = """
+import json, sys
+import nbformat
+from nbclient import NotebookClient
+
+path, out, parameters = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+notebook = nbformat.read(path, as_version=4)
+at = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
+injected = nbformat.v4.new_code_cell("\\n".join(f"{k} = {v!r}" for k, v in parameters.items()),
+                                     metadata={"tags": ["injected-parameters"]})
+notebook.cells.insert(at + 1, injected)  # as papermill injects them
+NotebookClient(notebook, timeout=900, kernel_name="python3",
+               resources={"metadata": {"path": str(__import__("pathlib").Path(out).parent)}}
+               ).execute()
+nbformat.write(notebook, out)
+"""
+TINY = {"ENGINE": "torch", "EPOCHS": 1, "SEEDS": 2, "SUBSET": 300, "TRIALS": 3}
+
+
+def test_the_exercise_notebook_runs_with_a_tiny_budget_from_the_wheel(
+        installed: Path, tmp_path: Path) -> None:
+    """nbclient on a real kernel of the fresh venv (lenet-lab from the wheel), the budget
+    injected after the `parameters` cell; then the executed notebook as HTML, screenshots
+    at 1400 and 390 px (printed: look at them with pytest -s)."""
+    import json
+
+    import nbformat
+
+    env = {**os.environ, "PYTHONPATH": ""}
+    executed = tmp_path / "executed.ipynb"
+    run(installed / "python", "-c", EXECUTE, ROOT / "notebooks" / "lenet-exercises.ipynb",
+        executed, json.dumps(TINY), cwd=tmp_path, env=env)
+    notebook = nbformat.read(executed, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code)  # every cell ran
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    answers = [o for o in outputs if 'class="lenet-lab-answer"' in o.get("data", {}).get(
+        "text/html", "")]
+    sweeps = [s for s in load_sweeps()[0] if s.exercise]
+    assert len(answers) == len(sweeps)  # every exercise's answer, as HTML
+    for sweep in sweeps:  # at least one plotly figure per sweep, in the cell after its run
+        at = next(i for i, c in enumerate(code) if f'run("{sweep.name}"' in c.source)
+        assert any("application/vnd.plotly.v1+json" in o.get("data", {})
+                   for o in code[at + 1].outputs), sweep.name
+    maps = next(c for c in code if ".activations(" in c.source)
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in maps.outputs) == 3
+    run(sys.executable, "-m", "nbconvert", "--to", "html", executed, cwd=tmp_path)
+    page = tmp_path / "executed.html"
+    for width in (1400, 390):
+        shots = tmp_path / f"screenshots-{width}"
+        shots.mkdir()
+        seen, problems, _ = look_at([page], width, shots)
+        print(f"\nscreenshot of the executed notebook at {width} px: {shots}")
+        assert len(seen["executed.html"]["figures"]) >= len(sweeps) + 3
+        assert "Traceback" not in seen["executed.html"]["text"]

@@ -17,11 +17,10 @@ from lenet_lab.engines import get_engine
 from lenet_lab.report.activations import parse_classes, sample_images
 from lenet_lab.spec import LeNetSpec, TrainConfig
 from lenet_lab.train import train
-from tests.conftest import lenet_lab
+from tests.conftest import lenet_lab, look_at
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
 XSS = "<script>alert(1)</script>"
 LINK = "<a href='https://example.invalid/'>click</a>"
 QUICK = ["--subset", "500", "--epochs", "2", "--seeds", "2", "-q"]
@@ -70,31 +69,6 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "reports"
 
 
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    return sync_playwright()
-
-
-# What the page shows: each figure's drawing area against its width, the visible text
-# (HTML and SVG), the document's width and any element that user text could have made.
-LOOK = """() => {
-  const figures = [...document.querySelectorAll("div.plotly-graph-div")].map(
-      gd => gd._fullLayout ? gd._fullLayout._size.w / gd._fullLayout.width : 0);
-  const svg = [...document.querySelectorAll("svg text")].map(t => t.textContent);
-  return {figures, text: [document.body.innerText, ...svg].join("\\n"),
-          width: document.documentElement.scrollWidth,
-          injected: [...document.querySelectorAll("a[href*='example.invalid'], img[src='x']")]
-                      .map(e => e.outerHTML),
-          scripts: [...document.querySelectorAll("script")].filter(
-                      s => s.textContent.includes("alert(")).length};
-}"""
-
-
 @pytest.mark.parametrize("width", [1400, 390])
 def test_every_page_reads_at_desktop_and_phone_width(reports: Path, width: int,
                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -103,38 +77,7 @@ def test_every_page_reads_at_desktop_and_phone_width(reports: Path, width: int,
     shots = tmp_path_factory.mktemp(f"screenshots-{width}")
     pages = sorted(copied.glob("*.html"))
     assert len(pages) == 5  # the index and four studies
-    with browser() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = chromium.new_page(viewport={"width": width, "height": 900})
-        problems: list[str] = []
-        outside: list[str] = []
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-                if m.type == "error" else None)
-        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-        page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
-        page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-
-        def only_files(route) -> None:
-            if route.request.url.startswith("file:"):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_files)
-        seen = {}
-        for path in pages:
-            page.goto(path.as_uri())
-            page.wait_for_load_state("load")
-            divs = page.locator("div.plotly-graph-div")
-            page.wait_for_function("n => document.querySelectorAll('div.plotly-graph-div .main-svg')"
-                                   ".length >= n", arg=divs.count(), timeout=30000)
-            seen[path.name] = page.evaluate(LOOK)
-            page.screenshot(path=str(shots / f"{path.stem}.png"), full_page=True)
-        chromium.close()
+    seen, problems, outside = look_at(pages, width, shots)
     print(f"screenshots at {width} px: {shots}")
     assert problems == [] and outside == []
     assert len(list(shots.glob("*.png"))) == len(pages)

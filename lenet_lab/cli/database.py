@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from lenet_lab.cli.app import app
-from lenet_lab.cli.console import out, print_table
+from lenet_lab.cli.console import err, out, print_table
 from lenet_lab.cli.options import StorageOpt, opt
 
 # Each command imports the library it calls when it runs: `lenet-lab --help` and a
@@ -71,9 +71,15 @@ def dashboard(
     """Open the database in optuna-dashboard, live while a sweep runs (the dashboard extra).
 
     Grid and search trials show their parameters, and the objectives their names."""
-    from lenet_lab.dashboard import serve
+    from lenet_lab.dashboard import beyond_this_machine, serve
     from lenet_lab.store import Database
 
+    def ready(url: str) -> None:
+        out.print(f"optuna-dashboard on {db.safe}: open {url} (Ctrl-C stops it)")
+        if beyond_this_machine(host):
+            err.print(f"Note: listening on {host}: anyone who can reach this machine on port "
+                      f"{port} can read every study in this database (they cannot change "
+                      f"them); --host 127.0.0.1 keeps it to this machine")
+
     with Database(storage, read_only=True) as db:
-        serve(db, host=host, port=port, on_ready=lambda url: out.print(
-            f"optuna-dashboard on {db.safe}: open {url} (Ctrl-C stops it)"))
+        serve(db, host=host, port=port, on_ready=ready, say=err.print)

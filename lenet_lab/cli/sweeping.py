@@ -93,7 +93,8 @@ def sweep(
                 watch(plan, lambda done, detail: progress.update(task, completed=done,
                                                                  detail=detail),
                       enabled=not quiet and err.is_terminal):
-            run_sweep(plan, jobs=workers, data_dir=data_dir)
+            run_sweep(plan, jobs=workers, data_dir=data_dir, on_queue=lambda done, of: (
+                progress.update(task, detail=f"queueing {done:,} of {of:,} trials")))
         *table, legend, answer, query = summary(plan)
     print_table(*table, left=("arm", "outcome", "other"))
     for line in legend:  # what each key stands for, wrapped under itself

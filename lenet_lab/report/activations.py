@@ -17,7 +17,7 @@ import numpy as np
 from lenet_lab import store
 from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine
-from lenet_lab.errors import LabError
+from lenet_lab.errors import LabError, SpecError
 from lenet_lab.files import output_folder
 from lenet_lab.report import draw
 from lenet_lab.report.pages import figure_html, render, write_page
@@ -27,8 +27,8 @@ from lenet_lab.store import Database
 from lenet_lab.train import train
 
 __all__ = ["Activations", "DEFAULT_CLASSES", "Network", "activation_figures", "activations_page",
-           "exercise_page", "parse_classes", "sample_images", "section", "trial_network",
-           "write_activation_page"]
+           "exercise_page", "parse_classes", "sample_images", "section", "study_maps",
+           "study_networks", "trial_network", "write_activation_page"]
 
 LAYERS = ("conv0", "conv1")
 DEFAULT_CLASSES = ("sweater", "coat")
@@ -58,7 +58,7 @@ def parse_classes(dataset: str, names: list[str]) -> list[int]:
                 chosen.append(classes.index(candidate))
                 break
         else:
-            raise LabError(f"--classes: {name!r} is not a {DATASET_INFO[dataset].title} class; "
+            raise SpecError(f"--classes: {name!r} is not a {DATASET_INFO[dataset].title} class; "
                            f"choose from {', '.join(classes)} (or sweater for pullover)")
     return chosen
 
@@ -105,21 +105,36 @@ def trial_network(db: Database, study: str, trial: int, label: str,
                    weights, row["dataset"], key)
 
 
-def section(db: Database, data: StudyData, data_dir: str | None = None) -> Activations | None:
-    """The report's exercise-10 figures for one study: the book's network and the best
-    arm of its answer (results.best_network); None when no weights are stored."""
+def study_networks(db: Database, data: StudyData) -> list[Network]:
+    """The book's network and the best arm of the study's answer (results.best_network),
+    those of them whose weights are stored."""
     picks = best_network(data)
-    networks = [n for n in (trial_network(db, data.name, *pick) for pick in picks) if n]
+    return [n for n in (trial_network(db, data.name, *pick) for pick in picks) if n]
+
+
+def study_maps(db: Database, data: StudyData, *, classes: list[str] | None = None,
+               per_class: int = 2, data_dir: str | None = None) -> list:
+    """Exercise 10's figures for a study (study_networks) on test images of `classes`
+    (default: the book's sweaters and coats; a 3 and an 8 on MNIST)."""
+    networks = study_networks(db, data)
+    if not networks:
+        return []
+    dataset = networks[0].dataset
+    test = load_dataset(dataset, data_dir=data_dir, download_missing=False)
+    chosen = parse_classes(dataset, classes) if classes else default_classes(dataset)
+    return activation_figures(networks, *sample_images(test, chosen, per_class))
+
+
+def section(db: Database, data: StudyData, data_dir: str | None = None) -> Activations | None:
+    """The report's exercise-10 figures for one study; None when no weights are stored."""
+    networks = study_networks(db, data)
     if not networks:
         return None
-    dataset = networks[0].dataset
     try:
-        test = load_dataset(dataset, data_dir=data_dir, download_missing=False)
-    except LabError as exc:
+        figures = study_maps(db, data, data_dir=data_dir)
+    except LabError as exc:  # the test images are not on this machine
         return Activations([n.label for n in networks], [], str(exc))
-    images, labels = sample_images(test, default_classes(dataset))
-    return Activations([n.label for n in networks],
-                       [figure_html(f) for f in activation_figures(networks, images, labels)])
+    return Activations([n.label for n in networks], [figure_html(f) for f in figures])
 
 
 @dataclass(frozen=True)
@@ -145,8 +160,7 @@ def exercise_page(db: Database, study: str, folder: Path, data_dir: str | None =
                   per_class: int = 2) -> Path | None:
     """Exercise 10 for `sweep all`: `<folder>/activations.html` with the book's network
     and the best network that `study` (exercise 2's search) found; None without weights."""
-    networks = [n for n in (trial_network(db, study, *pick)
-                            for pick in best_network(load_study(db, study))) if n]
+    networks = study_networks(db, load_study(db, study))
     if not networks:
         return None
     data = load_dataset(networks[0].dataset, data_dir=data_dir, download_missing=False)

@@ -26,7 +26,8 @@ from lenet_lab.results.arms import (SPEED_SPREAD, ArmStats, chance_level, failur
 from lenet_lab.results.stats import pareto_front
 from lenet_lab.spec import Status
 
-__all__ = ["Cell", "figure_html", "index_page", "render", "study_page", "write_page"]
+__all__ = ["Cell", "figure_html", "index_page", "render", "study_figures", "study_page",
+           "write_page"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,36 @@ def _param(value: Any) -> Cell:
     return _text("-" if value is None else value)
 
 
+def study_figures(data: StudyData, found: Answer | None = None, *,
+                  search: Callable[[StudyData], list] | None = None) -> dict[str, Any]:
+    """The study's figures as its page draws them: `accuracy` (each arm against chance),
+    `curves` (learning curves), `speed` (accuracy against examples/sec, with the Pareto
+    front where the machine was not shared) and, for a search, Optuna's own views
+    (`search 1`, ...). Arms have one colour in all of them."""
+    results = data.results
+    found = found or study_answer(data)
+    shown = shown_arms(found.arms)
+    # figures draw every arm of the study (a search's too), but only the best SHOWN_ARMS
+    every = arm_stats(results, data.epochs, names=arm_names(results))
+    drawn = shown_arms(every)
+    colors = draw.arm_colors(drawn + [a for a in shown if a.arm not in {d.arm for d in drawn}])
+    figures: dict[str, Any] = {}
+    if shown:
+        figures["accuracy"] = draw.arm_bars(shown, colors, chance_level(results))
+    curves = learning_curves(data.epochs, results) if len(data.epochs) else {}
+    if curves:
+        figures["curves"] = draw.learning_curves(curves, drawn, colors)
+    done = results[results.state == Status.COMPLETE].reset_index(drop=True)
+    if len(done):
+        front = None if shared_machine(results) else pareto_front(
+            list(zip(done.examples_per_sec, done.test_acc)))
+        figures["speed"] = draw.accuracy_vs_speed(results, drawn, colors, front)
+    if search and data.settings.get("sampler", "grid") != "grid":
+        figures.update({f"search {i}": draw.legend_below(figure)
+                        for i, figure in enumerate(search(data), start=1)})
+    return figures
+
+
 def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = None,
                activations: Callable[[StudyData], Any] | None = None) -> tuple[str, Answer]:
     """The page's HTML and the study's answer."""
@@ -114,35 +145,20 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
     found = study_answer(data)
     arms = found.arms
     shown = shown_arms(arms)
-    # figures draw every arm of the study (a search's too), but only the best SHOWN_ARMS
     names = arm_names(results)
-    every = arm_stats(results, data.epochs, names=names)
-    drawn = shown_arms(every)
-    colors = draw.arm_colors(drawn + [a for a in shown if a.arm not in {d.arm for d in drawn}])
+    figures = {name: figure_html(figure)
+               for name, figure in study_figures(data, found, search=search).items()}
     context: dict[str, Any] = {
         "title": data.title, "name": data.name, "exercise": data.meta.get("exercise"),
         "sweep": data.meta.get("sweep", "-"), "headline": found.headline,
         "question": _question(data.meta.get("sweep_file")), "verdicts": found.verdicts,
         "arms": arms_table(arms), "shown": len(shown) - any(a.is_control for a in shown),
         "hidden": len([a for a in arms if a.test_acc.n]) - len(shown),
-        "bars": figure_html(draw.arm_bars(shown, colors, chance_level(results)))
-                if shown else "",
-        "curves": "", "speed": "", "shared": False,
-        "spread": f"{SPEED_SPREAD:.0%}", "search": [], "activations": None, "conditions": ""}
-    curves = learning_curves(data.epochs, results) if len(data.epochs) else {}
-    if curves:
-        context["curves"] = figure_html(draw.learning_curves(curves, drawn, colors))
-    done = results[results.state == Status.COMPLETE].reset_index(drop=True)
-    if len(done):
-        shared = shared_machine(results)
-        front = None if shared else pareto_front(
-            list(zip(done.examples_per_sec, done.test_acc)))
-        context.update(shared=shared, conditions=speed_conditions(results),
-                       speed=figure_html(draw.accuracy_vs_speed(results, drawn, colors, front)))
-    if search and data.settings.get("sampler", "grid") != "grid":
-        context["search"] = [figure_html(draw.legend_below(f)) for f in search(data)]
-    if activations:
-        context["activations"] = activations(data)
+        "bars": figures.get("accuracy", ""), "curves": figures.get("curves", ""),
+        "speed": figures.get("speed", ""), "shared": shared_machine(results),
+        "conditions": speed_conditions(results), "spread": f"{SPEED_SPREAD:.0%}",
+        "search": [html for name, html in figures.items() if name.startswith("search")],
+        "activations": activations(data) if activations else None}
     failed = failures(results)
     context["failures"] = _table(
         [Cell(h, left=h in ("arm", "state", "reason")) for h in
@@ -211,11 +227,23 @@ def index_page(entries: list[dict[str, Any]], exercises: dict[int, tuple[str, st
                           "command": f"lenet-lab sweep {sweep}" if sweep else
                                      "lenet-lab sweep pooling, then lenet-lab report"})
     others = [x for x in entries if x["exercise"] not in range(1, 11)]
-    answered = [(f"{x['exercise']}. {x['study']}", x["effect"]) for x in entries
-                if x["exercise"] in range(1, 11)]
+    answered = [(label, x["effect"]) for label, x in effect_labels(entries)]
     return render("index.html", title="lenet-lab report", exercises=checklist, others=others,
                   compare=comparisons(entries),
                   effects=figure_html(draw.effects(answered)) if answered else "")
+
+
+def effect_labels(entries: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The index figure's rows: exercise number and sweep (`1. pooling`, and `#2`, `#3`
+    for more studies of one exercise, in the index's order). Rows name no study: study
+    names are users' text, which stays in the page's list below."""
+    labels, seen = [], {}
+    for entry in entries:
+        if entry["exercise"] in range(1, 11):
+            label = f"{entry['exercise']}. {entry['sweep']}"
+            seen[label] = seen.get(label, 0) + 1
+            labels.append((label + (f" #{seen[label]}" if seen[label] > 1 else ""), entry))
+    return labels
 
 
 def comparisons(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ Steps, each a pure function of a study's rows (study.StudyData):
 from __future__ import annotations
 
 import enum
+import html
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from lenet_lab.data import DATASET_INFO
+from lenet_lab.results.budget import Budget, budget
 from lenet_lab.results.arms import (ArmStats, arm_names, arm_stats, best_learned, ranked, sig,
                                     small_limit)
 from lenet_lab.results.outcomes import Outcome
@@ -110,44 +111,6 @@ def _decide(d: Interval, p_adjusted: float, margin: float) -> Decision:
 
 
 @dataclass(frozen=True)
-class Budget:
-    epochs: tuple[int, ...]
-    examples: int | None  # training examples per epoch; None when unknown
-    seeds: tuple[int, int]  # fewest and most finished seeds of an arm
-    engines: tuple[str, ...]
-    devices: tuple[str, ...]
-
-    def training(self) -> str:
-        """'2 epochs of 2,000 examples'."""
-        if len(self.epochs) > 1:
-            epochs = f"{self.epochs[0]}-{self.epochs[-1]}"
-        else:
-            epochs = str(self.epochs[0]) if self.epochs else "?"
-        plural = "" if epochs == "1" else "s"
-        examples = f"{self.examples:,} examples" if self.examples else "the training set"
-        return f"{epochs} epoch{plural} of {examples}"
-
-    def describe(self) -> str:
-        low, high = self.seeds
-        seeds = f"{low} seed{'s' * (low != 1)}" if low == high else f"{low}-{high} seeds"
-        return (f"{self.training()}, {seeds} per arm, {'/'.join(self.engines) or '?'} on "
-                f"{'/'.join(self.devices) or '?'}")
-
-
-def budget(results: pd.DataFrame, arms: list[ArmStats]) -> Budget:
-    def values(column: str) -> list:
-        return sorted(results[column].dropna().unique()) if column in results else []
-
-    subsets, datasets = values("subset"), values("dataset")
-    examples = int(subsets[0]) if len(subsets) == 1 else None
-    if not subsets and len(datasets) == 1 and datasets[0] in DATASET_INFO:
-        examples = DATASET_INFO[datasets[0]].sizes["train"]
-    counts = [a.test_acc.n for a in arms if a.test_acc.n] or [0]
-    return Budget(tuple(int(e) for e in values("epochs")), examples, (min(counts), max(counts)),
-                  tuple(values("engine")), tuple(values("device")))
-
-
-@dataclass(frozen=True)
 class Effect:
     """A study's answer at a glance: its leading arm's difference from the book's network
     with its interval, or why there is none (`mean` None)."""
@@ -173,6 +136,16 @@ class Answer:
     @property
     def leader(self) -> Comparison | None:
         return self.comparisons[0] if self.comparisons else None
+
+    def __str__(self) -> str:
+        """The paragraph and one line per arm, as `lenet-lab sweep` ends."""
+        return "\n".join([self.headline, *(f"- {line}" for line in self.verdicts)])
+
+    def _repr_html_(self) -> str:
+        """The same in a notebook, every name escaped (as the report's pages do)."""
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.verdicts)
+        return (f'<div class="lenet-lab-answer"><p><b>{html.escape(self.headline)}</b></p>'
+                f"{f'<ul>{items}</ul>' if items else ''}</div>")
 
     def leading_effect(self) -> Effect:
         """The leader's difference from the control; or, when the control or

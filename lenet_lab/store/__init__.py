@@ -20,12 +20,12 @@ from lenet_lab.store.schema import HYPERPARAMETERS, RESULT_COLUMNS, SCHEMA_VERSI
 from lenet_lab.store.settings import (DEFAULT_GRACE_S, DEFAULT_STORAGE, HEARTBEAT_S, StorageUrl,
                                       check_environment, env_seconds, grace_seconds, parse_storage)
 from lenet_lab.store.transfer import EXPORT_FORMATS, copy_study, export_study, known_studies
-from lenet_lab.store.writes import (add_epoch, finish_trial, forget_study, record_study,
-                                    start_trial, trial_columns)
+from lenet_lab.store.writes import (add_epoch, enqueue_trials, finish_trial, forget_study,
+                                    record_study, start_trial, trial_columns)
 
 __all__ = [
     "DEFAULT_GRACE_S", "DEFAULT_STORAGE", "EXPORT_FORMATS", "HEARTBEAT_S", "HYPERPARAMETERS",
-    "RESULT_COLUMNS", "SCHEMA_VERSION", "Database", "StorageUrl", "add_epoch",
+    "RESULT_COLUMNS", "SCHEMA_VERSION", "Database", "StorageUrl", "add_epoch", "enqueue_trials",
     "check_environment", "copy_study", "database_error", "ensure_schema", "env_seconds",
     "export_study", "finish_trial", "forget_study", "grace_seconds", "has_studies",
     "known_studies", "list_studies", "load_weights", "operation", "parse_storage", "progress",

@@ -21,6 +21,7 @@ import fcntl
 import functools
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -56,6 +57,8 @@ def _reader_url(where: StorageUrl) -> str:
         flags = "mode=ro"
     except sqlite3.OperationalError:
         flags = "mode=ro&immutable=1"
+    except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+        raise StorageError(_file_problem(str(exc)) or f"cannot read {where.safe}: {exc}") from None
     return f"sqlite:///file:{path}?{flags}&uri=true"
 
 
@@ -160,9 +163,11 @@ class Database:
 
         Optuna's schema creation races on a fresh database, and two machines enqueueing
         the same grid at once would queue each arm x seed twice. PostgreSQL: an advisory
-        lock. SQLite: an exclusive flock on `<database>-lock` beside the database's real
-        path (a symlink and the file it names share one lock). Never on the database
-        file itself: closing any descriptor of it would drop SQLite's POSIX locks.
+        lock. SQLite: an exclusive flock on the folder that holds the database's real path,
+        so a symlink and the file it names share one lock and no lock file is left behind
+        (databases in one folder take turns; these locks are held for moments). Never on
+        the database file itself: closing any descriptor of it would drop SQLite's own
+        POSIX locks.
         """
         if self.where.backend == "postgresql":
             with self.engine.connect() as conn:
@@ -172,18 +177,29 @@ class Database:
                 finally:
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_KEY})")
             return
-        path = f"{os.path.realpath(self.sqlite_path)}-lock"
+        folder = self.folder()
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            handle = open(path, "ab")
-        except OSError as exc:
-            raise StorageError(f"cannot lock the database: {path} ({exc.strerror}): the folder "
-                               f"must exist and be writable") from None
-        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            os.close(handle)
+
+    def folder(self, *, writable: bool = False, option: str = "--storage") -> str:
+        """The folder of a SQLite database's real path, checked to exist (and with
+        `writable`, that a database can be created and written there)."""
+        folder = os.path.dirname(os.path.realpath(self.sqlite_path))
+        if not os.path.isdir(folder):
+            given = os.path.dirname(self.sqlite_path) or "."
+            raise StorageError(f"{option} {self.safe}: folder {given} does not exist: create "
+                               f"it first, or give another path")
+        if writable and not os.access(folder, os.W_OK | os.X_OK):
+            raise StorageError(f"{option} {self.safe}: folder {folder} is not writable: give "
+                               f"a database in a folder you can write")
+        return folder
 
     def now(self) -> Any:
         """The database clock's current time as naive UTC, as a SQL expression."""
@@ -192,12 +208,21 @@ class Database:
         return sa.func.datetime("now")
 
     def close(self) -> None:
+        """Dispose of the connections. A SQLite database this handle wrote goes back to
+        SQLite's default journal when nobody else has it open, so that readers (which open
+        it read-only) leave no `-wal` and `-shm` files behind; the next writer turns WAL
+        on again (schema.ensure_schema)."""
+        used = self._engine is not None or self._optuna is not None
         if self._optuna is not None:
             self._optuna.engine.dispose()
             self._optuna = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        if used and self.sqlite_path and not self.read_only and os.path.exists(self.sqlite_path):
+            with contextlib.suppress(sqlite3.Error):  # busy: another process has it open
+                with contextlib.closing(sqlite3.connect(self.sqlite_path, timeout=0.1)) as conn:
+                    conn.execute("PRAGMA journal_mode=DELETE")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -303,7 +328,9 @@ def _retrying_rdb_class() -> type:
 
 
 def database_error(exc: BaseException) -> str | None:
-    """One line for a database driver's error (drivers name no password), else None."""
+    """One line for a database driver's error (drivers name no password), else None:
+    what is wrong with a local file says so (not a database, damaged, a table missing),
+    and only a server's trouble gets the server hint."""
     import sys
 
     if "optuna" in sys.modules and isinstance(exc, sys.modules["optuna"].exceptions.StorageInternalError):
@@ -311,10 +338,32 @@ def database_error(exc: BaseException) -> str | None:
     if not isinstance(exc, sa.exc.DBAPIError):
         return None
     reason = " ".join((str(exc.orig).strip() or type(exc.orig).__name__).split())
+    local = type(exc.orig).__module__.startswith("sqlite3")
+    missing = re.search(r'no such (?:table|column): (\S+)|relation "([^"]+)" does not exist',
+                        reason)
     if _disk_full(reason):
         return full_disk(reason)
+    if _file_problem(reason):
+        return _file_problem(reason)
+    if missing:
+        return (f"the database lacks {missing[1] or missing[2]}: it was made by an older "
+                f"lenet-lab or by another program ({reason}); run `lenet-lab sweep` on it to "
+                f"upgrade an older one, or give lenet-lab a database of its own")
+    if local:
+        return f"cannot use the database file: {reason} (check --storage or LENET_LAB_STORAGE)"
     return (f"cannot use the database: {reason} (check --storage or LENET_LAB_STORAGE, and "
             f"that the server is up)")
+
+
+def _file_problem(reason: str) -> str | None:
+    """What SQLite's complaint about a file means, or None."""
+    if "file is not a database" in reason:
+        return (f"the file named by --storage is not an SQLite database ({reason}): give "
+                f"lenet-lab's studies.db, or a new file name to start one")
+    if "malformed" in reason or "disk image" in reason:
+        return (f"the database file is damaged ({reason}): restore it from a copy, or start "
+                f"a new one with another --storage")
+    return None
 
 
 def _disk_full(reason: str) -> bool:

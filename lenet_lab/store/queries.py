@@ -202,7 +202,30 @@ def study_frames(db: Database, name: str):
             "ON t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id "
             "WHERE s.study_name = :s AND a.key IN ('arm', 'control', 'stage', 'values')"),
             {"s": name}).all()
-    return _with_queued_arms(results, queued), epochs
+    return _numbers(name, _with_queued_arms(results, queued)), _numbers(name, epochs)
+
+
+_NUMBER_COLUMNS = {c.name for table in (lab_trials, lab_epochs) for c in table.columns
+                   if isinstance(c.type, (sa.Integer, sa.Float))}
+
+
+def _numbers(study: str, frame):
+    """Numeric columns as numbers; text where a number belongs (a database changed by
+    hand or by another program) is one StorageError naming the study, trial and column."""
+    import pandas as pd
+
+    for column in sorted(_NUMBER_COLUMNS & set(frame.columns)):
+        if frame[column].dtype != object:
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        wrong = frame[column].notna() & numbers.isna()
+        if wrong.any():
+            row = frame[wrong].iloc[0]
+            raise StorageError(f"study {study!r}: trial {row.get('trial')}'s {column} holds "
+                               f"{row[column]!r} where a number belongs: the database was "
+                               f"changed by hand or by another program")
+        frame[column] = numbers
+    return frame
 
 
 def _with_queued_arms(results, queued):

@@ -186,21 +186,23 @@ def ensure_schema(db: Database) -> int:
     step (MIGRATIONS). Returns the version found before. Optuna's tables must exist."""
     if db.where.backend == "sqlite":
         with db.transaction() as conn:
-            # WAL lets readers (progress, reports) run beside writers; it sticks to the file.
+            # WAL lets readers (progress, reports) run beside writers; the last writer to
+            # close the file turns it off again (Database.close).
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     with db.transaction() as conn:
         found = schema_version(conn)
-        if found == SCHEMA_VERSION and "lab_results" in sa.inspect(conn).get_view_names():
+        inspector = sa.inspect(conn)
+        whole = set(metadata.tables) <= set(inspector.get_table_names()) and \
+            "lab_results" in inspector.get_view_names()
+        if found == SCHEMA_VERSION and whole:
             return found
         if found is not None and found > SCHEMA_VERSION:
             raise StorageError(f"{db.safe} was written by a newer lenet-lab (schema version "
                                f"{found}, this one knows {SCHEMA_VERSION}): upgrade lenet-lab")
         conn.exec_driver_sql("DROP VIEW IF EXISTS lab_results")
-        if found is None:
-            metadata.create_all(conn)
-        else:
-            for version in range(found + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[version](conn)
+        for version in range(found + 1, SCHEMA_VERSION + 1) if found is not None else ():
+            MIGRATIONS[version](conn)
+        metadata.create_all(conn)  # new tables, or ones dropped by hand
         conn.execute(lab_schema.delete())
         conn.execute(lab_schema.insert().values(version=SCHEMA_VERSION))
         conn.exec_driver_sql(RESULTS_VIEW)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -58,27 +59,50 @@ def copy_study(source: Database, target: Database, study: str,
     """Copy a study, Optuna's part and ours, between storages (SQLite <-> PostgreSQL).
 
     Returns the number of trials copied. Trial ids differ between databases, so our rows
-    are matched to the copies by trial number, which optuna.copy_study keeps.
+    are matched to the copies by trial number, which optuna.copy_study keeps. Whole or
+    not at all: a new SQLite target is written under a temporary name and renamed when
+    complete, so a copy killed part-way leaves no file; into an existing database, a copy
+    that fails part-way is removed again.
     """
-    import optuna
-
     name = target_name or study
     known_studies(source, [study])
+    if target.sqlite_path:
+        target.folder(writable=True, option="--to")
     with target.lock():
-        rdb = target.optuna()
-        if name in optuna.get_all_study_names(storage=rdb):
-            raise StorageError(f"{target.safe} already has a study {name!r}: "
-                               f"pass --as NEW_NAME")
-        try:  # whole or not at all: a copy that fails part-way is removed again
-            optuna.copy_study(from_study_name=study, to_storage=rdb, to_study_name=name,
-                              from_storage=source.optuna())
-            new_ids = {t.number: t._trial_id for t in optuna.load_study(
-                study_name=name, storage=rdb).get_trials(deepcopy=False)}
-            _copy_our_rows(source, target, study, name, new_ids)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                optuna.delete_study(study_name=name, storage=rdb)
-            raise
+        if target.sqlite_path and not os.path.exists(target.sqlite_path):
+            return _copy_to_new_file(source, target, study, name)
+        return _copy_into(source, target, study, name)
+
+
+def _copy_to_new_file(source: Database, target: Database, study: str, name: str) -> int:
+    path = Path(target.sqlite_path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with Database(f"sqlite:///{temporary}") as scratch:
+            count = _copy_into(source, scratch, study, name)
+        os.replace(temporary, path)
+    finally:
+        for leftover in (temporary, *(Path(f"{temporary}{end}") for end in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+    return count
+
+
+def _copy_into(source: Database, target: Database, study: str, name: str) -> int:
+    import optuna
+
+    rdb = target.optuna()
+    if name in optuna.get_all_study_names(storage=rdb):
+        raise StorageError(f"{target.safe} already has a study {name!r}: pass --as NEW_NAME")
+    try:  # whole or not at all: a copy that fails part-way is removed again
+        optuna.copy_study(from_study_name=study, to_storage=rdb, to_study_name=name,
+                          from_storage=source.optuna())
+        new_ids = {t.number: t._trial_id for t in optuna.load_study(
+            study_name=name, storage=rdb).get_trials(deepcopy=False)}
+        _copy_our_rows(source, target, study, name, new_ids)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            optuna.delete_study(study_name=name, storage=rdb)
+        raise
     return len(new_ids)
 
 

@@ -169,10 +169,8 @@ def plan_sweep(sweep: Sweep, db: Database, *, study: str | None = None, device: 
     fused = fuse_size(fuse, engine=sweep.run.engine, device=chosen)
     for name in sorted(sweep.datasets()):
         load_cached(name, data_dir)  # missing or corrupt data fails here, not mid-sweep
-    folder = os.path.dirname(os.path.abspath(db.sqlite_path)) if db.sqlite_path else None
-    if folder and not os.path.isdir(folder):
-        raise StorageError(f"--storage {db.safe}: folder {os.path.dirname(db.sqlite_path)} "
-                           f"does not exist")
+    if db.sqlite_path:
+        db.folder(writable=True)  # a database that cannot be written fails here
     overrides = name_overrides or {"epochs": None, "subset": None}
     sweep, sources = _resolve_best_of(sweep, db)
     plan = SweepPlan(sweep, study or default_study_name(sweep, **overrides), db, chosen,

@@ -21,7 +21,7 @@ import contextlib
 import json
 import sys
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -61,7 +61,7 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def open_study(plan: SweepPlan) -> None:
+def open_study(plan: SweepPlan, progress: Callable[[int, int], None] | None = None) -> None:
     """Create or load the study, fail stale trials, enqueue missing work.
 
     Runs once before the workers start, under the creation lock (concurrent schema
@@ -90,7 +90,7 @@ def open_study(plan: SweepPlan) -> None:
                 study.set_user_attr("until_decided", {"max_seeds": run.until_decided,
                                                       "start_seeds": run.seeds,
                                                       "margin": run.margin})
-            _reconcile_locked(plan, study)
+            _reconcile_locked(plan, study, progress)
         except BaseException:  # a study that failed to start is not left half-made
             if new:
                 with contextlib.suppress(Exception):
@@ -110,7 +110,8 @@ def _study_record(plan: SweepPlan) -> dict[str, Any]:
             "packages": json.dumps(_package_versions()), "command": plan.command}
 
 
-def _enqueue_missing(plan: SweepPlan, study) -> None:
+def _enqueue_missing(plan: SweepPlan, study,
+                     progress: Callable[[int, int], None] | None = None) -> None:
     """Queue every arm x seed that is neither done, kept as a result, queued nor running."""
     sweep = plan.sweep
     trials = study.get_trials(deepcopy=False)
@@ -128,23 +129,25 @@ def _enqueue_missing(plan: SweepPlan, study) -> None:
         # fresh seeds: the searched trial ran seed 0, and its luck is what confirmation removes
         stages += [(arm, "confirm", range(1, sweep.run.seeds + 1))
                    for arm in _best_configurations(plan)]
-    for arm, stage, seeds in stages:
-        for seed in seeds:
-            if (arm.label, seed) not in taken:
-                _enqueue(plan, study, arm, seed, stage)
+    keys, control = list(grid_choices(sweep) or sweep.space), sweep.control()
+    store.enqueue_trials(plan.db, plan.study_name, [
+        _queued(keys, control, arm, seed, stage) for arm, stage, seeds in stages
+        for seed in seeds if (arm.label, seed) not in taken], progress=progress)
 
 
-def _queued_params(sweep, values: dict[str, Any]) -> dict[str, Any]:
+def _queued_params(keys: list[str], control: dict[str, Any],
+                   values: dict[str, Any]) -> dict[str, Any]:
     """The params a queued arm fixes: a grid's varying fields, a search's space."""
-    keys = grid_choices(sweep) or sweep.space
-    return {key: field_param(values.get(key, sweep.control()[key])) for key in keys}
+    return {key: field_param(values.get(key, control[key])) for key in keys}
 
 
-def _enqueue(plan: SweepPlan, study, arm: Arm, seed: int, stage: str) -> None:
-    sweep, values = plan.sweep, arm.as_dict()
-    study.enqueue_trial(_queued_params(sweep, values), user_attrs={
-        "arm": arm.label, "seed": seed, "control": sweep.is_control(values), "stage": stage,
-        "values": json.dumps({k: field_param(v) for k, v in values.items()})})
+def _queued(keys: list[str], control: dict[str, Any], arm: Arm, seed: int,
+            stage: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An arm x seed as the queue holds it: (its fixed params, its user attributes)."""
+    values = arm.as_dict()
+    return _queued_params(keys, control, values), {
+        "arm": arm.label, "seed": seed, "control": {**control, **values} == control,
+        "stage": stage, "values": json.dumps({k: field_param(v) for k, v in values.items()})}
 
 
 def _search_done(plan: SweepPlan, trials) -> bool:
@@ -171,8 +174,11 @@ def add_seed(plan: SweepPlan, study, arm_label: str) -> None:
         raise LabError(f"arm {arm_label!r} has no queued trials to add a seed to")
     last = max(trials, key=lambda t: t.user_attrs["seed"])
     values = {k: field_value(k, v) for k, v in json.loads(last.user_attrs["values"]).items()}
-    _enqueue(plan, study, Arm(tuple(sorted(values.items())), name=arm_label),
-             last.user_attrs["seed"] + 1, last.user_attrs.get("stage", plan.sweep.queued_stage))
+    sweep = plan.sweep
+    store.enqueue_trials(plan.db, plan.study_name, [_queued(
+        list(grid_choices(sweep) or sweep.space), sweep.control(),
+        Arm(tuple(sorted(values.items())), name=arm_label), last.user_attrs["seed"] + 1,
+        last.user_attrs.get("stage", sweep.queued_stage))])
 
 
 def _fail(db: Database, trial_id: int, why: str) -> None:
@@ -193,10 +199,12 @@ def on_stale(db: Database):
     return record
 
 
-def _reconcile_locked(plan: SweepPlan, study) -> None:
-    """Fail the trials of dead workers, then queue every missing arm x seed again."""
+def _reconcile_locked(plan: SweepPlan, study,
+                      progress: Callable[[int, int], None] | None = None) -> None:
+    """Fail the trials of dead workers, then queue every missing arm x seed again;
+    `progress(queued, of)` while a long queue is filled."""
     _fail_dead_locked(plan, study)
-    _enqueue_missing(plan, study)
+    _enqueue_missing(plan, study, progress)
 
 
 def _fail_dead_locked(plan: SweepPlan, study) -> None:
@@ -224,8 +232,10 @@ def _fix_params(plan: SweepPlan, rdb, trial) -> None:
     """A grid trial queued before grids had params (no fixed params) fixes its arm's values
     now, as enqueue_trial would have: else the sampler makes up the values it registers."""
     attrs = trial.user_attrs
+    sweep = plan.sweep
     if "arm" in attrs and not trial.system_attrs.get("fixed_params") and \
-            (params := _queued_params(plan.sweep, json.loads(attrs["values"]))):
+            (params := _queued_params(list(grid_choices(sweep) or sweep.space), sweep.control(),
+                                      json.loads(attrs["values"]))):
         rdb.set_trial_system_attr(trial._trial_id, "fixed_params", params)
 
 

@@ -125,7 +125,11 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(kind, handler)
 
 
-def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | None) -> None:
+def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | None,
+                    errors) -> None:
+    """A worker process: its error goes to the parent (`errors`), which says it in one
+    line. It starts with SIGINT ignored (inherited), so a Ctrl-C during its start-up does
+    not print a traceback; from here on SIGINT and SIGTERM stop it as Ctrl-C does."""
     # Each worker gets its share of the cores; set before any framework is imported.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     quiet_library_warnings()  # as the command that started it
@@ -134,8 +138,11 @@ def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | N
             Worker(plan, index=index, data_dir=data_dir).run()
     except KeyboardInterrupt:
         sys.exit(130)
-    except LabError as exc:
-        print(redact(f"Error: worker {index}: {exc}", plan.db.url), file=sys.stderr)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, LabError) else store.database_error(exc)
+        if message is None:
+            raise  # a bug: keep its traceback
+        errors.put((redact(message, plan.db.url), getattr(exc, "exit_code", 1)))
         sys.exit(1)
     finally:
         plan.db.close()
@@ -150,10 +157,13 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None) -> N
         return
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
-    processes = [context.Process(target=_worker_process, args=(plan, i, threads, data_dir),
+    errors = context.SimpleQueue()
+    processes = [context.Process(target=_worker_process,
+                                 args=(plan, i, threads, data_dir, errors),
                                  name=f"lenet-lab-worker-{i}") for i in range(1, jobs)]
-    for process in processes:
-        process.start()
+    with _sigint_ignored():  # inherited by the workers until they set their own handlers
+        for process in processes:
+            process.start()
     try:
         with use_threads(threads):
             Worker(plan, data_dir=data_dir).run()
@@ -171,10 +181,27 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None) -> N
                 process.join()
         raise
     failed = [p for p in processes if p.exitcode not in (0, None)]
+    if not errors.empty():  # what the first worker to fail said, as its own error line
+        message, code = errors.get()
+        error = LabError(message)
+        error.exit_code = code
+        raise error
     if failed:
         raise LabError(f"{len(failed)} of {jobs} workers stopped with an error (exit codes "
                        f"{', '.join(str(p.exitcode) for p in failed)}); run the same command "
                        f"again to continue the study")
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (signal handlers belong to the main thread)
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def workers_for(jobs: str | int, plan: SweepPlan) -> int:
@@ -200,11 +227,13 @@ def check_jobs(jobs: int) -> None:
                          f"--jobs {jobs}: give at least 1 worker")
 
 
-def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None) -> None:
-    """Open the study, then run its workers until every trial is done (and, with
-    until_decided, until the answer is decided)."""
+def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
+              on_queue: Callable[[int, int], None] | None = None) -> None:
+    """Open the study (`on_queue(queued, of)` while its queue is filled), then run its
+    workers until every trial is done (and, with until_decided, until the answer is
+    decided)."""
     check_jobs(jobs)  # before the study is opened: a refused start leaves nothing behind
-    queue.open_study(plan)
+    queue.open_study(plan, on_queue)
     run_workers(plan, jobs=jobs, data_dir=data_dir)
     while plan.sweep.run.until_decided and (arms := undecided_arms(plan)):
         study = optuna.load_study(study_name=plan.study_name, storage=plan.db.optuna())

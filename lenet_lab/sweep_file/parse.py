@@ -269,12 +269,9 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
 
     if arms and space:
         raise SweepError(f"{where}: give either [space] or [[arms]], not both")
-    for key in sorted(fixed):  # the control is the book's network with [fixed]: one value
-        varied = key in space or any(key in arm.as_dict() for arm in arms)
-        if varied:
-            raise SweepError(f"{where}: [fixed] {key} is also varied by "
-                             f"{'[space]' if key in space else '[[arms]]'}, so no arm would be "
-                             f"the control: keep {key} in one of them")
+    for key in sorted(set(fixed) & set(space)):  # the control is the book's with [fixed]
+        raise SweepError(f"{where}: [fixed] {key} is also varied by [space], so the arm called "
+                         f"the book's network would not be it: keep {key} in one of them")
     if not arms and not space:
         raise SweepError(f"{where}: nothing to sweep: add a [space] table such as "
                          f'pooling = ["avg", "max"], or [[arms]] sections')

@@ -1,0 +1,210 @@
+"""lenet-lab from Python and Jupyter: run a sweep, open a study, list the studies.
+
+    import lenet_lab
+
+    study = lenet_lab.run_sweep("pooling", budget="quick", engine="torch")
+    study.answer              # the paragraph `lenet-lab sweep` ends with (HTML in Jupyter)
+    study.results             # lab_results rows, a DataFrame
+    study.figures()           # {"accuracy": Figure, "curves": ..., "speed": ...} (plotly)
+    study.activations()       # exercise 10: the first two layers' maps, plotly figures
+    lenet_lab.studies()       # every study in the database, a DataFrame
+
+These call the code the `lenet-lab` command calls, so an answer here is the report's,
+word for word. `run_sweep` continues a study that exists (a second run of the same cell
+trains only what is missing); interrupting the kernel stops every worker, keeps what
+finished and raises KeyboardInterrupt, as Ctrl-C does in a terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+from lenet_lab.report.activations import study_maps
+from lenet_lab.report.pages import study_figures
+from lenet_lab.report.write import search_figures
+from lenet_lab.results import Answer, StudyData, load_study as _load, study_answer
+from lenet_lab.results.arms import arm_legend, summary_rows, SUMMARY_HEADER
+from lenet_lab.store import Database, known_studies, list_studies, read_results
+from lenet_lab.sweep import plan_sweep, run_sweep as _run, stop_on_signals, watch, workers_for
+from lenet_lab.sweep_file import load_sweep
+
+__all__ = ["Study", "load_study", "run_sweep", "studies"]
+
+
+@dataclass
+class Study:
+    """One study in a database: its answer, rows, figures and activation maps, read anew
+    at each call (a sweep that is still running shows what has finished so far)."""
+
+    name: str
+    storage: str | None = None  # the database URL; None: $LENET_LAB_STORAGE or studies.db
+    data_dir: str | None = None  # where the test images for activations are
+
+    def _read(self) -> tuple[Database, StudyData]:
+        db = Database(self.storage, read_only=True)
+        try:
+            known_studies(db, [self.name])
+            return db, _load(db, self.name)
+        except BaseException:
+            db.close()
+            raise
+
+    def data(self) -> StudyData:
+        db, data = self._read()
+        db.close()
+        return data
+
+    @property
+    def answer(self) -> Answer:
+        """The answer, as `lenet-lab sweep` prints it and the report shows it."""
+        return study_answer(self.data())
+
+    @property
+    def results(self) -> pd.DataFrame:
+        """The study's `lab_results` rows (what pandas.read_sql of the view gives)."""
+        with Database(self.storage, read_only=True) as db:
+            return read_results(db, self.name)
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        """Per-epoch metrics of every trial: trial, epoch, train_loss, train_acc, ..."""
+        return self.data().epochs
+
+    def figures(self) -> dict[str, Any]:
+        """The report's figures of this study as plotly figures, by name: accuracy,
+        curves, speed, and a search's own (search 1, ...)."""
+        db, data = self._read()
+        try:
+            return study_figures(data, search=lambda d: search_figures(db, d))
+        finally:
+            db.close()
+
+    def activations(self, classes: list[str] | None = None, per_class: int = 2) -> list:
+        """Exercise 10: the first and second conv layers' outputs of the book's network and
+        of the study's best arm, for test images of `classes` (default: sweaters and
+        coats), as plotly figures (the input images first)."""
+        db, data = self._read()
+        try:
+            return study_maps(db, data, classes=classes, per_class=per_class,
+                              data_dir=self.data_dir)
+        finally:
+            db.close()
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r})\n{self.answer}"
+
+    def _repr_html_(self) -> str:
+        data = self.data()
+        found = study_answer(data)
+        rows = summary_rows(found.arms)
+        table = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+            for row in rows)
+        header = "".join(f"<th>{html.escape(h)}</th>" for h in SUMMARY_HEADER)
+        legend = "".join(f"<li><code>{html.escape(line)}</code></li>"
+                         for line in arm_legend(found.arms))
+        return (f"<h4>{html.escape(data.title)}</h4><p><code>{html.escape(self.name)}</code>"
+                f"</p>{found._repr_html_()}<table><thead><tr>{header}</tr></thead>"
+                f"<tbody>{table}</tbody></table><ul>{legend}</ul>")
+
+
+def load_study(name: str, *, storage: str | None = None, data_dir: str | None = None) -> Study:
+    """An existing study (see `studies()`); raises LabError if the database has none so
+    named."""
+    study = Study(name, storage, data_dir)
+    with Database(storage, read_only=True) as db:
+        known_studies(db, [name])
+    return study
+
+
+def studies(storage: str | None = None) -> pd.DataFrame:
+    """Every study in the database: study, sweep, engine, title, trials by state and the
+    best test accuracy (what `lenet-lab studies` lists)."""
+    with Database(storage, read_only=True) as db:
+        rows = list_studies(db)
+    return pd.DataFrame([{"study": r["study"], "sweep": r["sweep"], "engine": r["engine"],
+                          "title": r["title"], **{s: n for s, n in sorted(r["states"].items())},
+                          "best_test_acc": r["best_test_acc"]} for r in rows],
+                        columns=None if rows else ["study", "sweep", "engine", "title",
+                                                   "best_test_acc"])
+
+
+def run_sweep(name: str, *, budget: str = "full", engine: str | None = None,
+              epochs: int | None = None, seeds: int | None = None, trials: int | None = None,
+              confirm: int | None = None, until_decided: int | None = None,
+              margin: float | None = None, subset: int | None = None,
+              storage: str | None = None, study: str | None = None, jobs: str | int = "auto",
+              fuse: str | int = "auto", device: str = "auto", data_dir: str | None = None,
+              progress: bool = True) -> Study:
+    """Run a sweep (a name from `lenet-lab sweeps` or a .toml path) as `lenet-lab sweep`
+    does, with its options as keywords, and return its Study. Running it again continues
+    the study. `progress` shows trials done of all, the ETA and each running trial's arm
+    and epoch: updated in place in a notebook cell, as a bar in a terminal."""
+    loaded = load_sweep(name).with_budget(budget).with_run(
+        engine=engine, epochs=epochs, seeds=seeds, trials=trials, subset=subset,
+        confirm=confirm, until_decided=until_decided, margin=margin)
+    with Database(storage) as db:
+        plan = plan_sweep(loaded, db, study=study, device=device, data_dir=data_dir,
+                          command=f"lenet_lab.run_sweep({name!r})", fuse=fuse,
+                          name_overrides={"epochs": epochs, "subset": subset})
+        workers = workers_for(jobs, plan)
+        show = _display(plan.study_name, loaded.expected_trials()) if progress else None
+        try:
+            with stop_on_signals(), (show or _nothing)() as update, \
+                    watch(plan, update or (lambda *_: None), enabled=update is not None):
+                _run(plan, jobs=workers, data_dir=data_dir)
+        except KeyboardInterrupt:
+            print(f"Interrupted: finished trials are kept in {db.safe}; run the same call "
+                  f"again to continue study {plan.study_name!r}", file=sys.stderr)
+            raise
+    return Study(plan.study_name, storage, data_dir)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+def _display(name: str, total: int) -> Callable[[], Any]:
+    """A progress display: in Jupyter, one HTML line updated in place; else rich's bar."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+        return functools.partial(_cell_progress, name, total)
+    return functools.partial(_terminal_progress, name, total)
+
+
+@contextmanager
+def _cell_progress(name: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    from IPython.display import HTML, display
+
+    start = time.monotonic()
+
+    def line(done: int, detail: str) -> HTML:
+        elapsed = time.monotonic() - start
+        eta = f", about {(total - done) * elapsed / done / 60:.0f} min to go" if done else ""
+        return HTML(f"<code>{html.escape(name)}</code>: {done} of {total} trials{eta}"
+                    f"{' &middot; ' + html.escape(detail) if detail else ''}")
+
+    handle = display(line(0, ""), display_id=True)
+    yield lambda done, detail: handle.update(line(done, detail))
+
+
+@contextmanager
+def _terminal_progress(name: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    bar = Progress(TextColumn(name, markup=False), BarColumn(bar_width=20), MofNCompleteColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(),
+                   TextColumn("{task.fields[detail]}", markup=False), transient=True)
+    task = bar.add_task(name, total=total, detail="")
+    with bar:
+        yield lambda done, detail: bar.update(task, completed=done, detail=detail)
