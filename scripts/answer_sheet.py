@@ -5,8 +5,8 @@
 Copies SOURCE into the target keeping every row but the weights, which only exercise 10
 needs (the book's network and the best network of the improve study: results.best_network),
 and prints, for each exercise's study, the lines docs/answers.md quotes: the answer as
-the tool gives it (under a `<!-- study: NAME -->` marker, which tests/test_answer_sheet.py
-recomputes), its one-line form, its budget, its trials and its wall time.
+the tool gives it (between `<!-- study: NAME -->` and `<!-- end -->`, which
+tests/test_answer_sheet.py recomputes), its one-line form, its budget, its trials and its wall time.
 """
 
 from __future__ import annotations
@@ -60,14 +60,14 @@ def main() -> None:
     print(f"<!-- {target}: {target.stat().st_size / 1e6:.1f} MB, weights of trials "
           f"{sorted(keep)} -->\n")
     with Database(f"sqlite:///{target}", read_only=True) as db:
-        for row in sorted(list_studies(db), key=lambda r: r["study"]):
-            data = load_study(db, row["study"])
+        studies = [(row, load_study(db, row["study"])) for row in list_studies(db)]
+        for row, data in sorted(studies, key=lambda s: (s[1].meta.get("exercise") or 99,
+                                                          s[0]["study"])):
             found = study_answer(data)
             print(f"## {data.meta.get('exercise')}. {data.title} ({row['study']})\n")
-            print(f"<!-- study: {row['study']} -->\n> {found.headline}\n")
-            for verdict in found.verdicts:
-                print(f"- {verdict}")
-            print(f"\none line: {found.one_line()}")
+            quote = "\n".join(f"> {line}" for line in str(found).splitlines())
+            print(f"<!-- study: {row['study']} -->\n{quote}\n<!-- end -->\n")
+            print(f"one line: {found.one_line()}")
             print(f"trials: {row['states']}; wall time {wall_minutes(str(target), row['study']):.0f} "
                   f"min\n")
 

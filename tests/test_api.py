@@ -78,7 +78,7 @@ def test_names_and_options_are_checked_as_the_command_checks_them(learning: Path
 INTERRUPTED = """
 import sys
 import lenet_lab
-lenet_lab.run_sweep(sys.argv[1], engine="torch", subset=3000, epochs=2, seeds=3, jobs=2,
+lenet_lab.run_sweep(sys.argv[1], engine="torch", subset=3000, epochs=8, seeds=3, jobs=2,
                     progress=False)
 """
 
@@ -106,7 +106,7 @@ def test_an_interrupted_run_resumes_to_every_arm_seed_once(learning: Path) -> No
     assert process.returncode != 0 and "Interrupted: finished trials are kept" in stderr
     interrupted = pd.read_sql("SELECT * FROM lab_results", "sqlite:///studies.db")
     assert 1 <= (interrupted.state == "complete").sum() < 6
-    study = lenet_lab.run_sweep(str(learning), engine="torch", subset=3000, epochs=2, seeds=3,
+    study = lenet_lab.run_sweep(str(learning), engine="torch", subset=3000, epochs=8, seeds=3,
                                 jobs=2, progress=False)
     after = study.results
     assert done(after) == sorted((f"pooling={p}", s) for p in ("avg", "max") for s in range(3))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import typer
 
 from lenet_lab.cli import app, main
 from tests.conftest import BOOK_SHAPES, ENGINES
@@ -98,6 +99,12 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture) -> 
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert f"Usage: lenet-lab {command}" in out and len(out.splitlines()) > 5
+    # rich would read "[run]" in a help text as markup and drop it: every bracket survives
+    words = " ".join(re.sub(r"[│╭╮╰╯─]", " ", out).split())
+    click = typer.main.get_command(app).commands[command]
+    for param in click.params:
+        for bracketed in re.findall(r"\[[a-z]+\]", (getattr(param, "help", "") or "").replace("\\[", "[")):
+            assert bracketed in words, (param.name, bracketed)
 
 
 def test_spec_options_are_the_field_names_in_kebab_case(capsys: pytest.CaptureFixture) -> None:

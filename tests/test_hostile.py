@@ -12,7 +12,9 @@ import gzip
 import hashlib
 import re
 import shutil
+import signal
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +22,7 @@ from typing import Callable
 import pytest
 
 from lenet_lab.cli import main
-from tests.conftest import DATA_DIR, privileged
+from tests.conftest import DATA_DIR, lenet_lab, privileged
 
 PASSWORD = "pw-Sup3r-s3cret-4u"
 STUDY = "pooling-torch-e2-n200"
@@ -445,3 +447,18 @@ def test_a_database_in_a_read_only_folder_can_be_read(read_only_folder: Path, tm
     assert (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "activations.html").exists()
     assert sorted(p.name for p in read_only_folder.iterdir()) == ["studies.db"]
     assert hashlib.sha256((read_only_folder / "studies.db").read_bytes()).hexdigest() == before
+
+
+def test_a_killed_copy_leaves_no_target_and_the_next_copy_cleans_up(lab: Path,
+                                                                     tmp_path: Path) -> None:
+    target = tmp_path / "copy.db"
+    args = ["copy", STUDY, "--storage", f"sqlite:///{lab}", "--to", f"sqlite:///{target}"]
+    process = lenet_lab(*args, cwd=tmp_path, wait=False)
+    while process.poll() is None and not list(tmp_path.glob(".copy.db.*.tmp")):
+        time.sleep(0.002)
+    process.kill()
+    _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, f"the copy ended before it was killed: {stderr}"
+    assert not target.exists() and list(tmp_path.glob(".copy.db.*.tmp"))
+    assert lenet_lab(*args, cwd=tmp_path).returncode == 0
+    assert target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["copy.db"]

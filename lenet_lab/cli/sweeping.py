@@ -26,7 +26,7 @@ def sweep(
     name: Annotated[str, typer.Argument(help="a sweep name (see `lenet-lab sweeps`), a .toml "
                                               "path, or all: every exercise in the book's order")],
     budget: Annotated[Literal[BUDGETS], typer.Option(  # type: ignore[valid-type]
-        help="full: the file's [run]; quick: its [quick] table (a first look)")] = "full",
+        help=r"full: the file's \[run]; quick: its \[quick] table (a first look)")] = "full",
     plan_only: Annotated[bool, typer.Option("--plan", help="print each sweep's trials and "
                                                            "estimated time, then exit")] = False,
     engine: Annotated[Optional[Literal[ENGINES]], opt("override the file's engine")] = None,

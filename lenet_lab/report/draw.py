@@ -251,7 +251,7 @@ def effects(rows: list[tuple[str, Effect]]) -> go.Figure:
     figure.update_yaxes(type="category", autorange="reversed", categoryorder="array",
                         categoryarray=labels, automargin=True)
     figure.update_layout(**_layout(
-        "Each exercise's leading change against the book's network (test accuracy, interval)",
-        height=140 + 34 * len(rows),
+        "Each exercise's leading change<br>against the book's network, with its interval",
+        height=160 + 34 * len(rows), margin={**LAYOUT["margin"], "t": 70},
         xaxis={"title": "difference in test accuracy", "tickformat": "+.2f", "zeroline": False}))
     return figure

@@ -327,7 +327,7 @@ def _search_note(results: pd.DataFrame, stage: pd.Series, confirmed: bool) -> st
         seeds = confirm.groupby("arm").size()
         pending = int(confirm.state.isin([Status.WAITING, Status.RUNNING]).sum())
         note = (f"Best of {searched}, confirmed with {int(seeds.max())} seeds each "
-                f"({len(seeds)} configurations).")
+                f"({len(seeds)} configuration{'s' * (len(seeds) != 1)}).")
         return note + (f" Confirmation still running: {pending} trials to go." if pending else "")
     return (f"{searched[0].upper()}{searched[1:]}, one seed each, not confirmed: rerun "
             f"with --confirm 3 to rerun the best with seeds.")

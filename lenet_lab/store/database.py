@@ -85,10 +85,15 @@ class Database:
         self._optuna: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"where": self.where, "read_only": self.read_only}
+        return {"where": self.where, "read_only": self.read_only,
+                "reached": self.url in _reached}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """A handle sent to a worker process: a database its sender reached can be lost
+        (and waited for) there too, even before the worker first connects."""
         self.__init__(state["where"], read_only=state["read_only"])
+        if state.get("reached"):
+            _reached.add(self.url)
 
     def __enter__(self) -> Database:
         return self
@@ -293,6 +298,7 @@ _RETRIED = ("create_new_study", "get_study_id_from_name", "get_all_studies",
             "_get_stale_trial_ids", "get_n_trials", "get_best_trial")
 
 
+@operation  # a worker process connects here first: a restart then is waited out too
 def _optuna_storage(db: Database, on_stale: Callable[..., None] | None) -> Any:
     import warnings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from lenet_lab.errors import StorageError
 from lenet_lab.files import atomic_write, output_folder, slug
+from lenet_lab.processes import pid_alive
 from lenet_lab.store.database import Database
 from lenet_lab.store.queries import list_studies, read_results
 from lenet_lab.store.schema import ensure_schema, lab_epochs, lab_studies, lab_trials, lab_weights
@@ -61,7 +63,8 @@ def copy_study(source: Database, target: Database, study: str,
     Returns the number of trials copied. Trial ids differ between databases, so our rows
     are matched to the copies by trial number, which optuna.copy_study keeps. Whole or
     not at all: a new SQLite target is written under a temporary name and renamed when
-    complete, so a copy killed part-way leaves no file; into an existing database, a copy
+    complete, so a copy killed part-way leaves no target (and the next copy removes its
+    temporary file); into an existing database, a copy
     that fails part-way is removed again.
     """
     name = target_name or study
@@ -76,6 +79,10 @@ def copy_study(source: Database, target: Database, study: str,
 
 def _copy_to_new_file(source: Database, target: Database, study: str, name: str) -> int:
     path = Path(target.sqlite_path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):  # from a killed copy
+        pid = stale.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with Database(f"sqlite:///{temporary}") as scratch:
