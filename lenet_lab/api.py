@@ -21,11 +21,16 @@ import functools
 import html
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import pandas as pd
+
+with warnings.catch_warnings():  # Optuna imports tqdm.auto, which warns in Jupyter
+    warnings.filterwarnings("ignore", message="IProgress not found")  # without ipywidgets
+    import optuna  # noqa: F401
 
 from lenet_lab.report.activations import study_maps
 from lenet_lab.report.pages import study_figures

@@ -34,13 +34,14 @@ def kept_trials(db: Database) -> set[int]:
     return keep
 
 
-def wall_minutes(path: str, study: str) -> float:
+def wall_time(path: str, study: str) -> str:
     with sqlite3.connect(path) as conn:
         start, end = conn.execute(
             "SELECT min(julianday(t.datetime_start)), max(julianday(t.datetime_complete)) "
             "FROM trials t JOIN studies s USING (study_id) WHERE s.study_name = ?",
             (study,)).fetchone()
-    return (end - start) * 24 * 60
+    seconds = round((end - start) * 24 * 3600)
+    return f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def main() -> None:
@@ -68,8 +69,8 @@ def main() -> None:
             quote = "\n".join(f"> {line}" for line in str(found).splitlines())
             print(f"<!-- study: {row['study']} -->\n{quote}\n<!-- end -->\n")
             print(f"one line: {found.one_line()}")
-            print(f"trials: {row['states']}; wall time {wall_minutes(str(target), row['study']):.0f} "
-                  f"min\n")
+            trials = sum(row["states"].values())
+            print(f"trials: {trials} trials, {wall_time(str(target), row['study'])}\n")
 
 
 if __name__ == "__main__":

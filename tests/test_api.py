@@ -111,4 +111,5 @@ def test_an_interrupted_run_resumes_to_every_arm_seed_once(learning: Path) -> No
     after = study.results
     assert done(after) == sorted((f"pooling={p}", s) for p in ("avg", "max") for s in range(3))
     assert set(after.state) <= {"complete", "failed"}
-    assert (after[after.state == "failed"].reason == "interrupted").all()
+    # interrupted, or (a worker stopped before it recorded its trial) worker stopped
+    assert after[after.state == "failed"].reason.str.match("interrupted|worker stopped").all()

@@ -94,6 +94,7 @@ def test_the_exercise_notebook_runs_with_a_tiny_budget_from_the_wheel(
     assert all(c.execution_count for c in code)  # every cell ran
     outputs = [o for c in code for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o.text for o in outputs if o.get("name") == "stderr"]  # no library warnings
     answers = [o for o in outputs if 'class="lenet-lab-answer"' in o.get("data", {}).get(
         "text/html", "")]
     sweeps = [s for s in load_sweeps()[0] if s.exercise]

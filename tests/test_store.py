@@ -135,3 +135,15 @@ def test_a_dead_workers_trial_reads_as_failed_without_a_write(
     with Database(f"sqlite:///{tmp_path}/studies.db", read_only=True) as reader:
         states = load_study(reader, plan.study_name).results.state
         assert (states == "running").sum() == 1
+
+
+def test_a_trial_failed_before_its_worker_recorded_it_says_why(tmp_path: Path) -> None:
+    from optuna.trial import TrialState
+
+    plan = plan_for(tmp_path)
+    open_study(plan)
+    trial = claim(plan, Worker(plan).study)[0]  # taken from the queue; the worker dies here
+    plan.db.optuna().set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # stale
+    row = load_study(plan.db, plan.study_name).results.set_index("trial").loc[trial.number]
+    assert row.state == "failed" and row.reason.startswith("worker stopped (as it took the trial)")
+    plan.db.close()

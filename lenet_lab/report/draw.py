@@ -198,7 +198,7 @@ def activation_maps(maps: dict[str, Any], title: str, *,
     rows = list(maps)
     columns = max(len(v) for v in maps.values())
     label_width = 110
-    cell = max(36, min(150, (width - label_width - 20) / columns))
+    cell = max(44, min(150, (width - label_width - 20) / columns))  # 44: a two-line row label fits
     figure = make_subplots(rows=len(rows), cols=columns, horizontal_spacing=0.003,
                            vertical_spacing=min(0.02, 0.3 / len(rows)), column_titles=column_titles)
     for r, label in enumerate(rows, start=1):

@@ -50,8 +50,15 @@ def stopped_worker(why: str) -> str:
 
 def load_study(db: Database, name: str) -> StudyData:
     results, epochs = store.study_frames(db, name)
-    return StudyData(name, store.study_row(db, name) or {}, _as_of_now(db, name, results),
-                     epochs, store.study_attrs(db, name))
+    meta = store.study_row(db, name) or {}
+    results = _as_of_now(db, name, results)
+    # Ours, failed, and no reason: a worker stopped between taking the trial from the
+    # queue and recording it (its heartbeat then ran out); nothing else leaves one so.
+    unexplained = (results.state == Status.FAILED.value) & results.reason.isna()
+    if meta and unexplained.any():
+        results = results.copy()
+        results.loc[unexplained, "reason"] = stopped_worker("as it took the trial")
+    return StudyData(name, meta, results, epochs, store.study_attrs(db, name))
 
 
 def _as_of_now(db: Database, name: str, results: pd.DataFrame) -> pd.DataFrame:
