@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 
 from lenet_lab.results.budget import Budget, budget
-from lenet_lab.results.arms import (ArmStats, arm_names, arm_stats, best_learned, ranked, sig,
-                                    small_limit)
+from lenet_lab.results.arms import (BOOK, ArmStats, arm_names, arm_stats, best_learned, ranked,
+                                    sig, small_limit)
 from lenet_lab.results.outcomes import Outcome
 from lenet_lab.results.stats import Interval, difference, holm, welch_p
 from lenet_lab.results.study import StudyData
@@ -39,7 +39,6 @@ __all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "Eff
            "compare", "looks", "study_answer"]
 
 ALPHA = 0.05
-BOOK = "the book's network"
 SPEC_DEFAULTS = {f.name: f.default for f in SPEC_FIELDS.values()}
 
 

@@ -20,10 +20,12 @@ from lenet_lab.results.outcomes import ArmOutcome, arm_outcome, trial_outcome
 from lenet_lab.results.stats import Interval, difference, mean_interval
 from lenet_lab.spec import SPEC_FIELDS, Status, field_value, format_widths
 
-__all__ = ["BOOK_PARAMS_FACTOR", "ArmName", "ArmStats", "arm_keys", "arm_legend", "arm_names",
-           "arm_stats", "best_learned", "chance_level", "failures", "is_control", "learning_curves", "ranked",
-           "shared_machine", "shown_arms", "speed_conditions", "sig", "small_limit", "summary_counts",
-           "summary_rows", "trial_outcomes"]
+__all__ = ["BOOK", "BOOK_PARAMS_FACTOR", "ArmName", "ArmStats", "arm_keys", "arm_legend",
+           "arm_names", "arm_stats", "best_learned", "chance_level", "failures", "is_control",
+           "learning_curves", "ranked", "shared_machine", "shown_arms", "speed_conditions",
+           "sig", "small_limit", "summary_counts", "summary_rows", "trial_outcomes"]
+
+BOOK = "the book's network"  # how answers name the control
 
 BOOK_PARAMS_FACTOR = 2  # "small": at most twice the book's parameters
 SHOWN_ARMS = 10  # figures draw the best this many arms and the control; tables list all
@@ -61,7 +63,7 @@ class ArmName:
         return self.label if self.key == "book" else f"{self.key} ({self.label})"
 
 
-def arm_names(results: pd.DataFrame, *, control: str = "the book's network"
+def arm_names(results: pd.DataFrame, *, control: str = BOOK
               ) -> dict[str, ArmName]:
     """Arm (as stored) -> its ArmName. The control is `book` (labelled `control`); the
     others are A1, A2, ... in the order of their first trial, which for a grid is the

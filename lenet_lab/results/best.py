@@ -14,7 +14,7 @@ import pandas as pd
 
 from lenet_lab import store
 from lenet_lab.results.answer import study_answer
-from lenet_lab.results.arms import arm_stats, best_learned, ranked, small_limit
+from lenet_lab.results.arms import BOOK, arm_stats, best_learned, ranked, small_limit
 from lenet_lab.results.study import StudyData, load_study
 from lenet_lab.spec import Status, field_value
 from lenet_lab.store import Database
@@ -82,7 +82,7 @@ def best_network(data: StudyData) -> list[tuple[int, str, str]]:
     control = next((a for a in arms if a.is_control and a.test_acc.n), None)
     if control is not None:
         rows = done[done.arm == control.arm]
-        picks.append((int(rows.trial.min()), "book: the book's network", "book"))
+        picks.append((int(rows.trial.min()), f"book: {BOOK}", "book"))
     best = ranked(arms)[:1]
     if best:
         rows = done[done.arm == best[0].arm]
