@@ -183,7 +183,9 @@ def _display(name: str, total: int) -> Callable[[], Any]:
     shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
     if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
         return functools.partial(_cell_progress, name, total)
-    return functools.partial(_terminal_progress, name, total)
+    from lenet_lab.cli.console import trials_bar
+
+    return functools.partial(trials_bar, total, name)
 
 
 @contextmanager
@@ -202,14 +204,3 @@ def _cell_progress(name: str, total: int) -> Iterator[Callable[[int, str], None]
     yield lambda done, detail: handle.update(line(done, detail))
 
 
-@contextmanager
-def _terminal_progress(name: str, total: int) -> Iterator[Callable[[int, str], None]]:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
-
-    bar = Progress(TextColumn(name, markup=False), BarColumn(bar_width=20), MofNCompleteColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(),
-                   TextColumn("{task.fields[detail]}", markup=False), transient=True)
-    task = bar.add_task(name, total=total, detail="")
-    with bar:
-        yield lambda done, detail: bar.update(task, completed=done, detail=detail)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import sqlite3
 import threading
@@ -20,7 +22,7 @@ from lenet_lab.results import load_study, study_answer
 from lenet_lab.store import SCHEMA_VERSION, Database, ensure_schema
 from lenet_lab.store.schema import schema_version
 from lenet_lab.sweep import Worker, run_sweep
-from lenet_lab.sweep.queue import claim, open_study
+from lenet_lab.sweep.queue import claim, open_study, reconcile
 from tests.conftest import as_named, plan_for
 
 DATA = Path(__file__).parent / "data"
@@ -146,4 +148,35 @@ def test_a_trial_failed_before_its_worker_recorded_it_says_why(tmp_path: Path) -
     plan.db.optuna().set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # stale
     row = load_study(plan.db, plan.study_name).results.set_index("trial").loc[trial.number]
     assert row.state == "failed" and row.reason.startswith("worker stopped (as it took the trial)")
+    plan.db.close()
+
+
+def _claim_and_die(folder: str) -> None:
+    plan = plan_for(Path(folder))
+    claim(plan, Worker(plan).study)
+    os._exit(0)  # gone holding the trial, before recording it in lab_trials
+
+
+def test_a_worker_that_dies_as_it_takes_a_trial_is_seen_at_once(tmp_path: Path) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    plan = plan_for(tmp_path)
+    open_study(plan)
+    taker = multiprocessing.get_context("spawn").Process(target=_claim_and_die,
+                                                          args=(str(tmp_path),))
+    taker.start()
+    taker.join()
+    results = load_study(plan.db, plan.study_name).results  # well within the grace period
+    taken = results[results.reason.fillna("").str.startswith("worker stopped")]
+    assert len(taken) == 1 and (results.state == "running").sum() == 0
+    assert taken.reason.iloc[0].startswith(f"worker stopped (pid {taker.pid} on ")
+    study = Worker(plan).study
+    reconcile(plan, study)  # fails it in Optuna and queues its arm x seed again
+    trials = optuna.load_study(study_name=plan.study_name, storage=plan.db.optuna()).trials
+    dead = next(t for t in trials if t.number == taken.trial.iloc[0])
+    assert dead.state == TrialState.FAIL
+    key = (dead.user_attrs["arm"], dead.user_attrs["seed"])
+    again = [t for t in trials if (t.user_attrs["arm"], t.user_attrs["seed"]) == key]
+    assert [t.state for t in again] == [TrialState.FAIL, TrialState.WAITING]
     plan.db.close()

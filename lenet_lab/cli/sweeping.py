@@ -9,10 +9,10 @@ import textwrap
 from typing import Annotated, Any, Iterator, Literal, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
 from lenet_lab.cli.app import app
-from lenet_lab.cli.console import bar, err, out, print_table, visible
+from lenet_lab.cli.console import bar, err, out, print_table, trials_bar, visible
 from lenet_lab.cli.options import UNTIL_DECIDED, DataDir, DeviceOpt, StorageOpt, Subset, opt
 from lenet_lab.engines import ENGINES
 from lenet_lab.errors import SweepError
@@ -86,15 +86,11 @@ def sweep(
                       f"{db.safe}: {visible(plan.describe(workers))}")
         if plan_only:
             return
-        progress = bar(BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("ETA"),
-                       TimeRemainingColumn(), TextColumn("{task.fields[detail]}", markup=False))
-        task = progress.add_task(plan.study_name, total=loaded.expected_trials(), detail="")
-        with _interrupted(db, f"study {plan.study_name!r}"), stop_on_signals(), progress, \
-                watch(plan, lambda done, detail: progress.update(task, completed=done,
-                                                                 detail=detail),
-                      enabled=not quiet and err.is_terminal):
+        with _interrupted(db, f"study {plan.study_name!r}"), stop_on_signals(), \
+                trials_bar(loaded.expected_trials()) as update, \
+                watch(plan, update, enabled=not quiet and err.is_terminal):
             run_sweep(plan, jobs=workers, data_dir=data_dir, on_queue=lambda done, of: (
-                progress.update(task, detail=f"queueing {done:,} of {of:,} trials")))
+                update(None, f"queueing {done:,} of {of:,} trials")))
         *table, legend, answer, query = summary(plan)
     print_table(*table, left=("arm", "outcome", "other"))
     for line in legend:  # what each key stands for, wrapped under itself

@@ -12,10 +12,10 @@
 from __future__ import annotations
 
 from lenet_lab.store.database import Database, database_error, operation
-from lenet_lab.store.queries import (has_studies, list_studies, load_weights, progress,
-                                     read_results, running_trials, running_workers, study_attrs,
-                                     study_frames, study_row, trial_record, trial_statuses,
-                                     trials_training_on, waiting_trial_ids)
+from lenet_lab.store.queries import (WORKER_ATTR, has_studies, list_studies, load_weights,
+                                     progress, read_results, running_trials, running_workers,
+                                     study_attrs, study_frames, study_row, trial_record,
+                                     trial_statuses, trials_training_on, waiting_trial_ids)
 from lenet_lab.store.schema import HYPERPARAMETERS, RESULT_COLUMNS, SCHEMA_VERSION, ensure_schema
 from lenet_lab.store.settings import (DEFAULT_GRACE_S, DEFAULT_STORAGE, HEARTBEAT_S, StorageUrl,
                                       check_environment, env_seconds, grace_seconds, parse_storage)
@@ -25,11 +25,12 @@ from lenet_lab.store.writes import (add_epoch, enqueue_trials, finish_trial, for
 
 __all__ = [
     "DEFAULT_GRACE_S", "DEFAULT_STORAGE", "EXPORT_FORMATS", "HEARTBEAT_S", "HYPERPARAMETERS",
-    "RESULT_COLUMNS", "SCHEMA_VERSION", "Database", "StorageUrl", "add_epoch", "enqueue_trials",
-    "check_environment", "copy_study", "database_error", "ensure_schema", "env_seconds",
-    "export_study", "finish_trial", "forget_study", "grace_seconds", "has_studies",
-    "known_studies", "list_studies", "load_weights", "operation", "parse_storage", "progress",
-    "read_results", "record_study", "running_trials", "running_workers", "start_trial",
-    "study_attrs", "study_frames", "study_row", "trial_columns", "trial_record",
-    "trial_statuses", "trials_training_on", "waiting_trial_ids",
+    "RESULT_COLUMNS", "SCHEMA_VERSION", "WORKER_ATTR", "Database", "StorageUrl", "add_epoch",
+    "enqueue_trials", "check_environment", "copy_study", "database_error", "ensure_schema",
+    "env_seconds", "export_study", "finish_trial", "forget_study", "grace_seconds",
+    "has_studies", "known_studies", "list_studies", "load_weights", "operation",
+    "parse_storage", "progress", "read_results", "record_study", "running_trials",
+    "running_workers", "start_trial", "study_attrs", "study_frames", "study_row",
+    "trial_columns", "trial_record", "trial_statuses", "trials_training_on",
+    "waiting_trial_ids",
 ]

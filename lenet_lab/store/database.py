@@ -339,7 +339,8 @@ def database_error(exc: BaseException) -> str | None:
     and only a server's trouble gets the server hint."""
     import sys
 
-    if "optuna" in sys.modules and isinstance(exc, sys.modules["optuna"].exceptions.StorageInternalError):
+    optuna = sys.modules.get("optuna")
+    if optuna is not None and isinstance(exc, optuna.exceptions.StorageInternalError):
         exc = exc.__cause__ or exc
     if not isinstance(exc, sa.exc.DBAPIError):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -66,32 +67,41 @@ def waiting_trial_ids(db: Database, study_name: str) -> list[int]:
 
 @operation
 def running_workers(db: Database, study_name: str) -> dict[int, tuple[str | None, int | None]]:
-    """trial_id -> (host, pid) of every trial Optuna holds as RUNNING; (None, None) for
-    one claimed a moment ago whose worker has not recorded itself yet."""
+    """trial_id -> (host, pid) of every trial Optuna holds as RUNNING (see running_trials)."""
     return {row["trial_id"]: (row["host"], row["pid"]) for row in running_trials(db, study_name)}
+
+
+# The Optuna trial attribute a worker sets as it takes a trial: [host, pid]
+WORKER_ATTR = "lab_worker"
 
 
 @operation
 def running_trials(db: Database, study_name: str) -> list[dict[str, Any]]:
-    """Every trial Optuna holds as RUNNING: trial_id, number, the worker's host and pid,
-    and `silent_s`, the seconds since its last heartbeat by the database's clock (None
-    before its first)."""
+    """Every trial Optuna holds as RUNNING: trial_id, number, the worker's host and pid
+    (from lab_trials, or from WORKER_ATTR before the worker recorded the trial there;
+    None for a trial taken by an older version), and `silent_s`, the seconds since its
+    last heartbeat by the database's clock (None before its first)."""
     # Optuna stamps heartbeats with CURRENT_TIMESTAMP, which PostgreSQL stores in the
     # session's time zone in a column without one: LOCALTIMESTAMP reads it back alike.
     now = "LOCALTIMESTAMP" if db.where.backend == "postgresql" else "CURRENT_TIMESTAMP"
     with db.transaction() as conn:
         heartbeats = sa.inspect(conn).has_table("trial_heartbeats")
         rows = conn.execute(sa.text(
-            "SELECT t.trial_id, t.number, lt.host, lt.pid, " +
+            "SELECT t.trial_id, t.number, lt.host, lt.pid, a.value_json, " +
             (f"h.heartbeat, {now} AS now " if heartbeats else "NULL, NULL ") +
             "FROM trials t JOIN studies s ON s.study_id = t.study_id "
-            "LEFT JOIN lab_trials lt ON lt.trial_id = t.trial_id " +
+            "LEFT JOIN lab_trials lt ON lt.trial_id = t.trial_id "
+            "LEFT JOIN trial_system_attributes a ON a.trial_id = t.trial_id AND a.key = :k " +
             ("LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id " if heartbeats else "") +
             "WHERE s.study_name = :s AND CAST(t.state AS VARCHAR(16)) = 'RUNNING'"),
-            {"s": study_name}).all()
-    return [{"trial_id": trial_id, "number": number, "host": host, "pid": pid,
-             "silent_s": _seconds_between(beat, now)}
-            for trial_id, number, host, pid, beat, now in rows]
+            {"s": study_name, "k": WORKER_ATTR}).all()
+    found = []
+    for trial_id, number, host, pid, taker, beat, now in rows:
+        if host is None and taker is not None:
+            host, pid = json.loads(taker)
+        found.append({"trial_id": trial_id, "number": number, "host": host, "pid": pid,
+                      "silent_s": _seconds_between(beat, now)})
+    return found
 
 
 def _seconds_between(start: Any, end: Any) -> float | None:

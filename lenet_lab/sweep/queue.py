@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import warnings
 from typing import Any, Callable
@@ -37,7 +38,7 @@ from lenet_lab.sweep.plan import SweepPlan, check_settings, grid_choices
 from lenet_lab.sweep_file import Arm, specs_from
 
 __all__ = ["OPTUNA_STATE", "add_seed", "claim", "on_stale", "open_study", "reconcile",
-           "searched_left"]
+           "searched_left", "take"]
 
 # Our statuses as Optuna records them: diverged and infeasible are results, told as FAIL.
 OPTUNA_STATE = {Status.COMPLETE: TrialState.COMPLETE, Status.PRUNED: TrialState.PRUNED,
@@ -263,7 +264,7 @@ def claim(plan: SweepPlan, study, key=None) -> list:
                 continue
             try:
                 if rdb.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                    rdb.record_heartbeat(trial_id)  # from now on its worker can be seen to die
+                    take(rdb, trial_id)
                     _fix_params(plan, rdb, waiting[trial_id])
                     group.append(optuna.Trial(study, trial_id))
                     wanted = found
@@ -275,6 +276,14 @@ def claim(plan: SweepPlan, study, key=None) -> list:
         # must know them (an incremental read of the unfinished)
         study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return group
+
+
+def take(rdb, trial_id: int) -> None:
+    """Mark a trial this worker just took (claimed or asked): from now on its worker can be
+    seen to die, by its heartbeat and, on this host, by its pid (store.running_trials),
+    even before it records the trial in lab_trials."""
+    rdb.record_heartbeat(trial_id)
+    rdb.set_trial_system_attr(trial_id, store.WORKER_ATTR, [this_host(), os.getpid()])
 
 
 def searched_left(plan: SweepPlan, study) -> int:

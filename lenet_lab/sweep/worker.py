@@ -79,6 +79,7 @@ class Worker:
                 with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for
                     warnings.simplefilter("ignore", UserWarning)  # optimize(); we beat ourselves
                     trials = [study.ask()]
+                queue.take(plan.db.optuna(), trials[0]._trial_id)
             if trials:
                 return trials
             queue.reconcile(plan, study)
