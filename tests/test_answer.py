@@ -204,6 +204,15 @@ def test_search_answers_from_confirmation_only() -> None:
         in found.headline
     unconfirmed = study_answer(frame[frame.stage != "confirm"], settings={"sampler": "tpe"})
     assert "not confirmed: rerun with --confirm 3" in unconfirmed.headline
+    found = pd.concat([frame, rows({"z": [0.5], "w": [0.5]}, stage="search")], ignore_index=True)
+    cut = found.index[-2:]  # asked, then their worker died or Ctrl-C: searched again
+    found.loc[cut, ["is_control", "state", "test_acc"]] = [False, "failed", None]
+    found.loc[cut, "trial"] = [15, 16]
+    found.loc[cut, "reason"] = ["worker stopped (pid 7 on here) before the trial finished; its "
+                                "arm x seed runs again", "interrupted"]
+    found = study_answer(found, settings={"sampler": "tpe"})
+    assert "Best of 2 configurations searched (3 trials; 2 more stopped before finishing, not " \
+           "counted), confirmed" in found.headline
 
 
 def test_trade_off_names_the_best_small_network() -> None:

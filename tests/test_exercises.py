@@ -60,3 +60,16 @@ def test_sweep_all_answers_every_exercise_and_a_rerun_trains_nothing(tmp_path: P
     assert again.returncode == 0, again.stderr
     after = results(tmp_path)
     assert len(after) == len(frame) and after.started_at.tolist() == frame.started_at.tolist()
+
+
+def test_a_larger_network_is_planned_at_the_higher_rate_it_reaches() -> None:
+    from lenet_lab.spec import LeNetSpec, TrainConfig
+    from lenet_lab.sweep.estimate import SIZE_EXPONENT, Rate, trial_seconds
+
+    rate, sizes = Rate(30e9, "given"), (60_000, 10_000)
+    book, wide = LeNetSpec(), LeNetSpec(conv_channels=(24, 64))
+    assert rate.at(book.train_flops_per_example) == pytest.approx(30e9)
+    costs = wide.train_flops_per_example / book.train_flops_per_example  # about 11 times
+    took = trial_seconds(wide, TrainConfig(), sizes, rate) / trial_seconds(book, TrainConfig(),
+                                                                           sizes, rate)
+    assert 1 < took < costs and took == pytest.approx(costs ** (1 - SIZE_EXPONENT), rel=0.05)

@@ -29,7 +29,7 @@ from lenet_lab.results.arms import (BOOK, ArmStats, arm_names, arm_stats, best_l
                                     sig, small_limit)
 from lenet_lab.results.outcomes import Outcome
 from lenet_lab.results.stats import Interval, difference, holm, welch_p
-from lenet_lab.results.study import StudyData
+from lenet_lab.results.study import StudyData, cut_short
 from lenet_lab.spec import SPEC_FIELDS, Status, field_value
 from lenet_lab.sweep_file import (
     MARGIN_DEFAULT as MARGIN,  # inside +-MARGIN: no difference
@@ -318,9 +318,14 @@ def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float, book: 
 
 def _search_note(results: pd.DataFrame, stage: pd.Series, confirmed: bool) -> str:
     trials = results[stage == "search"]
-    searched = f"{trials.arm.nunique()} configurations searched"
-    if trials.arm.nunique() < len(trials):  # a sampler may draw one configuration twice
-        searched += f" ({len(trials)} trials)"
+    lost = [cut_short(state, reason) for state, reason in zip(trials.state, trials.reason)]
+    trials = trials[[not x for x in lost]]
+    notes = [f"{len(trials)} trials"] if trials.arm.nunique() < len(trials) else []  # a
+    # sampler may draw one configuration twice; trials interrupted or whose worker died
+    # were searched again
+    notes += [f"{sum(lost)} more stopped before finishing, not counted"] if any(lost) else []
+    searched = f"{trials.arm.nunique()} configurations searched" + \
+        (f" ({'; '.join(notes)})" if notes else "")
     if confirmed:
         confirm = results[stage == "confirm"]
         seeds = confirm.groupby("arm").size()

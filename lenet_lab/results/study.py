@@ -21,7 +21,7 @@ from lenet_lab.processes import pid_alive, this_host
 from lenet_lab.spec import Status
 from lenet_lab.store import Database
 
-__all__ = ["WORKER_STOPPED", "StudyData", "load_study", "stopped_worker"]
+__all__ = ["WORKER_STOPPED", "StudyData", "cut_short", "load_study", "stopped_worker"]
 
 WORKER_STOPPED = "worker stopped"
 
@@ -46,6 +46,12 @@ class StudyData:
 def stopped_worker(why: str) -> str:
     """The reason recorded for a trial whose worker stopped before it finished."""
     return f"{WORKER_STOPPED} ({why}) before the trial finished; its arm x seed runs again"
+
+
+def cut_short(status: str | None, reason: str | None) -> bool:
+    """A trial stopped from outside (its worker died, or Ctrl-C), not by its own values."""
+    return status == Status.FAILED and (reason == "interrupted"
+                                        or (reason or "").startswith(WORKER_STOPPED))
 
 
 def load_study(db: Database, name: str) -> StudyData:

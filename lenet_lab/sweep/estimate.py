@@ -5,9 +5,12 @@ training example (spec.train_flops_per_example each) and evaluates the test set 
 forward pass), so a trial takes epochs x (n_train x train FLOPs + n_test x forward
 FLOPs) / rate, plus a fixed start. The rate (FLOP/s) is the median of the trials this
 database already holds for the engine on this machine, else a short probe: the book's
-network trained here for a few seconds. Small networks reach a lower rate than the
-book's, so their estimates run short; the sweep's progress display corrects its ETA as
-trials finish.
+network trained here for a few seconds. Larger networks use the cores better, so the
+rate is held at the book's size and scaled by (FLOPs per example / the book's) **
+SIZE_EXPONENT for each network: fitted on two CPU cores to 100 full-budget trials from
+0.9 to 27 MFLOP per example, where a flat rate put the channels grid at 1.9 times its
+real time and this puts it within 5% (docs/performance.md). The sweep's progress display
+corrects its ETA as trials finish.
 """
 
 from __future__ import annotations
@@ -34,16 +37,22 @@ SEARCH_SAMPLES = 64  # configurations drawn from a search's space to average its
 PROBE = {"subset": 4096, "epochs": 3}  # the probe: 3 epochs of 4,096 examples, the last timed
 MIN_TRIALS = 3  # finished trials needed to take the rate from the database
 MIN_EXAMPLES = 10_000  # trials on fewer examples per epoch time mostly their overheads
+SIZE_EXPONENT = 0.35  # FLOP/s reached grows as (FLOPs per example) ** SIZE_EXPONENT
+BOOK_FLOPS = LeNetSpec().train_flops_per_example
 
 
 @dataclass(frozen=True)
 class Rate:
-    flops_per_s: float
+    flops_per_s: float  # the rate of a network of the book's size
     source: str  # how it was measured, for the plan's first line
 
     @property
     def gflops(self) -> float:
         return self.flops_per_s / 1e9
+
+    def at(self, flops_per_example: float) -> float:
+        """The FLOP/s a network of this cost reaches."""
+        return self.flops_per_s * (flops_per_example / BOOK_FLOPS) ** SIZE_EXPONENT
 
 
 def probe_rate(engine: str, device: str, data: Dataset) -> Rate:
@@ -63,8 +72,9 @@ def database_rate(db: Database, engine: str, device_name: str) -> Rate | None:
     rows = rows[(rows.state == "complete") & (rows.engine == engine)
                 & (rows.device_name == device_name) & rows.examples_per_sec.notna()
                 & ~(rows.subset < MIN_EXAMPLES)]
-    rates = [row.examples_per_sec * _spec(row).train_flops_per_example
-             for _, row in rows.iterrows()]
+    flops = [_spec(row).train_flops_per_example for _, row in rows.iterrows()]
+    rates = [speed * f * (BOOK_FLOPS / f) ** SIZE_EXPONENT
+             for speed, f in zip(rows.examples_per_sec, flops)]
     if len(rates) < MIN_TRIALS:
         return None
     return Rate(float(np.median(rates)), f"{len(rates)} finished trials in the database")
@@ -79,7 +89,7 @@ def trial_seconds(spec: LeNetSpec, config: TrainConfig, sizes: tuple[int, int],
                   rate: Rate) -> float:
     n_train, n_test = sizes
     work = n_train * spec.train_flops_per_example + n_test * spec.flops_per_example
-    return TRIAL_START_S + config.epochs * work / rate.flops_per_s
+    return TRIAL_START_S + config.epochs * work / rate.at(spec.train_flops_per_example)
 
 
 def _sizes(sweep: Sweep, dataset: str) -> tuple[int, int]:

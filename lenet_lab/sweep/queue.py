@@ -31,7 +31,7 @@ from lenet_lab import store
 from lenet_lab.errors import LabError
 from lenet_lab.processes import pid_alive, this_host
 from lenet_lab.results import confirmation_choice, load_study
-from lenet_lab.results.study import WORKER_STOPPED, stopped_worker
+from lenet_lab.results.study import cut_short, stopped_worker
 from lenet_lab.spec import Status, field_param, field_value
 from lenet_lab.store import Database
 from lenet_lab.sweep.plan import SweepPlan, check_settings, grid_choices
@@ -186,12 +186,6 @@ def _fail(db: Database, trial_id: int, why: str) -> None:
     store.finish_trial(db, trial_id, Status.FAILED, reason=stopped_worker(why))
 
 
-def _cut_short(status: str | None, reason: str | None) -> bool:
-    """A trial stopped from outside (its worker died, or Ctrl-C), not by its own values."""
-    return status == Status.FAILED and (reason == "interrupted"
-                                        or (reason or "").startswith(WORKER_STOPPED))
-
-
 def on_stale(db: Database):
     """Optuna's stale-trial callback: record why the trial failed (it is requeued next)."""
     def record(study, trial) -> None:
@@ -302,5 +296,5 @@ def _searched_left(plan: SweepPlan, searched) -> int:
         return 0
     statuses = store.trial_statuses(plan.db, [t._trial_id for t in searched])
     lost = sum(1 for t in searched if t.state == TrialState.FAIL
-               and _cut_short(*statuses.get(t._trial_id, (None, None))))
+               and cut_short(*statuses.get(t._trial_id, (None, None))))
     return budget - (len(searched) - lost)
