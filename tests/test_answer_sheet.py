@@ -36,6 +36,8 @@ def test_the_sheet_quotes_every_exercise_from_the_committed_data(db: Database) -
     assert set(QUOTED) <= set(stored), "a quoted study is not in docs/answers/studies.db"
     exercises = {sweep.name for sweep in load_sweeps()[0] if sweep.exercise}
     assert exercises == {stored[name] for name in QUOTED}  # exercises 1 to 9, each quoted
+    # and each at its sweep file's full budget: the study's default name, no -quick, no -e10
+    assert {stored[name] for name in QUOTED if name == f"{stored[name]}-torch"} == exercises
     assert DATA.stat().st_size <= 10e6
 
 

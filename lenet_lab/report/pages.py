@@ -259,7 +259,7 @@ def comparisons(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         labels = {a.arm: a for x in group for a in x["arms"]}
         rows = []
         for arm, first in labels.items():
-            row = [_text(str(first) if not first.is_control else "book")]
+            row = [_text(str(first) if not first.is_control else "book", wrap=True)]
             for x in group:
                 stats = next((a for a in x["arms"] if a.arm == arm), None)
                 row += [_number(None), _number(None)] if stats is None else [
