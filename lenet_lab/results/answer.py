@@ -318,11 +318,11 @@ def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float, book: 
 
 def _search_note(results: pd.DataFrame, stage: pd.Series, confirmed: bool) -> str:
     trials = results[stage == "search"]
+    # Trials interrupted or whose worker died are not counted: others ran in their place.
     lost = [cut_short(state, reason) for state, reason in zip(trials.state, trials.reason)]
     trials = trials[[not x for x in lost]]
-    notes = [f"{len(trials)} trials"] if trials.arm.nunique() < len(trials) else []  # a
-    # sampler may draw one configuration twice; trials interrupted or whose worker died
-    # were searched again
+    # A sampler may draw one configuration twice.
+    notes = [f"{len(trials)} trials"] if trials.arm.nunique() < len(trials) else []
     notes += [f"{sum(lost)} more stopped before finishing, not counted"] if any(lost) else []
     searched = f"{trials.arm.nunique()} configurations searched" + \
         (f" ({'; '.join(notes)})" if notes else "")
