@@ -7,7 +7,7 @@ FLOPs) / rate, plus a fixed start. The rate (FLOP/s) is the median of the trials
 database already holds for the engine on this machine, else a short probe: the book's
 network trained here for a few seconds. Larger networks use the cores better, so the
 rate is held at the book's size and scaled by (FLOPs per example / the book's) **
-SIZE_EXPONENT for each network: fitted on two CPU cores to 100 full-budget trials from
+SIZE_EXPONENT for each network: fitted on two CPU cores to 102 full-budget trials from
 0.9 to 27 MFLOP per example, where a flat rate put the channels grid at 1.9 times its
 real time and this puts it within 5% (docs/performance.md). The sweep's progress display
 corrects its ETA as trials finish.
