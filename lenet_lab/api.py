@@ -7,6 +7,7 @@
     study.results             # lab_results rows, a DataFrame
     study.figures()           # {"accuracy": Figure, "curves": ..., "speed": ...} (plotly)
     study.activations()       # exercise 10: the first two layers' maps, plotly figures
+    study.confusion()         # exercise 10 measured: pullover/coat/shirt confusion counts
     lenet_lab.studies()       # every study in the database, a DataFrame
 
 These call the code the `lenet-lab` command calls, so an answer here is the report's,
@@ -32,7 +33,7 @@ with warnings.catch_warnings():  # Optuna imports tqdm.auto, which warns in Jupy
     warnings.filterwarnings("ignore", message="IProgress not found")  # without ipywidgets
     import optuna  # noqa: F401
 
-from lenet_lab.report.activations import study_maps
+from lenet_lab.report.activations import study_confusions, study_maps
 from lenet_lab.report.pages import study_figures
 from lenet_lab.report.write import search_figures
 from lenet_lab.results import Answer, StudyData, load_study as _load, study_answer
@@ -102,6 +103,21 @@ class Study:
                               data_dir=self.data_dir)
         finally:
             db.close()
+
+    def confusion(self) -> pd.DataFrame:
+        """Exercise 10 measured: for the networks `activations` draws, how many test images
+        of each of pullover (the book's sweater), coat and shirt (on MNIST: 3, 5, 8) each
+        takes for each class: one row per network and true class, one column per class
+        given, and `other` for any other."""
+        db, data = self._read()
+        try:
+            found = study_confusions(db, data, data_dir=self.data_dir)
+        finally:
+            db.close()
+        return pd.DataFrame([{"network": c.key, "true class": name,
+                              **dict(zip((*c.classes, "other"), c.counts[i])),
+                              "test images": c.totals[i]}
+                             for c in found for i, name in enumerate(c.classes)])
 
     def __repr__(self) -> str:
         return f"Study({self.name!r})\n{self.answer}"

@@ -13,6 +13,10 @@ IDX files, gzipped or not. Folders searched, in order:
 
 Images become float32 in [0, 1] of shape (N, 1, 28, 28), as the book's ToTensor gives;
 labels become int32.
+
+A sweep holds out a validation split from the training images (`Dataset.hold_out`):
+stratified, drawn with a fixed seed, so every trial of a study and every study of the same
+size holds out the same images. Choices are made on it; the test set only measures.
 """
 
 from __future__ import annotations
@@ -32,19 +36,21 @@ from lenet_lab.download import download, mirror_urls
 from lenet_lab.errors import DataError, SpecError
 from lenet_lab.urls import safe_url
 
-__all__ = ["Dataset", "DatasetInfo", "DATASET_INFO", "download", "find_dataset", "load_dataset",
-           "parse_idx", "search_dirs", "stratified_subset"]
+__all__ = ["Dataset", "DatasetInfo", "DATASET_INFO", "SPLIT_SEED", "download", "find_dataset",
+           "load_dataset", "parse_idx", "search_dirs", "stratified_subset"]
 
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801  # unsigned bytes, 3 dims / 1 dim
 IMAGE_SIDE = 28
 DEBIAN_DIR = Path("/usr/share/datasets")
+SPLIT_SEED = 0  # draws the validation split (and --subset): the same images for every trial
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int32, for both splits."""
+    """Images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int32: the training and
+    test splits, and a validation split once `hold_out` has taken one from training."""
 
     name: str
     train_images: np.ndarray
@@ -52,12 +58,20 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     source: Path  # the folder the files came from
+    valid_images: np.ndarray | None = None  # held out of the training images (hold_out)
+    valid_labels: np.ndarray | None = None
+    split_sha256: str | None = None  # of the held-out images' indices, for the record
 
     @property
     def classes(self) -> tuple[str, ...]:
         return DATASET_INFO[self.name].classes
 
-    def subset(self, n: int, *, seed: int = 0) -> Dataset:
+    @property
+    def validation(self) -> int:
+        """How many images are held out for validation (0: none)."""
+        return 0 if self.valid_labels is None else len(self.valid_labels)
+
+    def subset(self, n: int, *, seed: int = SPLIT_SEED) -> Dataset:
         """n training and min(n, test size) test examples, stratified by class."""
         if n < len(DATASET_INFO[self.name].classes):
             raise SpecError(f"--subset {n} is too small: use at least one example per class "
@@ -66,6 +80,21 @@ class Dataset:
         test = stratified_subset(self.test_labels, min(n, len(self.test_labels)), seed=seed)
         return Dataset(self.name, self.train_images[train], self.train_labels[train],
                        self.test_images[test], self.test_labels[test], self.source)
+
+    def hold_out(self, n: int, *, seed: int = SPLIT_SEED) -> Dataset:
+        """The same data with n training images moved to a validation split, stratified
+        by class and fixed by `seed` (0 keeps every image for training)."""
+        if n <= 0:
+            return self
+        if n > len(self.train_labels) - len(self.classes):
+            raise SpecError(f"a validation split of {n:,} leaves too few of the "
+                            f"{len(self.train_labels):,} training images: hold out fewer")
+        held = stratified_subset(self.train_labels, n, seed=seed)
+        kept = np.setdiff1d(np.arange(len(self.train_labels)), held, assume_unique=True)
+        return Dataset(self.name, self.train_images[kept], self.train_labels[kept],
+                       self.test_images, self.test_labels, self.source,
+                       self.train_images[held], self.train_labels[held],
+                       hashlib.sha256(held.astype("<i8").tobytes()).hexdigest())
 
 
 def cache_dir() -> Path:

@@ -72,7 +72,7 @@ class Status(str, enum.Enum):
     RUNNING = "running"
     COMPLETE = "complete"
     PRUNED = "pruned"
-    DIVERGED = "diverged"  # the loss turned NaN or infinite: a result, not rerun
+    DIVERGED = "diverged"  # the loss blew up (train.diverged_loss): a result, not rerun
     INFEASIBLE = "infeasible"  # the spec's feature maps shrink away: a result, not rerun
     FAILED = "failed"  # crashed, killed or interrupted: its arm x seed runs again
 

@@ -1,10 +1,15 @@
 """Engine-neutral training with the book's train_ch5 semantics: one loop for K members.
 
 Per epoch: shuffle (a numpy generator seeded by config.seed, so both engines see the
-same batches), one pass of minibatch updates, then the test accuracy. Examples/sec
-counts training examples over training time only, evaluation excluded, as the book
-does; the engine synchronises the device before it reads the clock. A loss that turns
-NaN or infinite ends the run as diverged instead of raising.
+same batches), one pass of minibatch updates, then the validation accuracy (when the data
+holds a validation split out) and the test accuracy. Examples/sec counts training
+examples over training time only, evaluation excluded, as the book does; the engine
+synchronises the device before it reads the clock.
+
+A run has diverged when its training loss turns NaN or infinite, or rises above twice
+ln(classes), the loss of a uniform guess (4.6 for ten classes): it then stops at once
+instead of raising. No recorded run that crossed that line learned afterwards (13 of 13
+in docs/answers/studies.db ended at chance), while runs still at chance sit at 2.3-2.7.
 
 `train_members` runs K members (K trials of one network shape; K > 1 fuses them into
 one model on torch) and `train` is its K = 1 case: the epoch, metric and divergence
@@ -24,7 +29,10 @@ from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine, parse_device
 from lenet_lab.spec import LeNetSpec, Status, TrainConfig, check_fits_data
 
-__all__ = ["EpochMetrics", "TrainResult", "throughput", "train", "train_members"]
+__all__ = ["DIVERGED_FACTOR", "EpochMetrics", "TrainResult", "diverged_loss", "throughput",
+           "train", "train_members"]
+
+DIVERGED_FACTOR = 2.0  # a loss above this many times ln(classes) has diverged
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,12 @@ class EpochMetrics:
     test_acc: float  # NaN when the epoch diverged
     examples_per_sec: float
     seconds: float  # training time of this epoch
+    valid_acc: float = math.nan  # NaN without a validation split, or when it diverged
 
     def line(self, epochs: int) -> str:
+        valid = "" if math.isnan(self.valid_acc) else f", valid acc {self.valid_acc:.3f}"
         return (f"epoch {self.epoch:>2}/{epochs}  loss {self.train_loss:.3f}, train acc "
-                f"{self.train_acc:.3f}, test acc {self.test_acc:.3f}  "
+                f"{self.train_acc:.3f}{valid}, test acc {self.test_acc:.3f}  "
                 f"{self.examples_per_sec:,.1f} examples/sec  {self.seconds:.1f}s")
 
 
@@ -52,6 +62,7 @@ class TrainResult:
     device_name: str  # e.g. "NVIDIA H100 80GB HBM3" or the CPU model
     train_examples: int
     test_examples: int
+    valid_examples: int = 0  # held out of the training images (0: no validation split)
     epochs: list[EpochMetrics] = field(default_factory=list)
     status: Status = Status.COMPLETE  # COMPLETE or DIVERGED
     reason: str | None = None
@@ -63,7 +74,8 @@ class TrainResult:
 
     def intro(self, data: Dataset, *, subset: bool = False) -> str:
         """What is trained, on what, where: the lines `lenet-lab train` starts with."""
-        sample = f"{self.train_examples} train / {self.test_examples} test"
+        held = f" / {self.valid_examples} validation" if self.valid_examples else ""
+        sample = f"{self.train_examples} train{held} / {self.test_examples} test"
         return (f"{self.spec.describe()}\n{DATASET_INFO[self.config.dataset].title} from "
                 f"{data.source} ({'subset of ' if subset else ''}{sample}); {self.engine} "
                 f"{self.engine_version} on {self.device}")
@@ -88,14 +100,21 @@ def throughput(epochs: list[EpochMetrics]) -> float:
     return sum(e.examples_per_sec * e.seconds for e in epochs) / seconds if seconds else 0.0
 
 
-def _diverged(epoch: int, train_loss: float, config: TrainConfig) -> str:
-    return (f"diverged at epoch {epoch}: train loss is {train_loss} (lr {config.lr} with "
-            f"{config.optimizer} may be too large)")
+def diverged_loss(classes: int) -> float:
+    """The training loss above which a run has diverged: DIVERGED_FACTOR x ln(classes)."""
+    return DIVERGED_FACTOR * math.log(classes)
+
+
+def _diverged(epoch: int, train_loss: float, config: TrainConfig, classes: int) -> str:
+    why = "" if not math.isfinite(train_loss) else \
+        f", above {DIVERGED_FACTOR:g} ln {classes} = {diverged_loss(classes):.2f}"
+    return (f"diverged at epoch {epoch}: train loss is {train_loss:.4g}{why} (lr {config.lr} "
+            f"with {config.optimizer} may be too large)")
 
 
 def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
           engine: str = "mxnet", device: str = "auto", data: Dataset | None = None,
-          subset: int | None = None, data_dir: str | Path | None = None,
+          subset: int | None = None, validation: int = 0, data_dir: str | Path | None = None,
           keep_weights: bool = False,
           on_download: Callable[[str, int, int], None] | None = None,
           on_start: Callable[[TrainResult, Dataset], None] | None = None,
@@ -108,18 +127,20 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
     `on_batch(k)` after the k-th batch of an epoch, and `on_download(file, done, total)`
     while missing dataset files are downloaded. With `keep_weights`, a completed run's
     result carries the trained parameters as numpy arrays under engine-neutral names
-    (see Session.weights).
+    (see Session.weights). `validation` holds that many training images out
+    (Dataset.hold_out, after `subset`) and measures the network on them every epoch.
     """
     return train_members(
         spec or LeNetSpec(), [config or TrainConfig()], engine=engine, device=device, data=data,
-        subset=subset, data_dir=data_dir, keep_weights=keep_weights, on_download=on_download,
+        subset=subset, validation=validation, data_dir=data_dir, keep_weights=keep_weights, on_download=on_download,
         on_start=on_start and (lambda results, data: on_start(results[0], data)),
         on_batch=on_batch, on_epoch=on_epoch and (lambda _, metrics: on_epoch(metrics)))[0]
 
 
 def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = "mxnet",
                   device: str = "auto", data: Dataset | None = None, subset: int | None = None,
-                  data_dir: str | Path | None = None, keep_weights: bool = False,
+                  validation: int = 0, data_dir: str | Path | None = None,
+                  keep_weights: bool = False,
                   on_download: Callable[[str, int, int], None] | None = None,
                   on_start: Callable[[list[TrainResult], Dataset], None] | None = None,
                   on_batch: Callable[[int], None] | None = None,
@@ -129,8 +150,8 @@ def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = 
     engines.fuse_key) as one fused model; one result per config, in order.
 
     Each member runs as it would alone: its seed shuffles its data and sets its initial
-    weights, and its result holds its own metrics. A member whose loss turns NaN or
-    infinite is frozen and marked diverged while the others go on;
+    weights, and its result holds its own metrics. A member whose loss diverges
+    (diverged_loss) is frozen and marked diverged while the others go on;
     `on_epoch(member, metrics)` returning True stops that member too (pruning).
     """
     for config in configs:
@@ -141,33 +162,38 @@ def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = 
         data = load_dataset(configs[0].dataset, data_dir=data_dir, progress=on_download)
     if subset is not None:
         data = data.subset(subset)
+    data = data.hold_out(validation)
     session = backend.session(spec, configs, data, chosen)
     n = len(data.train_labels)
     results = [TrainResult(spec=spec, config=config, engine=engine,
                            engine_version=backend.version(), device=str(session.device),
                            device_name=backend.device_name(chosen), train_examples=n,
-                           test_examples=len(data.test_labels)) for config in configs]
+                           test_examples=len(data.test_labels),
+                           valid_examples=data.validation) for config in configs]
     if on_start:
         on_start(results, data)
     rngs = [np.random.default_rng(config.seed) for config in configs]
     running = list(range(len(configs)))
+    limit = diverged_loss(spec.num_classes)
     for epoch in range(1, configs[0].epochs + 1):
         totals = session.train_epoch(np.stack([rng.permutation(n) for rng in rngs]),
                                      on_batch=on_batch)
         losses = {k: totals[k].loss_sum / totals[k].examples for k in running}
-        finite = [k for k in running if math.isfinite(losses[k])]
-        accuracies = session.evaluate() if finite else []
+        sane = [k for k in running if math.isfinite(losses[k]) and losses[k] <= limit]
+        test = session.evaluate("test") if sane else []
+        valid = session.evaluate("valid") if sane and data.validation else []
         for member in list(running):
             result, part, loss = results[member], totals[member], losses[member]
             speed = part.examples / part.seconds if part.seconds else 0.0
             metrics = EpochMetrics(epoch, loss, part.correct / part.examples,
-                                   accuracies[member] if member in finite else math.nan,
-                                   speed, part.seconds)
+                                   test[member] if member in sane else math.nan,
+                                   speed, part.seconds,
+                                   valid[member] if member in sane and valid else math.nan)
             result.epochs.append(metrics)
-            if member not in finite:
-                result.status, result.reason = Status.DIVERGED, _diverged(epoch, loss,
-                                                                          result.config)
-            if member not in finite or (on_epoch and on_epoch(member, metrics)):
+            if member not in sane:
+                result.status, result.reason = Status.DIVERGED, _diverged(
+                    epoch, loss, result.config, spec.num_classes)
+            if member not in sane or (on_epoch and on_epoch(member, metrics)):
                 session.freeze(member)
                 running.remove(member)
         if not running:

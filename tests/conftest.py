@@ -112,14 +112,17 @@ class StandIn:
     """Trains nothing, in place of train.train_members (the one loop a sweep's trial
     calls), so that queue and resume tests run whole sweeps in seconds against a real
     SQLite file and Optuna's real storage; tests/test_sweep.py runs the same paths with
-    real training. Test accuracy 0.5 + seed/100 (+0.1 for max pooling); each group of
+    real training. Test accuracy 0.5 + seed/100 (+0.1 for max pooling), validation
+    accuracy 0.001 below it; each group of
     members it was handed is kept in `groups`, each member in `calls`; with
-    `stop_after`, the call after that many members raises KeyboardInterrupt (Ctrl-C)."""
+    `stop_after`, the call after that many members raises KeyboardInterrupt (Ctrl-C);
+    `noise(spec, config)` is added to both accuracies."""
 
-    def __init__(self, *, stop_after: int | None = None) -> None:
+    def __init__(self, *, stop_after: int | None = None, noise=None) -> None:
         self.calls: list[tuple[str, int]] = []
         self.groups: list[list[tuple[str, int]]] = []
         self.stop_after = stop_after
+        self.noise = noise or (lambda spec, config: 0.0)
 
     def __call__(self, spec, configs, *, on_epoch=None, **_) -> list[TrainResult]:
         self.groups.append([(spec.pooling, c.seed) for c in configs])
@@ -130,9 +133,11 @@ class StandIn:
             self.calls.append((spec.pooling, config.seed))
             result = TrainResult(spec, config, "torch", "stand-in", "cpu", "none", 100, 100,
                                  weights={"conv0.weight": [[0.0]]})
-            accuracy = 0.5 + config.seed / 100 + (0.1 if spec.pooling == "max" else 0)
+            accuracy = 0.5 + config.seed / 100 + (0.1 if spec.pooling == "max" else 0) + \
+                self.noise(spec, config)
             for epoch in range(1, config.epochs + 1):
-                metrics = EpochMetrics(epoch, 1.0 / epoch, accuracy, accuracy, 1000.0, 0.1)
+                metrics = EpochMetrics(epoch, 1.0 / epoch, accuracy, accuracy, 1000.0, 0.1,
+                                       accuracy - 0.001)
                 result.epochs.append(metrics)
                 if on_epoch and on_epoch(member, metrics):
                     break
@@ -165,20 +170,6 @@ def plan_for(folder: Path, name: str = "pooling", epochs: int = 2, seeds: int | 
 def done(frame: pd.DataFrame) -> list[tuple[str, int]]:
     complete = frame[frame.state == "complete"]
     return sorted(zip(complete.arm, complete.seed))
-
-
-# Since 33d1504 an answer names a control that the sweep file's [fixed] changed as it is
-# (issue 20); these two studies' files set activation, optimizer and lr.
-RENAMED = {name: "the book's network with activation=relu, lr=0.002, optimizer=adam"
-           for name in ("kernel-relu-golden", "search-relu-golden")}
-
-
-def as_named(name: str, text: str) -> str:
-    control = RENAMED.get(name)
-    if control is None:
-        return text
-    return text.replace("the book's network", control).replace(
-        "The book's network", control[0].upper() + control[1:])
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright never downloads a browser here

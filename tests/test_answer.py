@@ -17,13 +17,15 @@ LN10 = math.log(10)
 
 @pytest.mark.parametrize("state, acc, loss, lowest, expected", [
     ("complete", 0.81, 0.47, 0.47, Outcome.LEARNED),
+    ("complete", 0.10, 4.7, 4.7, Outcome.DIVERGED),  # above 2 ln 10 = 4.605: far worse than a guess
+    ("complete", 0.10, 4.6, 4.6, Outcome.AT_CHANCE),  # just below it: stuck, not diverged
     ("complete", 0.100, LN10, 2.29, Outcome.AT_CHANCE),
     ("complete", 0.115, 2.25, 2.25, Outcome.AT_CHANCE),  # within 0.02, loss >= 90% of ln 10
     ("complete", 0.100, 2.74, 2.60, Outcome.AT_CHANCE),  # sigmoid at lr 0.9 after one epoch
     ("complete", 0.100, 1.50, 1.50, Outcome.LEARNED),  # fits its training set, so it learned
     ("complete", 0.125, 2.25, 2.25, Outcome.LEARNED),  # just off chance
-    ("complete", 0.10, 25.0, 0.9, Outcome.UNSTABLE),  # tanh at lr 0.9: climbed to 25
-    ("complete", 0.60, 1.0, 0.4, Outcome.UNSTABLE),
+    ("complete", 0.10, 25.0, 0.9, Outcome.DIVERGED),  # tanh at lr 0.9: climbed to 25
+    ("complete", 0.60, 1.0, 0.4, Outcome.UNSTABLE),  # climbed, but stayed below 2 ln 10
     ("complete", 0.80, 0.12, 0.05, Outcome.LEARNED),  # > 2x its minimum, but only by 0.07
     ("complete", 0.80, 0.5, None, Outcome.LEARNED),  # no epochs: stability unknown
     ("complete", 0.10, float("inf"), 1.0, Outcome.DIVERGED),
@@ -34,6 +36,20 @@ LN10 = math.log(10)
 def test_trial_outcome(state, acc, loss, lowest, expected) -> None:
     assert trial_outcome(state=state, test_acc=acc, final_loss=loss, min_loss=lowest,
                          classes=10) is expected
+
+
+def test_diverged_at_the_first_epoch_or_the_last() -> None:
+    """A loss above 2 ln 10 at any epoch is diverged, even when it ends back near ln 10
+    (a sigmoid search trial: 4.89 at its first epoch, at chance at its last)."""
+    first = trial_outcome(state="complete", test_acc=0.1, final_loss=2.31, min_loss=2.30,
+                          max_loss=4.89, classes=10)
+    last = trial_outcome(state="complete", test_acc=0.1, final_loss=28.0, min_loss=2.2,
+                         max_loss=28.0, classes=10)
+    stuck = trial_outcome(state="complete", test_acc=0.1, final_loss=2.31, min_loss=2.30,
+                          max_loss=2.74, classes=10)
+    assert (first, last, stuck) == (Outcome.DIVERGED, Outcome.DIVERGED, Outcome.AT_CHANCE)
+    assert trial_outcome(state="complete", test_acc=0.5, final_loss=1.5, min_loss=1.0,
+                         max_loss=1.5, classes=2) is Outcome.DIVERGED  # 2 ln 2 = 1.39
 
 
 def test_chance_depends_on_the_number_of_classes() -> None:
@@ -135,7 +151,7 @@ def test_better_worse_undecided_equivalent_one_seed() -> None:
         found = study_answer(rows({"book": book, "other": list(values)}))
         assert found.leader.decision is decision, values
     near = [0.8100, 0.8101, 0.8102]
-    found = study_answer(rows({"book": near, "other": [0.8101, 0.8102, 0.8103]}))
+    found = study_answer(rows({"book": near, "other": [0.8102, 0.8101, 0.8103]}))
     assert found.leader.decision is Decision.EQUIVALENT
     assert "by more than ±0.005" in found.headline
     undecided = headline(rows({"book": book, "other": [0.79, 0.83, 0.81]}))
@@ -158,7 +174,7 @@ def test_arms_that_did_not_learn_are_named_not_compared() -> None:
     assert [c.arm.arm for c in found.comparisons] == ["relu"]
     assert "2 arms did not learn at this budget" in found.headline
     verdicts = " | ".join(found.verdicts)
-    assert "(tanh, lr=9) diverged in every seed: its loss turned NaN" in verdicts
+    assert "(tanh, lr=9) diverged in every seed: its training loss blew up (NaN" in verdicts
     assert "(flat) did not learn: it stays at chance in every seed (test accuracy 0.100)" in verdicts
 
 
@@ -176,7 +192,7 @@ def test_control_at_chance_other_arm_learned() -> None:
 
 
 def test_sequential_looks_widen_the_interval() -> None:
-    frame = rows({"book": [0.80, 0.81, 0.82], "max": [0.825, 0.835, 0.845]})
+    frame = rows({"book": [0.80, 0.81, 0.82], "max": [0.825, 0.845, 0.835]})
     once = study_answer(frame)
     until = {"max_seeds": 10, "start_seeds": 3, "margin": 0.005}
     looked = study_answer(frame, attrs={"until_decided": until})
@@ -232,8 +248,9 @@ def test_budget_lists_epoch_ranges_and_seed_ranges() -> None:
 
 
 def test_one_line_for_the_index() -> None:
-    better = study_answer(rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.86, 0.84]}))
-    assert better.one_line() == ("A1 (pooling=max): +0.050 [+0.027, +0.073] vs the book's network, "
+    better = study_answer(rows({"book": [0.80, 0.81, 0.79], "pooling=max": [0.85, 0.87, 0.84]}))
+    # paired by seed: differences 0.05, 0.06, 0.05; mean 0.0533 +- t(0.975, 2) 0.00333
+    assert better.one_line() == ("A1 (pooling=max): +0.053 [+0.039, +0.068] vs the book's network, "
                                  "better (10 epochs of 60,000 examples, 3 seeds per arm, torch on cpu)")
     chance = study_answer(rows({"book": [0.1, 0.1], "relu": [0.7, 0.72]}, epochs=1, subset=500))
     assert chance.one_line().startswith("the book's network did not learn: it stays at chance")

@@ -44,7 +44,7 @@ def test_every_grid_trial_registers_its_own_arms_values_and_metric_names(tmp_pat
         ("conv_channels=12,32", "12,32"), ("conv_channels=24,64", "24,64"),
         ("conv_channels=3,8", "3,8"), ("conv_channels=6,16", "6,16")]
     study = optuna.load_study(study_name=plan.study_name, storage=plan.db.url)
-    assert study.metric_names == ["test_acc", "examples_per_sec"]
+    assert study.metric_names == ["valid_acc", "examples_per_sec"]
     assert study.user_attrs["exercise"] == 4 and study.user_attrs["title"] == sweep.title
 
 

@@ -70,7 +70,7 @@ def test_arm_stats_control_first_with_differences() -> None:
 def test_summary_rows_for_the_terminal() -> None:
     arms = results_arms.arm_stats(RESULTS)
     rows = results_arms.summary_rows(arms)
-    assert rows[0] == ["book", "3", "0.8100", "0.0100", "0.8000", "0.8200", "4,100", "learned", ""]
+    assert rows[0] == ["book", "3", "-", "0.8100", "0.0100", "-", "4,100", "learned", ""]
     assert rows[1][0] == "A1" and rows[1][1] == "3" and rows[1][-1] == "1 diverged"
     assert results_arms.arm_legend(arms) == ["book  the book's network", "A1    pooling=max"]
 
@@ -172,3 +172,54 @@ def test_speed_conditions_say_how_speeds_were_measured() -> None:
     old = RESULTS.drop(columns=[c for c in ("workers", "threads", "cpu_load") if c in RESULTS])
     assert results_arms.speed_conditions(old) == ("Examples/sec counts training examples over "
                                                   "training time (evaluation excluded).")
+
+
+def test_paired_difference_matches_scipys_paired_t() -> None:
+    """Seeds shared by two arms: the interval and p-value of the per-seed differences, as
+    scipy's paired t-test gives them."""
+    from scipy.stats import ttest_rel
+
+    a, b = [0.83, 0.845, 0.835], [0.80, 0.81, 0.82]  # differences 0.03, 0.035, 0.015
+    d = stats.paired_difference(a, b)
+    expected = ttest_rel(a, b)
+    low, high = expected.confidence_interval(0.95)
+    assert (d.mean, d.low, d.high) == pytest.approx((0.026667, low, high), abs=1e-6)
+    assert stats.t_p(d) == pytest.approx(expected.pvalue)
+    assert d.df == 2 and d.sd == pytest.approx(0.0060093, abs=1e-6)  # se of the mean difference
+    # where seeds move both arms alike (their data order), pairing removes that common part
+    book, other = [0.80, 0.83, 0.81], [0.82, 0.85, 0.828]
+    assert stats.t_p(stats.paired_difference(other, book)) < 0.01 < 0.1 < \
+        stats.welch_p(other, book)
+    constant = stats.paired_difference([0.82, 0.83], [0.80, 0.81])
+    assert (constant.low, constant.high, stats.t_p(constant)) == pytest.approx((0.02, 0.02, 0.0))
+    assert not stats.paired_difference([0.8], [0.7]).known
+
+
+def test_detectable_difference_reaches_the_stated_power() -> None:
+    """80% power at alpha: for many degrees of freedom the normal approximation
+    (z_0.975 + z_0.8) se = 2.8016 se; for few, a simulation of the t-test agrees."""
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    assert stats.detectable(0.01, 10_000) == pytest.approx(2.8016 * 0.01, rel=1e-3)
+    se, df = 0.005, 2
+    effect = stats.detectable(se, df)
+    # paired t with 3 seeds: sd of the differences = se * sqrt(3)
+    rng = np.random.default_rng(0)
+    draws = rng.normal(effect, se * math.sqrt(3), size=(200_000, 3))
+    t = draws.mean(axis=1) / (draws.std(axis=1, ddof=1) / math.sqrt(3))
+    found = np.mean(np.abs(t) > scipy_stats.t.ppf(0.975, df))
+    assert found == pytest.approx(0.8, abs=0.005)
+    assert stats.detectable(se, df, alpha=0.05 / 8) > effect  # Holm's first step over 8 arms
+    assert math.isnan(stats.detectable(0.0, 2)) and math.isnan(stats.detectable(0.01, 0))
+
+
+def test_seeds_to_detect_one_point() -> None:
+    sd = 0.008  # of the per-seed differences
+
+    def paired(n: int) -> tuple[float, float]:
+        return sd / math.sqrt(n), n - 1.0
+
+    n = stats.seeds_to_detect(0.01, paired)
+    assert stats.detectable(*paired(n)) <= 0.01 < stats.detectable(*paired(n - 1))
+    assert stats.seeds_to_detect(1e-6, paired, most=50) is None

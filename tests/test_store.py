@@ -23,7 +23,7 @@ from lenet_lab.store import SCHEMA_VERSION, Database, ensure_schema
 from lenet_lab.store.schema import schema_version
 from lenet_lab.sweep import Worker, run_sweep
 from lenet_lab.sweep.queue import claim, open_study, reconcile
-from tests.conftest import as_named, plan_for
+from tests.conftest import plan_for
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,7 +50,7 @@ def test_a_database_of_schema_2_is_upgraded_and_answers_as_before(tmp_path: Path
         assert _version(db) == 2
         assert ensure_schema(db) == 2 and _version(db) == SCHEMA_VERSION
         for name, answer in expected.items():
-            assert study_answer(load_study(db, name)).headline == as_named(name, answer["headline"])
+            assert study_answer(load_study(db, name)).headline == answer["headline"]
 
 
 def test_a_database_of_schema_1_gets_every_step(tmp_path: Path) -> None:

@@ -81,8 +81,14 @@ BAD = {
     "search budget": ('title = "t"\n[run]\nsampler = "tpe"\n[space]\npooling = ["max"]\n',
                       "a tpe search needs trials = N"),
     "pareto pruning": ('title = "t"\n[run]\nsampler = "nsga2"\ntrials = 4\nprune = true\n'
-                       'objectives = ["test_acc", "examples_per_sec"]\n[space]\npooling = ["max"]\n',
+                       'objectives = ["valid_acc", "examples_per_sec"]\n[space]\npooling = ["max"]\n',
                        "prune works with one objective only"),
+    "test set as objective": ('title = "t"\n[run]\nsampler = "tpe"\ntrials = 4\n'
+                              'objectives = ["test_acc"]\n[space]\npooling = ["max"]\n',
+                              "objectives: test_acc would let the test set choose; use valid_acc"),
+    "no validation": ('title = "t"\n[run]\nvalidation = 0\n[space]\npooling = ["max"]\n',
+                      "validation must be a whole number of training images to hold out, at "
+                      "least 10"),
     "bad toml": ('title = "t\n', "not valid TOML"),
     "no title": ('[space]\npooling = ["max"]\n', "title is missing"),
     "space and arms": ('title = "t"\n[space]\npooling = ["max"]\n[[arms]]\nlr = 0.1\n',

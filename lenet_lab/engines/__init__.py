@@ -28,8 +28,8 @@ from lenet_lab.data import Dataset
 from lenet_lab.errors import DeviceError, EngineUnavailable, SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
-__all__ = ["ENGINES", "Device", "DeviceChoice", "Engine", "EpochTotals", "Session", "fuse_key",
-           "get_engine", "neutral_names", "parse_device", "use_threads"]
+__all__ = ["ENGINES", "Device", "DeviceChoice", "Engine", "EpochTotals", "Session", "eval_splits",
+           "fuse_key", "get_engine", "neutral_names", "parse_device", "use_threads"]
 
 ENGINES = ("mxnet", "torch")
 EVAL_BATCH = 1024  # evaluation batch size; it changes speed, not the accuracy
@@ -118,8 +118,8 @@ class Session(Protocol):
                     on_batch: Callable[[int], None] | None = None) -> list[EpochTotals]:
         """One pass over the training set; `orders` (K, n) is each member's example order."""
 
-    def evaluate(self) -> list[float]:
-        """Each member's accuracy on the test set (inference mode)."""
+    def evaluate(self, split: str = "test") -> list[float]:
+        """Each member's accuracy on a split of eval_splits (inference mode)."""
 
     def freeze(self, member: int) -> None:
         """Stop updating a member; the others go on unchanged."""
@@ -161,6 +161,15 @@ class Engine(Protocol):
         """A session of len(configs) members (more than one: configs of one fuse_key).
         mode: "default" (lenet-lab's path), "book" (as the book builds the network:
         MXNet not hybridized), or an engine's own, e.g. torch's "compile"."""
+
+
+def eval_splits(data: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The splits a session evaluates, by name: `test`, and `valid` when the data holds
+    one out (Dataset.hold_out)."""
+    splits = {"test": (data.test_images, data.test_labels)}
+    if data.validation:
+        splits["valid"] = (data.valid_images, data.valid_labels)
+    return splits
 
 
 def fuse_key(spec: LeNetSpec, config: TrainConfig) -> tuple | None:

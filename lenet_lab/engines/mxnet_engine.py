@@ -18,7 +18,7 @@ with warnings.catch_warnings():
 
 from lenet_lab.data import Dataset
 from lenet_lab.engines import (EVAL_BATCH, Device, DeviceChoice, EpochTotals, check_members,
-                               cpu_name, neutral_names)
+                               cpu_name, eval_splits, neutral_names)
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
@@ -144,10 +144,11 @@ class MXNetSession:
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
         self.batch_size = config.batch_size
         # The whole dataset goes to the device once; batches are gathered there by index.
-        self.train_x, self.train_y, self.test_x, self.test_y = (
-            mx.nd.array(array, ctx=self.ctx, dtype=np.float32)
-            for array in (data.train_images, data.train_labels,
-                          data.test_images, data.test_labels))
+        self.train_x, self.train_y = (mx.nd.array(array, ctx=self.ctx, dtype=np.float32)
+                                      for array in (data.train_images, data.train_labels))
+        self.splits = {name: tuple(mx.nd.array(array, ctx=self.ctx, dtype=np.float32)
+                                   for array in arrays)
+                       for name, arrays in eval_splits(data).items()}
 
     def freeze(self, member: int) -> None:
         pass  # the only member: its run ends
@@ -198,12 +199,13 @@ class MXNetSession:
         mx.nd.waitall()
         return EpochTotals(loss_sum, correct, len(order), time.perf_counter() - start)
 
-    def evaluate(self) -> list[float]:
+    def evaluate(self, split: str = "test") -> list[float]:
+        images, labels = self.splits[split]
         correct = mx.nd.zeros((1,), ctx=self.ctx)
-        for first in range(0, self.test_y.shape[0], EVAL_BATCH):
-            x = self.test_x[first:first + EVAL_BATCH]
-            correct += (self.net(x).argmax(axis=1) == self.test_y[first:first + EVAL_BATCH]).sum()
-        return [float(correct.asscalar()) / self.test_y.shape[0]]
+        for first in range(0, labels.shape[0], EVAL_BATCH):
+            x = images[first:first + EVAL_BATCH]
+            correct += (self.net(x).argmax(axis=1) == labels[first:first + EVAL_BATCH]).sum()
+        return [float(correct.asscalar()) / labels.shape[0]]
 
     def weights(self, member: int = 0) -> dict[str, np.ndarray]:
         return {name: param.data(self.ctx).asnumpy()

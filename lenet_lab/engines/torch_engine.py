@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import Device, DeviceChoice, EpochTotals, check_members, cpu_name
+from lenet_lab.engines import (Device, DeviceChoice, EpochTotals, check_members, cpu_name,
+                               eval_splits)
 from lenet_lab.engines.torch_fused import FusedSession
 from lenet_lab.engines.torch_net import (build_network, compiled, cpu_layout, eval_batch,
-                                         initialize, named_tensors, sync, torch_device)
+                                         initialize, named_tensors, on_device, sync,
+                                         torch_device)
 from lenet_lab.spec import LayerShape, LeNetSpec, TrainConfig
 
 
@@ -92,12 +94,10 @@ class TorchSession:
         self.loss = nn.CrossEntropyLoss()
         self.batch_size = config.batch_size
         # The whole dataset goes to the device once; batches are gathered there by index.
-        self.train_x, self.train_y, self.test_x, self.test_y = (
-            torch.from_numpy(array).to(self.torch_device)
-            for array in (data.train_images, data.train_labels.astype(np.int64),
-                          data.test_images, data.test_labels.astype(np.int64)))
-        self.train_x, self.test_x = (x.contiguous(memory_format=layout)
-                                     for x in (self.train_x, self.test_x))
+        self.train_x, self.train_y = on_device(data.train_images, data.train_labels,
+                                               self.torch_device, layout)
+        self.splits = {name: on_device(x, y, self.torch_device, layout)
+                       for name, (x, y) in eval_splits(data).items()}
         self.eval_batch = eval_batch(self.torch_device)
 
     def freeze(self, member: int) -> None:
@@ -149,15 +149,16 @@ class TorchSession:
         sync(self.torch_device)
         return EpochTotals(loss_sum, correct, len(order), time.perf_counter() - start)
 
-    def evaluate(self) -> list[float]:
+    def evaluate(self, split: str = "test") -> list[float]:
         self.net.eval()
+        images, labels = self.splits[split]
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
         with torch.no_grad():
-            for first in range(0, len(self.test_y), self.eval_batch):
-                x = self.test_x[first:first + self.eval_batch]
-                y = self.test_y[first:first + self.eval_batch]
+            for first in range(0, len(labels), self.eval_batch):
+                x = images[first:first + self.eval_batch]
+                y = labels[first:first + self.eval_batch]
                 correct += (self.net(x).argmax(dim=1) == y).sum()
-        return [correct.item() / len(self.test_y)]
+        return [correct.item() / len(labels)]
 
     def weights(self, member: int = 0) -> dict[str, np.ndarray]:
         return {name: tensor.detach().cpu().numpy() for name, tensor in named_tensors(self.net)}

@@ -26,9 +26,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lenet_lab.data import Dataset
-from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals
-from lenet_lab.engines.torch_net import (build_network, compiled, initialize, named_tensors, sync,
-                                         torch_device)
+from lenet_lab.engines import EVAL_BATCH, Device, EpochTotals, eval_splits
+from lenet_lab.engines.torch_net import (build_network, compiled, initialize, named_tensors,
+                                         on_device, sync, torch_device)
 from lenet_lab.spec import LeNetSpec, TrainConfig
 
 __all__ = ["FusedSession"]
@@ -65,10 +65,10 @@ class FusedSession:
         self.state = {name: {} for name in self.params}
         self.step = 0
         self.active = torch.ones(self.members, dtype=torch.bool, device=self.torch_device)
-        self.train_x, self.train_y, self.test_x, self.test_y = (
-            torch.from_numpy(array).to(self.torch_device)
-            for array in (data.train_images, data.train_labels.astype(np.int64),
-                          data.test_images, data.test_labels.astype(np.int64)))
+        self.train_x, self.train_y = on_device(data.train_images, data.train_labels,
+                                               self.torch_device)
+        self.splits = {name: on_device(x, y, self.torch_device)
+                       for name, (x, y) in eval_splits(data).items()}
 
         def forward(params: dict, x: torch.Tensor) -> torch.Tensor:
             return functional_call(self.base, params, (x,))
@@ -131,15 +131,16 @@ class FusedSession:
             keep = self.active.view(shape)
             p.copy_(torch.where(keep, p - change, p))
 
-    def evaluate(self) -> list[float]:
-        """Each member's test accuracy."""
+    def evaluate(self, split: str = "test") -> list[float]:
+        """Each member's accuracy on a split (eval_splits)."""
+        images, labels = self.splits[split]
         correct = torch.zeros(self.members, dtype=torch.int64, device=self.torch_device)
         with torch.no_grad():
-            for first in range(0, len(self.test_y), EVAL_BATCH):
-                x = self.test_x[first:first + EVAL_BATCH]
+            for first in range(0, len(labels), EVAL_BATCH):
+                x = images[first:first + EVAL_BATCH]
                 guess = self.evaluate_all(self.params, x).argmax(dim=2)  # (K, N)
-                correct += (guess == self.test_y[first:first + EVAL_BATCH]).sum(dim=1)
-        return [hits / len(self.test_y) for hits in correct.tolist()]
+                correct += (guess == labels[first:first + EVAL_BATCH]).sum(dim=1)
+        return [hits / len(labels) for hits in correct.tolist()]
 
     def weights(self, member: int) -> dict[str, np.ndarray]:
         return {neutral: self.params[name][member].detach().cpu().numpy()

@@ -15,7 +15,7 @@ from lenet_lab.errors import SpecError
 from lenet_lab.spec import LeNetSpec
 
 __all__ = ["MODES", "build_network", "compiled", "cpu_layout", "eval_batch", "initialize",
-           "named_tensors", "sync", "torch_device"]
+           "named_tensors", "on_device", "sync", "torch_device"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -96,6 +96,15 @@ def cpu_layout(device: torch.device) -> torch.memory_format:
     (one thread) to 1.25x (two threads) faster, to 1e-6 of the default layout's weights
     (docs/performance.md); the default elsewhere."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def on_device(images: np.ndarray, labels: np.ndarray, device: torch.device,
+              layout: torch.memory_format = torch.contiguous_format
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's images (in `layout`) and labels (int64), put on the device once: batches
+    are then gathered there by index."""
+    return (torch.from_numpy(images).to(device).contiguous(memory_format=layout),
+            torch.from_numpy(labels.astype(np.int64)).to(device))
 
 
 def eval_batch(device: torch.device) -> int:

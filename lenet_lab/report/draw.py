@@ -90,11 +90,15 @@ def _padded(values: Any, pad: float) -> list[float]:
 
 def learning_curves(curves: dict[str, pd.DataFrame], arms: list[ArmStats],
                     colors: dict[str, str]) -> go.Figure:
-    """Train loss (log scale), train acc and test acc per epoch, one panel per row: the
-    seeds' mean with a min-max band in the arm's colour. Draws the `arms` given."""
+    """Train loss (log scale), train acc, validation acc (what choices read; in studies
+    that held a split out) and test acc per epoch, one panel per row: the seeds' mean with
+    a min-max band in the arm's colour. Draws the `arms` given."""
     metrics = [("train_loss", "train loss (log scale)"), ("train_acc", "train accuracy"),
-               ("test_acc", "test accuracy")]
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+               ("valid_acc", "validation accuracy"), ("test_acc", "test accuracy")]
+    metrics = [(m, title) for m, title in metrics
+               if any(f"{m}_mean" in c and c[f"{m}_mean"].notna().any() for c in curves.values())]
+    rows = len(metrics)
+    figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.24 / rows,
                            subplot_titles=[title for _, title in metrics])
     for arm in arms:
         frame = curves.get(arm.arm)
@@ -113,19 +117,37 @@ def learning_curves(curves: dict[str, pd.DataFrame], arms: list[ArmStats],
                 hovertemplate=f"{key}, epoch %{{x}}: %{{y:.4g}} (%{{customdata}} seeds)"
                               "<extra></extra>"), row=row, col=1)
     figure.update_yaxes(tickformat=NUMBER)
-    figure.update_yaxes(type="log", row=1, col=1)
-    for row, metric in ((2, "train_acc"), (3, "test_acc")):
+    for row, (metric, _) in enumerate(metrics, start=1):
         values = [v for a in arms if a.arm in curves for c in ("min", "max")
                   for v in curves[a.arm][f"{metric}_{c}"].dropna()]
-        if values:
+        if values and metric == "train_loss":
+            figure.update_yaxes(type="log", tickvals=log_ticks(values), row=row, col=1)
+        elif values:
             figure.update_yaxes(range=_padded(values, 0.05), row=row, col=1)
     last = max((int(frame.epoch.max()) for frame in curves.values()), default=1)
     figure.update_xaxes(tick0=1, dtick=max(1, -(-last // 10)), range=[0.8, last + 0.2])
-    figure.update_xaxes(title_text="epoch", row=3, col=1)
+    figure.update_xaxes(title_text="epoch", row=rows, col=1)
     figure.update_layout(**_layout("Learning curves (mean over seeds; band: min to max)",
-                                   height=740, legend={**LAYOUT["legend"], "y": -0.07},
+                                   height=250 * rows, legend={**LAYOUT["legend"], "y": -0.07},
                                    margin={**LAYOUT["margin"], "t": 80}))
     return figure
+
+
+def log_ticks(values: list[float], most: int = 6) -> list[float]:
+    """Tick values for a log axis over `values`: 1, 2, 5 times powers of ten (fewer when
+    they would crowd), so no two labels overlap near 1."""
+    import math
+
+    low, high = min(v for v in values if v > 0), max(values)
+    for steps in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)),
+                                              math.ceil(math.log10(high)) + 1)
+                 for m in steps if low <= m * 10.0 ** e <= high]
+        if len(ticks) <= most:
+            break
+    else:  # a loss that blew up: every few decades
+        ticks = ticks[::-(-len(ticks) // most)]
+    return ticks if len(ticks) >= 2 else sorted({low, high})
 
 
 def accuracy_vs_speed(results: pd.DataFrame, arms: list[ArmStats], colors: dict[str, str],
@@ -222,24 +244,35 @@ def activation_maps(maps: dict[str, Any], title: str, *,
 DECISION_COLORS = {"better": "#2ca02c", "worse": "#d62728"}  # others: grey
 
 
-def effects(rows: list[tuple[str, Effect]]) -> go.Figure:
+def effects(rows: list[tuple[str, Effect]], title: str = "") -> go.Figure:
     """Every study's leading effect against the book's network, one row each (label,
-    effect), with its interval; rows without an effect (nothing learned) say so at 0."""
+    effect), with its interval; rows without an effect (nothing learned) say so at 0.
+    The axis spans the effects, not the widest interval: an interval that reaches past it
+    is cut at the edge and its numbers printed beside it, so one wide interval cannot
+    squash the others into dots."""
     labels = [text(label) for label, _ in rows]
     figure = go.Figure()
     shown = [(label, e) for label, (_, e) in zip(labels, rows) if e.mean is not None]
+    edge = max([0.02, *(3 * abs(e.mean) for _, e in shown)])
     for decision in dict.fromkeys(e.decision for _, e in shown):
         part = [(label, e) for label, e in shown if e.decision == decision]
         figure.add_trace(go.Scatter(
             x=[e.mean for _, e in part], y=[label for label, _ in part], mode="markers",
             name=decision, marker={"size": 10, "color": DECISION_COLORS.get(decision, "#555")},
             error_x={"type": "data", "symmetric": False, "color": "#333",
-                     "array": [(e.high - e.mean) if e.high is not None else 0 for _, e in part],
-                     "arrayminus": [(e.mean - e.low) if e.low is not None else 0
+                     "array": [min(e.high, edge) - e.mean if e.high is not None else 0
+                               for _, e in part],
+                     "arrayminus": [e.mean - max(e.low, -edge) if e.low is not None else 0
                                     for _, e in part]},
-            customdata=[[text(e.arm), f"{e.level:.3g}"] for _, e in part],
-            hovertemplate="%{y}: %{customdata[0]}, %{x:+.3f} (%{customdata[1]} CI)"
-                          "<extra></extra>"))
+            customdata=[[text(e.arm), _interval_text(e)] for _, e in part],
+            hovertemplate="%{y}: %{customdata[0]}, %{x:+.3f} %{customdata[1]}<extra></extra>"))
+    cut = [(label, e) for label, e in shown if e.low is not None and
+           (e.low < -edge or e.high > edge)]
+    if cut:
+        figure.add_trace(go.Scatter(
+            x=[e.mean for _, e in cut], y=[label for label, _ in cut], mode="text",
+            text=[f"[{e.low:+.2f}, {e.high:+.2f}]" for _, e in cut], textposition="top center",
+            textfont={"size": 10, "color": "#666"}, showlegend=False, hoverinfo="skip"))
     missing = [(label, e) for label, (_, e) in zip(labels, rows) if e.mean is None]
     if missing:
         figure.add_trace(go.Scatter(
@@ -251,7 +284,17 @@ def effects(rows: list[tuple[str, Effect]]) -> go.Figure:
     figure.update_yaxes(type="category", autorange="reversed", categoryorder="array",
                         categoryarray=labels, automargin=True)
     figure.update_layout(**_layout(
-        "Each exercise's leading change<br>against the book's network, with its interval",
+        title or "Each exercise's leading change<br>against the book's network, with its interval",
         height=160 + 34 * len(rows), margin={**LAYOUT["margin"], "t": 70},
-        xaxis={"title": "difference in test accuracy", "tickformat": "+.2f", "zeroline": False}))
+        xaxis={"title": "difference in test accuracy", "tickformat": "+.2f", "zeroline": False,
+               "range": [-1.1 * edge, 1.1 * edge]}))
     return figure
+
+
+def _interval_text(e: Effect) -> str:
+    """'[-0.005, +0.054] (95% CI, paired by seed; could detect 0.031)'."""
+    if e.low is None:
+        return "(no interval)"
+    detect = f"; could detect {e.detectable:.3f}" if e.detectable is not None else ""
+    return (f"[{e.low:+.3f}, {e.high:+.3f}] ({100 * e.level:.3g}% CI, "
+            f"{'paired by seed' if e.paired else 'Welch'}{detect})")

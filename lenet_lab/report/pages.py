@@ -20,9 +20,12 @@ import pandas as pd
 
 from lenet_lab.files import atomic_write
 from lenet_lab.report import draw
-from lenet_lab.results import Answer, Interval, StudyData, arm_names, arm_stats, study_answer
+from lenet_lab.results import (Answer, Decision, Interval, StudyData, arm_names, arm_stats,
+                               study_answer)
+from lenet_lab.results.compare import Comparison
 from lenet_lab.results.arms import (SPEED_SPREAD, ArmStats, chance_level, failures, learning_curves,
-                                    shared_machine, shown_arms, sig, speed_conditions)
+                                    shared_machine, shares_seeds, shown_arms, sig,
+                                    speed_conditions)
 from lenet_lab.results.stats import pareto_front
 from lenet_lab.spec import Status
 
@@ -79,22 +82,32 @@ def _interval(interval: Interval) -> Cell:
     return _number(interval.mean, text)
 
 
-def arms_table(arms: list[ArmStats]) -> dict[str, Any]:
-    """One row per arm: its key, one column per varying value, then its numbers."""
+def arms_table(arms: list[ArmStats], comparisons: list[Comparison] = ()) -> dict[str, Any]:
+    """One row per arm: its key, one column per varying value, then its numbers: validation
+    accuracy (what chose), test accuracy and its difference from the control (paired by
+    seed where they share seeds), and for an undecided arm the smallest difference its
+    seeds could have detected."""
     varying = list(dict.fromkeys(k for a in arms if a.name for k in a.name.values))
+    found = {c.arm.arm: c for c in comparisons}
+    control = next((a for a in arms if a.is_control), None)
     header = [Cell("arm", left=True), *(Cell(k, left=True) for k in varying)] + [Cell(h) for h in (
-        "test acc (mean ± sd)", "vs control (95% CI)", "train acc", "final loss", "examples/sec",
+        "valid acc (mean ± sd)", "test acc (mean ± sd)", "vs control (95% CI)",
+        "could detect (80% power)", "train acc", "final loss", "examples/sec",
         "parameters")] + [Cell("outcome", left=True), Cell("trials", left=True)]
     rows = []
     for arm in arms:
         d, values = arm.vs_control, arm.name.values if arm.name else {}
         key = "book (control)" if arm.is_control else \
             f"{arm.key} ({arm.name.label})" if arm.name and arm.name.named else arm.key
+        c = found.get(arm.arm)
+        paired = "paired" if control is not None and shares_seeds(arm, control) else "Welch"
+        detect = c.detectable if c is not None and c.decision is Decision.UNDECIDED else None
         rows.append([
             _text(key), *(_param(values.get(k)) for k in varying),
-            _interval(arm.test_acc),
+            _interval(arm.valid_acc), _interval(arm.test_acc),
             _number(None) if d is None or not d.known else _number(
-                d.mean, f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"),
+                d.mean, f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] {paired}"),
+            _number(detect, None if detect is None else f"±{detect:.3f}"),
             _interval(arm.train_acc), _interval(arm.train_loss),
             _number(arm.examples_per_sec.mean if arm.examples_per_sec.n else None),
             _number(arm.param_count), _text(arm.outcome.describe()),
@@ -152,7 +165,7 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
         "title": data.title, "name": data.name, "exercise": data.meta.get("exercise"),
         "sweep": data.meta.get("sweep", "-"), "headline": found.headline,
         "question": _question(data.meta.get("sweep_file")), "verdicts": found.verdicts,
-        "arms": arms_table(arms), "shown": len(shown) - any(a.is_control for a in shown),
+        "arms": arms_table(arms, found.comparisons), "shown": len(shown) - any(a.is_control for a in shown),
         "hidden": len([a for a in arms if a.test_acc.n]) - len(shown),
         "bars": figures.get("accuracy", ""), "curves": figures.get("curves", ""),
         "speed": figures.get("speed", ""), "shared": shared_machine(results),
@@ -227,23 +240,34 @@ def index_page(entries: list[dict[str, Any]], exercises: dict[int, tuple[str, st
                           "command": f"lenet-lab sweep {sweep}" if sweep else
                                      "lenet-lab sweep pooling, then lenet-lab report"})
     others = [x for x in entries if x["exercise"] not in range(1, 11)]
-    answered = [(label, x["effect"]) for label, x in effect_labels(entries)]
+    figures = []
+    for budget, labelled in effect_labels(entries).items():
+        title = (f"{budget.capitalize()} budget: each exercise's leading change<br>against the "
+                 f"book's network, with its interval")
+        figures.append(figure_html(draw.effects([(label, x["effect"]) for label, x in labelled],
+                                                title)))
     return render("index.html", title="lenet-lab report", exercises=checklist, others=others,
-                  compare=comparisons(entries),
-                  effects=figure_html(draw.effects(answered)) if answered else "")
+                  compare=comparisons(entries), effects=figures)
 
 
-def effect_labels(entries: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """The index figure's rows: exercise number and sweep (`1. pooling`, and `#2`, `#3`
-    for more studies of one exercise, in the index's order). Rows name no study: study
+def effect_labels(entries: list[dict[str, Any]]
+                  ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The index figures' rows, one figure per budget (full first, then quick, then any
+    other), so that a quick study's wide interval sits on its own axis: exercise number,
+    sweep and what the study spent (`1. pooling, 10 epochs, 3 seeds`; `#2`, `#3` for more
+    studies of one exercise and budget, in the index's order). Rows name no study: study
     names are users' text, which stays in the page's list below."""
-    labels, seen = [], {}
-    for entry in entries:
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    order = {"full": 0, "quick": 1}
+    for entry in sorted(entries, key=lambda x: order.get(x["budget"], 2)):
         if entry["exercise"] in range(1, 11):
-            label = f"{entry['exercise']}. {entry['sweep']}"
-            seen[label] = seen.get(label, 0) + 1
-            labels.append((label + (f" #{seen[label]}" if seen[label] > 1 else ""), entry))
-    return labels
+            label = f"{entry['exercise']}. {entry['sweep']}, {entry['spent']}"
+            seen[entry["budget"], label] = seen.get((entry["budget"], label), 0) + 1
+            count = seen[entry["budget"], label]
+            groups.setdefault(entry["budget"], []).append(
+                (label + (f" #{count}" if count > 1 else ""), entry))
+    return groups
 
 
 def comparisons(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

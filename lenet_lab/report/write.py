@@ -30,15 +30,17 @@ def page_name(study: str) -> str:
 
 def search_figures(db: Database, data: StudyData) -> list:
     """Optuna's own views for model-based searches: the history, parallel coordinates and
-    importances of test accuracy, and with several objectives their Pareto front."""
+    importances of the accuracy they chose on (validation's; test accuracy in studies from
+    before validation splits), and with several objectives their Pareto front."""
     import optuna
     from optuna import visualization as vis
 
     study = optuna.load_study(study_name=data.name, storage=db.optuna())
-    names = data.settings.get("objectives") or ["test_acc"]
-    accuracy = names.index("test_acc") if "test_acc" in names else 0
+    names = data.settings.get("objectives") or ["valid_acc"]
+    accuracy = next((names.index(n) for n in ("valid_acc", "test_acc") if n in names), 0)
     target = {"target": (lambda t: t.values[accuracy]) if len(study.directions) > 1 else None,
-              "target_name": "test accuracy"}
+              "target_name": names[accuracy].replace("valid_acc", "validation accuracy")
+              .replace("test_acc", "test accuracy")}
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     figures = [vis.plot_optimization_history(study, **target)]
     if len(study.directions) > 1 and finished:
@@ -100,6 +102,7 @@ def build_report(db: Database, studies: list[str] | None = None, *,
             "study": name, "page": file_name, "title": data.title, "sweep": data.meta.get("sweep"),
             "exercise": data.meta.get("exercise"), "headline": found.headline,
             "line": found.one_line(), "effect": found.leading_effect(),
+            "budget": data.budget_name, "spent": found.budget.short() if found.budget else "",
             "activations": bool(shown.get("figures")),
             "status": ", ".join(f"{v} {k}" for k, v in counts.items() if k != "trials")
                       or "no trials", "arms": found.arms})

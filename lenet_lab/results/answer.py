@@ -1,21 +1,22 @@
 """The answer to an exercise, in one paragraph that `lenet-lab sweep` and the report share.
 
-Steps, each a pure function of a study's rows (study.StudyData):
+Steps, each a pure function of a study's rows (study.StudyData), fixed before any
+number is looked at:
 1. every arm gets an outcome (outcomes.py); only arms that learned are compared;
-2. each learned arm is compared with the control (Welch's t: difference, interval, p);
-3. with several arms, Holm's step-down adjustment keeps the chance of any false
-   "better" or "worse" at 5%; with `--until-decided`, each of the L looks (the seed
-   counts from the run's seeds to MAX) gets alpha/L (Bonferroni over looks), so adding
-   seeds until something shows cannot manufacture a difference;
-4. the decision: better or worse (adjusted p < 0.05), equivalent (the interval lies
-   inside +-MARGIN), a tie (every seed equal), undecided, or one seed (no interval);
-5. the sentence: the leading arm against the book's network, what did not learn, the
-   search and its confirmation, and the budget, always.
+2. each learned arm's test accuracy is compared with the control's (compare.py: paired
+   by seed where they share seeds, else Welch; Holm's adjustment over the arms; alpha/L
+   for each of `--until-decided`'s L looks, so adding seeds until something shows cannot
+   manufacture a difference);
+3. the decision: better or worse (adjusted p < 0.05), equivalent (the interval lies
+   inside +-MARGIN), a tie (every seed equal), undecided (saying what its seeds could
+   have detected), or one seed (no interval);
+4. the sentence: the leading arm (the best by validation accuracy: `arms.ranked`)
+   against the book's network, what did not learn, the search, its confirmation and
+   its compute-matched control, and the budget, always.
 """
 
 from __future__ import annotations
 
-import enum
 import html
 import math
 import re
@@ -25,88 +26,19 @@ from typing import Any
 import pandas as pd
 
 from lenet_lab.results.budget import Budget, budget
-from lenet_lab.results.arms import (BOOK, ArmStats, arm_names, arm_stats, best_learned, ranked,
-                                    sig, small_limit)
+from lenet_lab.results.arms import (BOOK, MATCHED, ArmStats, arm_names, arm_stats, best_learned,
+                                    shares_seeds, sig, small_limit, versus)
+from lenet_lab.results.compare import (ALPHA, MARGIN, Comparison, Decision, compare, kind, looks,
+                                       signed)
 from lenet_lab.results.outcomes import Outcome
-from lenet_lab.results.stats import Interval, difference, holm, welch_p
+from lenet_lab.results.stats import Interval
 from lenet_lab.results.study import StudyData, cut_short
 from lenet_lab.spec import SPEC_FIELDS, Status, field_value
-from lenet_lab.sweep_file import (
-    MARGIN_DEFAULT as MARGIN,  # inside +-MARGIN: no difference
-)
 
 __all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "Effect", "budget",
            "compare", "looks", "study_answer"]
 
-ALPHA = 0.05
 SPEC_DEFAULTS = {f.name: f.default for f in SPEC_FIELDS.values()}
-
-
-class Decision(str, enum.Enum):
-    BETTER = "better"
-    WORSE = "worse"
-    EQUIVALENT = "equivalent"
-    TIE = "tie"
-    UNDECIDED = "undecided"
-    ONE_SEED = "one seed"
-
-    @property
-    def decided(self) -> bool:
-        return self in (Decision.BETTER, Decision.WORSE, Decision.EQUIVALENT, Decision.TIE)
-
-
-def looks(settings: dict[str, Any] | None) -> int:
-    """How many looks `--until-decided` may take (1 without it)."""
-    if not settings:
-        return 1
-    return max(1, settings["max_seeds"] - settings["start_seeds"] + 1)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    arm: ArmStats
-    difference: Interval  # at level 1 - ALPHA / looks
-    p_adjusted: float  # for looks and, over several arms, Holm's adjustment
-    decision: Decision
-    arms: int  # how many arms were compared with the control
-    looks: int = 1
-
-    def interval(self) -> str:
-        d = self.difference
-        level = 100 * (1 - ALPHA / self.looks)
-        spread = f"{level:.3g}% CI [{_signed(d.low)}, {_signed(d.high)}]"
-        if self.looks > 1:
-            spread += f" for {self.looks} looks"
-        if self.arms > 1 and not math.isnan(self.p_adjusted):
-            spread += f"; p = {self.p_adjusted:.2g} after Holm's adjustment for {self.arms} arms"
-        return f"difference {_signed(d.mean)}, {spread}"
-
-
-def compare(arms: list[ArmStats], *, n_looks: int = 1, margin: float = MARGIN) -> list[Comparison]:
-    """Every learned arm against the control that learned, best first (`ranked`)."""
-    control = next((a for a in arms if a.is_control), None)
-    if control is None or not control.outcome.learned:
-        return []
-    learned = [a for a in ranked(arms) if a.outcome.learned]
-    p_values = holm([min(1.0, n_looks * welch_p(a.test_accs, control.test_accs))
-                     for a in learned])
-    found = []
-    for arm, p in zip(learned, p_values):
-        d = difference(arm.test_accs, control.test_accs, level=1 - ALPHA / n_looks)
-        found.append(Comparison(arm, d, p, _decide(d, p, margin), len(learned), n_looks))
-    return found
-
-
-def _decide(d: Interval, p_adjusted: float, margin: float) -> Decision:
-    if not d.known:
-        return Decision.ONE_SEED
-    if d.sd == 0 and d.mean == 0:
-        return Decision.TIE
-    if p_adjusted < ALPHA:
-        return Decision.BETTER if d.mean > 0 else Decision.WORSE
-    if -margin <= d.low and d.high <= margin:
-        return Decision.EQUIVALENT
-    return Decision.UNDECIDED
 
 
 @dataclass(frozen=True)
@@ -120,6 +52,8 @@ class Effect:
     low: float | None = None
     high: float | None = None
     level: float = 1 - ALPHA  # of the interval (widened for --until-decided's looks)
+    paired: bool = False  # the interval is of per-seed differences (else Welch's)
+    detectable: float | None = None  # undecided: the smallest difference its seeds would find
 
 
 @dataclass
@@ -159,8 +93,11 @@ class Answer:
             return Effect("every other arm", "did not learn")
         d = lead.difference
         known = d.known
+        detectable = lead.detectable if lead.decision is Decision.UNDECIDED and \
+            not math.isnan(lead.detectable) else None
         return Effect(str(lead.arm), lead.decision.value, d.mean, d.low if known else None,
-                      d.high if known else None, 1 - ALPHA / lead.looks)
+                      d.high if known else None, 1 - ALPHA / lead.looks, lead.paired,
+                      detectable)
 
     def one_line(self) -> str:
         """The index's line: the leader's effect with its interval and verdict, or what
@@ -178,7 +115,7 @@ class Answer:
             return f"no other arm learned; {self.control_name} {_acc(control)}{spent}"
         d = lead.difference
         level = "" if lead.looks == 1 else f" ({100 * (1 - ALPHA / lead.looks):.3g}% CI)"
-        effect = _signed(d.mean) + (f" [{_signed(d.low)}, {_signed(d.high)}]{level}"
+        effect = signed(d.mean) + (f" [{signed(d.low)}, {signed(d.high)}]{level}"
                                     if d.known else "")
         return f"{lead.arm}: {effect} vs {self.control_name}, {lead.decision.value}{spent}"
 
@@ -196,10 +133,6 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _signed(value: float) -> str:
-    return f"{0.0 if abs(value) < 0.0005 else value:+.3f}"
-
-
 def _acc(arm: ArmStats) -> str:
     i = arm.test_acc
     return f"{i.mean:.3f}" + (f" ± {i.sd:.3f}" if i.known else "")
@@ -212,7 +145,8 @@ def _not_learned(arm: ArmStats, the: str) -> str:
     seeds = f" {o.seeds}" if o.seeds else ""
     accuracy = f" (test accuracy {arm.test_acc.mean:.3f})" if arm.test_acc.n else ""
     return {Outcome.AT_CHANCE: f"{the} did not learn: it stays at chance{seeds}{accuracy}",
-            Outcome.DIVERGED: f"{the} diverged{seeds}: its loss turned NaN or infinite",
+            Outcome.DIVERGED: f"{the} diverged{seeds}: its training loss blew up (NaN, or over "
+                              f"twice a uniform guess's)",
             Outcome.UNSTABLE: f"{the} is unstable{seeds}: its final loss is far above its "
                               f"lowest{accuracy}"}.get(o.outcome, f"{the} has no result yet")
 
@@ -240,6 +174,7 @@ def study_answer(data: StudyData) -> Answer:
     extra = [_search_note(results, stage, confirmed)] if search else []
     if "param_count" in settings.get("objectives", []):
         extra.append(_trade_off(arms))
+    extra.append(_matched_note(answer))
     # (databases from earlier versions hold the source's values with all their digits)
     extra += [f"{name} is {re.sub(r'[0-9]*[.][0-9]{5,}', lambda m: sig(float(m[0])), source)}."
               for name, source in attrs.get("arm_sources", {}).items()]
@@ -277,21 +212,22 @@ def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget
     if not comparisons:
         return f"No other arm learned at this budget; {book}: {_acc(control)}.{tail}"
     lead = comparisons[0]
-    arm, versus = lead.arm, f"{_acc(lead.arm)} vs {_acc(control)} for {book}"
+    arm, accuracies = lead.arm, f"{_acc(lead.arm)} vs {_acc(control)} for {book}"
     n = control.test_acc.n
     text = {
-        Decision.BETTER: f"{arm} beats {book}: {versus} ({lead.interval()}).",
-        Decision.WORSE: f"No arm beats {book}: the closest, {arm}, is worse: "
-                        f"{versus} ({lead.interval()}).",
+        Decision.BETTER: f"{arm} beats {book}: {accuracies} ({lead.interval()}).",
+        Decision.WORSE: f"No arm beats {book}: the best on validation, {arm}, is worse: "
+                        f"{accuracies} ({lead.interval()}).",
         Decision.EQUIVALENT: f"No arm differs from {book} by more than "
-                             f"±{margin:g}: the best, {arm}, {versus} ({lead.interval()}).",
+                             f"±{margin:g}: the best, {arm}, {accuracies} ({lead.interval()}).",
         Decision.TIE: f"No arm beats {book}: {arm} matches it exactly "
                       f"({control.test_acc.mean:.3f} in every seed).",
         Decision.UNDECIDED: f"{arm} and {book} cannot be told apart with {n} "
-                            f"seeds: {versus} ({lead.interval()}); rerun with "
+                            f"seeds: {accuracies} ({lead.interval()}): {lead.could_detect()}; "
+                            f"rerun with "
                             f"{'a larger --until-decided MAX' if lead.looks > 1 else '--until-decided'}"
                             f" to add seeds until it is decided.",
-        Decision.ONE_SEED: f"{arm}: {versus}, from one seed, which gives no interval: "
+        Decision.ONE_SEED: f"{arm}: {accuracies}, from one seed, which gives no interval: "
                            f"rerun with --seeds 3.",
     }[lead.decision]
     return text + tail
@@ -313,6 +249,8 @@ def _verdict(arm: ArmStats, comparisons: list[Comparison], margin: float, book: 
              Decision.UNDECIDED: "cannot be told from the control with the seeds run",
              Decision.ONE_SEED: "one seed: no interval"}[found.decision]
     detail = "" if found.decision in (Decision.TIE, Decision.ONE_SEED) else f" ({found.interval()})"
+    if found.decision is Decision.UNDECIDED and found.could_detect():
+        detail += f"; {found.could_detect()}"
     return f"{arm}: {_acc(arm)}: {words}{detail}"
 
 
@@ -335,6 +273,29 @@ def _search_note(results: pd.DataFrame, stage: pd.Series, confirmed: bool) -> st
         return note + (f" Confirmation still running: {pending} trials to go." if pending else "")
     return (f"{searched[0].upper()}{searched[1:]}, one seed each, not confirmed: rerun "
             f"with --confirm 3 to rerun the best with seeds.")
+
+
+def _matched_note(answer: Answer) -> str:
+    """How much of a search winner's gain is compute and how much the recipe: the control
+    rerun at the winner's epochs and batch size (stage `matched`) against the control, and
+    the winner against that rerun, each paired by seed."""
+    matched = next((c for c in answer.comparisons if c.arm.stage == MATCHED), None)
+    lead = answer.leader
+    if matched is None or lead is None or lead is matched:
+        return ""
+    rest = versus(lead.arm, matched.arm)
+    return (f"Compute-matched: {answer.control_name} trained with the winner's {matched.arm.arm} "
+            f"({matched.arm.key}) reaches {_acc(matched.arm)}; of {lead.arm.key}'s "
+            f"{signed(lead.difference.mean)} over {answer.control_name}, "
+            f"{signed(matched.difference.mean)} {_ci(matched.difference)} comes with that "
+            f"compute ({matched.arm.key} vs the control, {kind(matched.paired)}) and "
+            f"{signed(rest.mean)} {_ci(rest)} with the rest of the recipe "
+            f"({lead.arm.key} vs {matched.arm.key}, {kind(shares_seeds(lead.arm, matched.arm))}; "
+            f"95% CIs).")
+
+
+def _ci(d: Interval) -> str:
+    return f"[{signed(d.low)}, {signed(d.high)}]" if d.known else "(no interval)"
 
 
 def _trade_off(arms: list[ArmStats]) -> str:

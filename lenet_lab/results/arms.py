@@ -3,7 +3,9 @@
 Pure functions of lab_results rows: nothing here draws or touches the database, so tests
 can check each number directly. `ranked` is the one order of "best" used everywhere: the
 figures, the answer's leader, the confirmation stage, exercise 9's `best_of` and
-exercise 10's maps (best.py).
+exercise 10's maps (best.py). It reads validation accuracy, never test accuracy: the
+test set only measures (studies from before lenet-lab held a validation split out are
+ranked by test accuracy, their only measure).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import numpy as np
 import pandas as pd
 
 from lenet_lab.results.outcomes import ArmOutcome, arm_outcome, trial_outcome
-from lenet_lab.results.stats import Interval, difference, mean_interval
+from lenet_lab.results.stats import LEVEL, Interval, difference, mean_interval, paired_difference
 from lenet_lab.spec import SPEC_FIELDS, Status, field_value, format_widths
 
-__all__ = ["BOOK", "BOOK_PARAMS_FACTOR", "ArmName", "ArmStats", "arm_keys", "arm_legend",
-           "arm_names", "arm_stats", "best_learned", "chance_level", "failures", "is_control",
-           "learning_curves", "ranked", "shared_machine", "shown_arms", "speed_conditions",
-           "sig", "small_limit", "summary_counts", "summary_rows", "trial_outcomes"]
+__all__ = ["BOOK", "BOOK_PARAMS_FACTOR", "MATCHED", "ArmName", "ArmStats", "arm_keys",
+           "arm_legend", "arm_names", "arm_stats", "best_learned", "chance_level", "failures",
+           "is_control", "learning_curves", "ranked", "shared_machine", "shares_seeds",
+           "shown_arms", "speed_conditions", "sig", "small_limit", "summary_counts",
+           "summary_rows", "trial_outcomes", "versus"]
 
 BOOK = "the book's network"  # how answers name the control
 
@@ -118,6 +121,9 @@ def chance_level(results: pd.DataFrame) -> float:
     return 1.0 / (int(classes.iloc[0]) if len(classes) else 10)
 
 
+MATCHED = "matched"  # the stage of the control rerun at a search winner's compute
+
+
 @dataclass(frozen=True)
 class ArmStats:
     arm: str
@@ -134,21 +140,39 @@ class ArmStats:
     lr: float | None = None
     name: ArmName | None = None
     first_trial: int = 0  # the number of its first trial
+    seeds: list[int] = field(default_factory=list)  # of test_accs and valid_accs, in order
+    valid_acc: Interval = field(default_factory=lambda: mean_interval([]))
+    valid_accs: list[float] = field(default_factory=list)
+    stage: str | None = None  # of its first trial: grid, control, search, confirm, matched
 
     @property
     def key(self) -> str:
         return self.name.key if self.name else self.arm
+
+    @property
+    def candidate(self) -> bool:
+        """An arm that may be chosen as best: not the control, nor the control rerun at
+        another arm's compute (a yardstick, not a configuration)."""
+        return not self.is_control and self.stage != MATCHED
+
+    @property
+    def chosen_by(self) -> Interval:
+        """What choices read: validation accuracy (test accuracy only in studies from
+        before validation splits, which have nothing else)."""
+        return self.valid_acc if self.valid_acc.n else self.test_acc
 
     def __str__(self) -> str:
         return str(self.name) if self.name else self.arm
 
 
 def ranked(arms: list[ArmStats], *, with_control: bool = False) -> list[ArmStats]:
-    """The arms that have a result (not the control, unless asked), best first: arms that
-    learned before those that did not, then by mean test accuracy, then by their first
-    trial (so a resume ranks ties alike). The one meaning of "best arm"."""
-    done = [a for a in arms if a.test_acc.n and (with_control or not a.is_control)]
-    return sorted(done, key=lambda a: (not a.outcome.learned, -a.test_acc.mean, a.first_trial))
+    """The arms that have a result and may be chosen (candidates; the control too when
+    asked), best first: arms that learned before those that did not, then by mean
+    validation accuracy (ArmStats.chosen_by), then by their first trial (so a resume
+    ranks ties alike). The one meaning of "best arm"."""
+    done = [a for a in arms if a.test_acc.n and (a.candidate or with_control and a.is_control)]
+    return sorted(done, key=lambda a: (not a.outcome.learned, -_or(a.chosen_by.mean, -1.0),
+                                       a.first_trial))
 
 
 def best_learned(arms: list[ArmStats], *, with_control: bool = False) -> ArmStats | None:
@@ -163,8 +187,9 @@ def small_limit(book_params: int) -> int:
 
 
 def shown_arms(arms: list[ArmStats], limit: int = SHOWN_ARMS) -> list[ArmStats]:
-    """The control and the best `limit` other arms that have a result, for figures."""
-    return [a for a in arms if a.is_control and a.test_acc.n] + ranked(arms)[:limit]
+    """The control (and its compute-matched rerun) and the best `limit` other arms that
+    have a result, for figures."""
+    return [a for a in arms if not a.candidate and a.test_acc.n] + ranked(arms)[:limit]
 
 
 def speed_conditions(results: pd.DataFrame) -> str:
@@ -195,11 +220,13 @@ def shared_machine(results: pd.DataFrame) -> bool:
 
 def trial_outcomes(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.Series:
     """Each row's Outcome (or None), in the order of `results` (see outcomes.py)."""
-    lowest = {} if epochs is None or not len(epochs) else \
-        epochs.groupby("trial").train_loss.min().to_dict()
+    losses = None if epochs is None or not len(epochs) else epochs.groupby("trial").train_loss
+    lowest, highest = ({}, {}) if losses is None else (losses.min().to_dict(),
+                                                       losses.max().to_dict())
     classes = results.num_classes if "num_classes" in results else pd.Series(10, results.index)
     return pd.Series([trial_outcome(state=row.state, test_acc=row.test_acc,
                                     final_loss=row.train_loss, min_loss=lowest.get(row.trial),
+                                    max_loss=highest.get(row.trial),
                                     classes=10 if pd.isna(n) else int(n))
                       for row, n in zip(results.itertuples(), classes)], index=results.index,
                      dtype=object)
@@ -216,9 +243,11 @@ def arm_stats(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
     outcomes = trial_outcomes(results, epochs)
     names = arm_names(results) if names is None else names
     for arm, rows in results.groupby("arm", sort=False):
-        done = rows[rows.state == Status.COMPLETE]
+        done = rows[rows.state == Status.COMPLETE].sort_values("seed")
         params = done.param_count.dropna()
         lrs = rows.lr.dropna() if "lr" in rows else ()
+        valid = done.valid_acc if "valid_acc" in done else pd.Series(math.nan, done.index)
+        stages = rows.sort_values("trial").stage.dropna() if "stage" in rows else ()
         arms.append(ArmStats(
             arm=str(arm), is_control=bool(is_control(rows).any()),
             states={str(k): int(v) for k, v in rows.state.value_counts().sort_index().items()},
@@ -229,15 +258,35 @@ def arm_stats(results: pd.DataFrame, epochs: pd.DataFrame | None = None, *,
             test_accs=[float(v) for v in done.test_acc],
             outcome=arm_outcome(list(outcomes[rows.index])),
             lr=float(lrs.iloc[0]) if len(lrs) else None, name=names.get(arm),
-            first_trial=int(rows.trial.min())))
+            first_trial=int(rows.trial.min()),
+            seeds=[int(v) for v in done.seed], valid_acc=mean_interval(valid.dropna()),
+            valid_accs=[float(v) for v in valid],
+            stage=str(stages.iloc[0]) if len(stages) else None))
     control = next((a for a in arms if a.is_control), None)
     if control is not None:
         arms = [a if a is control else _with_difference(a, control) for a in arms]
-    return sorted(arms, key=lambda a: (not a.is_control, -_or(a.test_acc.mean, -1.0)))
+    return sorted(arms, key=lambda a: (not a.is_control, -_or(a.chosen_by.mean, -1.0)))
+
+
+def shares_seeds(arm: ArmStats, other: ArmStats) -> bool:
+    """Whether two arms ran the same seeds (as every grid's arms and a search's control,
+    confirmations and compute-matched control do, by design): then they are compared
+    pair by pair, seed by seed."""
+    return len(arm.seeds) >= 2 and sorted(arm.seeds) == sorted(other.seeds)
+
+
+def versus(arm: ArmStats, other: ArmStats, level: float = LEVEL) -> Interval:
+    """arm's test accuracy minus other's: paired by seed where they share seeds
+    (shares_seeds), else Welch's unpaired interval."""
+    if shares_seeds(arm, other):
+        mine, theirs = (dict(zip(a.seeds, a.test_accs)) for a in (arm, other))
+        order = sorted(mine)
+        return paired_difference([mine[s] for s in order], [theirs[s] for s in order], level)
+    return difference(arm.test_accs, other.test_accs, level)
 
 
 def _with_difference(arm: ArmStats, control: ArmStats) -> ArmStats:
-    return replace(arm, vs_control=difference(arm.test_accs, control.test_accs))
+    return replace(arm, vs_control=versus(arm, control))
 
 
 def _or(value: float, default: float) -> float:
@@ -247,13 +296,15 @@ def _or(value: float, default: float) -> float:
 def learning_curves(epochs: pd.DataFrame, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per arm: for each epoch the mean, min and max over seeds of each metric.
 
-    `epochs` has trial, epoch, train_loss, train_acc, test_acc; only completed trials count.
+    `epochs` has trial, epoch, train_loss, train_acc, valid_acc, test_acc; only
+    completed trials count.
     """
     done = results[results.state == Status.COMPLETE][["trial", "arm"]]
     merged = epochs.merge(done, on="trial")
+    metrics = [m for m in ("train_loss", "train_acc", "valid_acc", "test_acc") if m in merged]
     curves = {}
     for arm, rows in merged.groupby("arm", sort=False):
-        grouped = rows.groupby("epoch")[["train_loss", "train_acc", "test_acc"]]
+        grouped = rows.groupby("epoch")[metrics]
         frame = grouped.agg(["mean", "min", "max"])
         frame.columns = [f"{metric}_{stat}" for metric, stat in frame.columns]
         frame["seeds"] = rows.groupby("epoch").size()
@@ -267,18 +318,21 @@ def failures(results: pd.DataFrame) -> pd.DataFrame:
     return other[["trial", "arm", "seed", "state", "epochs_done", "reason"]].sort_values("trial")
 
 
-SUMMARY_HEADER = ["arm", "seeds", "test acc", "sd", "min", "max", "ex/sec", "outcome", "other"]
+SUMMARY_HEADER = ["arm", "seeds", "valid", "test acc", "sd", "vs book", "ex/sec", "outcome",
+                  "other"]
 
 
 def summary_rows(arms: list[ArmStats]) -> list[list[str]]:
     """The end-of-sweep table: one row per arm by its key (see SUMMARY_HEADER and
-    arm_legend), narrow enough for an 80-column terminal."""
-    def number(value: float) -> str:
-        return "-" if math.isnan(value) else f"{value:.4f}"
+    arm_legend), narrow enough for an 80-column terminal: mean validation accuracy (what
+    chose), mean test accuracy, its spread over seeds and its difference from the
+    control's (paired by seed where they share seeds; the answer gives the intervals)."""
+    def number(value: float, sign: str = "") -> str:
+        return "-" if math.isnan(value) else f"{value:{sign}.4f}"
 
-    return [[arm.key, str(arm.test_acc.n), number(arm.test_acc.mean), number(arm.test_acc.sd),
-             number(min(arm.test_accs, default=math.nan)),
-             number(max(arm.test_accs, default=math.nan)),
+    return [[arm.key, str(arm.test_acc.n), number(arm.valid_acc.mean), number(arm.test_acc.mean),
+             number(arm.test_acc.sd),
+             number(arm.vs_control.mean if arm.vs_control else math.nan, "+"),
              sig(arm.examples_per_sec.mean), arm.outcome.short(),
              ", ".join(f"{n} {state}" for state, n in arm.states.items() if state != Status.COMPLETE)]
             for arm in arms]

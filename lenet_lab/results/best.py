@@ -66,7 +66,7 @@ def best_configuration(db: Database, sweep: str, *,
         best = best_learned(study_answer(data).arms)
         if best is not None:
             first = confirm[confirm.arm == best.arm].iloc[0]
-            found.append((row["engine"] != engine, -best.test_acc.mean, row["study"],
+            found.append((row["engine"] != engine, -best.chosen_by.mean, row["study"],
                           str(best.name.label if best.name else best.arm),
                           _values(first, CARRIED)))
     return min(found)[2:] if found else None
@@ -74,8 +74,8 @@ def best_configuration(db: Database, sweep: str, *,
 
 def best_network(data: StudyData) -> list[tuple[int, str, str]]:
     """(trial, label, key) of the networks exercise 10 shows for a study: the book's
-    network (its first completed trial) and the best arm of the answer (its most
-    accurate completed trial)."""
+    network (its first completed trial) and the best arm of the answer (its trial most
+    accurate on validation; on test only in studies from before validation splits)."""
     done = data.results[data.results.state == Status.COMPLETE]
     arms = study_answer(data).arms
     picks = []
@@ -86,7 +86,9 @@ def best_network(data: StudyData) -> list[tuple[int, str, str]]:
     best = ranked(arms)[:1]
     if best:
         rows = done[done.arm == best[0].arm]
-        trial = int(rows.loc[rows.test_acc.idxmax()].trial)
+        valid = rows.get("valid_acc")
+        accuracy = valid if valid is not None and valid.notna().any() else rows.test_acc
+        trial = int(rows.loc[accuracy.idxmax()].trial)
         label = best[0].name.label if best[0].name else best[0].arm
         picks.append((trial, f"{best[0].key}, the best other arm: {label}", best[0].key))
     return picks

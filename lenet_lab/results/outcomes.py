@@ -1,11 +1,15 @@
 """Did a run learn? An outcome for every trial and arm, decided before any comparison.
 
 A trial that trained all its epochs is not yet a result worth comparing. It is:
-- diverged: its loss turned NaN or infinite (the trainer stopped it);
+- diverged: its training loss turned NaN or infinite, or rose above twice ln(classes)
+  (the loss of a uniform guess: 4.6 for ten classes) at any epoch, the first or the last
+  (train.diverged_loss; the trainer stops such a run at once, and older records that ran
+  on are read alike): tanh at lr 0.9 reaches a loss of 25-29 in its first epoch;
 - unstable: its final training loss is far above the lowest it reached (more than
-  twice the minimum and over 0.25 above it), as when tanh at lr 0.9 climbs to a loss of 25;
-- at chance: its test accuracy is within 0.02 of 1/classes and its training loss is not
-  below 90% of ln(classes), the loss of a uniform guess (early sigmoid runs sit at 2.3-2.7);
+  twice the minimum and over 0.25 above it) without having diverged;
+- at chance ("did not learn"): its test accuracy is within 0.02 of 1/classes and its
+  training loss stays near ln(classes), not below 90% of it (early sigmoid runs sit at
+  2.3-2.7);
 - learned: anything else.
 An arm learned when every one of its finished seeds learned; otherwise its outcome is
 its most common other outcome, with the count ("at chance in 2 of 3 seeds").
@@ -19,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from lenet_lab.spec import Status
+from lenet_lab.train import diverged_loss
 
 __all__ = ["CHANCE_MARGIN", "ArmOutcome", "Outcome", "arm_outcome", "trial_outcome"]
 
@@ -41,13 +46,16 @@ _SEVERITY = [Outcome.DIVERGED, Outcome.UNSTABLE, Outcome.AT_CHANCE]  # ties go t
 
 
 def trial_outcome(*, state: str, test_acc: float | None, final_loss: float | None,
-                  min_loss: float | None, classes: int) -> Outcome | None:
-    """One trial's outcome; None for a trial with no result (pruned, failed, running)."""
+                  min_loss: float | None, classes: int,
+                  max_loss: float | None = None) -> Outcome | None:
+    """One trial's outcome; None for a trial with no result (pruned, failed, running).
+    `min_loss` and `max_loss` are the lowest and highest training loss of its epochs."""
     if state == Status.DIVERGED:
         return Outcome.DIVERGED
     if state != Status.COMPLETE or not _number(test_acc):
         return None
-    if _number(final_loss) and not math.isfinite(final_loss):
+    limit = diverged_loss(classes)
+    if any(_number(loss) and not loss <= limit for loss in (final_loss, max_loss)):
         return Outcome.DIVERGED
     if _number(final_loss) and _number(min_loss) and \
             final_loss > UNSTABLE_RATIO * min_loss and final_loss - min_loss > UNSTABLE_GAP:

@@ -1,18 +1,23 @@
-"""Statistics of test accuracies: t-intervals, Welch's difference and p-value, Holm's
-adjustment, the Pareto front. Pure functions of numbers; scipy for Student's t."""
+"""Statistics of accuracies: t-intervals, the difference of two arms (paired by seed, or
+Welch's when they do not share seeds) with its p-value, the smallest difference a
+comparison could detect, Holm's adjustment, the Pareto front. Pure functions of numbers;
+scipy for Student's t and its noncentral form."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["LEVEL", "Interval", "difference", "holm", "mean_interval", "pareto_front",
-           "t_quantile", "welch_p"]
+__all__ = ["LEVEL", "POWER", "Interval", "detectable", "difference", "holm", "mean_interval",
+           "paired_difference", "pareto_front", "seeds_to_detect", "t_p", "t_quantile",
+           "welch_p"]
 
 LEVEL = 0.95  # confidence level of every interval in the reports
+POWER = 0.8  # "could detect": found with this probability by a two-sided t-test
+TIES = 1e-12  # values closer than this are equal (float rounding; accuracies step by 1e-4)
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -61,7 +66,7 @@ def difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> 
     diff = float(x.mean() - y.mean())
     if len(x) < 2 or len(y) < 2:
         return Interval(diff, math.nan, math.nan, min(len(x), len(y)))
-    if np.ptp(x) == 0 and np.ptp(y) == 0:  # every seed alike (var() would give ~1e-33)
+    if np.ptp(x) < TIES and np.ptp(y) < TIES:  # every seed alike (var() would give ~1e-33)
         return Interval(diff, diff, diff, min(len(x), len(y)), 0.0)
     vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
     se = math.sqrt(vx + vy)
@@ -70,9 +75,29 @@ def difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> 
     return Interval(diff, diff - half, diff + half, min(len(x), len(y)), se, df)
 
 
-def welch_p(a: list[float], b: list[float]) -> float:
-    """Two-sided p-value of Welch's t-test; 0 or 1 when both samples have no spread."""
-    d = difference(a, b)
+def paired_difference(a: Sequence[float], b: Sequence[float],
+                      level: float = LEVEL) -> Interval:
+    """mean(a - b) over pairs (the same seed in both arms) with its t-interval (n - 1
+    degrees of freedom); pairs missing either value are dropped."""
+    x, y = (np.asarray(v, dtype=float) for v in (a, b))
+    if len(x) != len(y):
+        raise ValueError(f"paired_difference needs pairs, not {len(x)} and {len(y)} values")
+    d = (x - y)[~(np.isnan(x) | np.isnan(y))]
+    if len(d) == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return Interval(mean, math.nan, math.nan, len(d))
+    if np.ptp(d) < TIES:  # every pair differs alike
+        return Interval(mean, mean, mean, len(d), 0.0, len(d) - 1.0)
+    se = float(d.std(ddof=1)) / math.sqrt(len(d))
+    half = t_quantile(0.5 + level / 2, len(d) - 1) * se
+    return Interval(mean, mean - half, mean + half, len(d), se, len(d) - 1.0)
+
+
+def t_p(d: Interval) -> float:
+    """Two-sided p-value of a difference with its standard error and degrees of freedom
+    (paired_difference or difference); 0 or 1 when there is no spread."""
     if not d.known:
         return math.nan
     if d.sd == 0:
@@ -80,6 +105,50 @@ def welch_p(a: list[float], b: list[float]) -> float:
     from scipy import stats
 
     return float(2 * stats.t.sf(abs(d.mean / d.sd), d.df))
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of Welch's t-test; 0 or 1 when both samples have no spread."""
+    return t_p(difference(a, b))
+
+
+def _power(effect: float, se: float, df: float, alpha: float) -> float:
+    """Probability that a two-sided t-test at `alpha` finds a true difference `effect`
+    measured with standard error `se` (noncentral t)."""
+    from scipy import stats
+
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    shift = effect / se
+    # the far tail is tiny for effect > 0, and scipy's nct returns NaN for some of it
+    return float(stats.nct.sf(critical, df, shift) +
+                 np.nan_to_num(stats.nct.cdf(-critical, df, shift)))
+
+
+def detectable(se: float, df: float, *, alpha: float = 1 - LEVEL, power: float = POWER) -> float:
+    """The smallest true difference a two-sided t-test at `alpha` finds with probability
+    `power`, for a comparison with standard error `se` and `df` degrees of freedom; NaN
+    when either is unknown or zero."""
+    if not (se > 0 and df > 0):
+        return math.nan
+    from scipy.optimize import brentq
+
+    high = se
+    while _power(high, se, df, alpha) < power:
+        high *= 2
+    return float(brentq(lambda e: _power(e, se, df, alpha) - power, 0.0, high, xtol=1e-10))
+
+
+def seeds_to_detect(effect: float, spread: Callable[[int], tuple[float, float]], *,
+                    alpha: float = 1 - LEVEL, power: float = POWER,
+                    most: int = 1000) -> int | None:
+    """The fewest seeds per arm with which a difference `effect` is found with
+    probability `power`: `spread(n)` gives the comparison's standard error and degrees of
+    freedom at n seeds (from the spread observed). None beyond `most`."""
+    for n in range(2, most + 1):
+        se, df = spread(n)
+        if se == 0 or _power(effect, se, df, alpha) >= power:
+            return n
+    return None
 
 
 def holm(p_values: list[float]) -> list[float]:

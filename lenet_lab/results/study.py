@@ -42,6 +42,12 @@ class StudyData:
     def settings(self) -> dict[str, Any]:
         return json.loads(self.meta.get("settings") or "{}")
 
+    @property
+    def budget_name(self) -> str:
+        """The sweep file's budget the study ran: full or quick (studies from before it
+        was recorded: quick when named so, as `sweep --budget quick` names them)."""
+        return self.settings.get("budget") or ("quick" if "-quick" in self.name else "full")
+
 
 def stopped_worker(why: str) -> str:
     """The reason recorded for a trial whose worker stopped before it finished."""

@@ -273,10 +273,11 @@ def study_attrs(db: Database, study_name: str) -> dict[str, Any]:
 
 @operation
 def trial_record(db: Database, study: str, number: int) -> dict[str, Any] | None:
-    """Our row of one trial, found by study and trial number."""
+    """Our row of one trial, found by study and trial number (with the columns the
+    database has: a reader never upgrades an older one)."""
     with db.transaction() as conn:
-        row = conn.execute(sa.select(lab_trials).where(
-            lab_trials.c.study_name == study, lab_trials.c.number == number)).first()
+        row = conn.execute(sa.text("SELECT * FROM lab_trials WHERE study_name = :s AND "
+                                   "number = :n"), {"s": study, "n": number}).first()
     return dict(row._mapping) if row else None
 
 

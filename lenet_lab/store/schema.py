@@ -7,7 +7,8 @@ Optuna owns its tables (`studies`, `trials`, `trial_heartbeats`, ...). Ours are 
   and framework version, device, sampler and its settings, run settings, package
   versions, the command, creation time (UTC).
 - `lab_trials`: one row per trial: arm, seed, every spec and training field, status,
-  reason, final metrics, and the worker's host and pid.
+  reason, final metrics (validation accuracy beside test accuracy), how many training
+  images were held out for validation, and the worker's host and pid.
 - `lab_epochs`: per-epoch metrics, written as each epoch ends.
 - `lab_weights`: each completed trial's final weights (npz), for the activations view;
 - `lab_schema`: the version of these tables; older databases are upgraded step by step
@@ -32,7 +33,7 @@ __all__ = ["HYPERPARAMETERS", "MIGRATIONS", "RESULT_COLUMNS", "SCHEMA_VERSION", 
            "schema_version"]
 
 HYPERPARAMETERS = list(SPEC_FIELDS)
-METRICS = ("train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
+METRICS = ("train_loss", "train_acc", "valid_acc", "test_acc", "examples_per_sec", "seconds")
 _SQL_TYPES = {"widths": sa.Text, "bool": sa.Boolean, "float": sa.Float, "int": sa.Integer}
 
 metadata = sa.MetaData()
@@ -75,6 +76,7 @@ lab_trials = sa.Table(
     sa.Column("device", sa.String(32)),
     sa.Column("device_name", sa.String(256)),
     sa.Column("subset", sa.Integer),
+    sa.Column("validation", sa.Integer),  # training images held out for validation
     *(sa.Column(name, _SQL_TYPES.get(field_kind(name), sa.String(32)))
       for name in HYPERPARAMETERS),
     sa.Column("param_count", sa.Integer),
@@ -121,7 +123,8 @@ _VIEW_COLUMNS = [
     ("s.study_name", "study"), ("ls.sweep", "sweep"), ("t.number", "trial"), (_STATE, "state"),
     *((f"lt.{name}", name) for name in (
         "arm", "is_control", "stage", "engine", "engine_version", "device", "device_name", "subset",
-        *HYPERPARAMETERS, "param_count", "train_loss", "train_acc", "test_acc",
+        "validation", *HYPERPARAMETERS, "param_count", "train_loss", "train_acc", "valid_acc",
+        "test_acc",
         "examples_per_sec", "epochs_done", "seconds", "workers", "threads", "cpu_load",
         "reason")),
     ("t.datetime_start", "started_at"), ("t.datetime_complete", "finished_at"),
@@ -137,15 +140,15 @@ LEFT JOIN lab_studies ls ON ls.study_name = s.study_name
 """
 
 
-SCHEMA_VERSION = 4  # the last of MIGRATIONS
+SCHEMA_VERSION = 5  # the last of MIGRATIONS
 
 
-def _add_columns(conn: sa.Connection, *columns: str) -> None:
-    """ALTER TABLE lab_trials ADD COLUMN, for each column it does not have yet."""
-    have = {c["name"] for c in sa.inspect(conn).get_columns("lab_trials")}
+def _add_columns(conn: sa.Connection, *columns: str, table: str = "lab_trials") -> None:
+    """ALTER TABLE ... ADD COLUMN, for each column the table does not have yet."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns(table)}
     for column in columns:
         if column.split()[0] not in have:
-            conn.exec_driver_sql(f"ALTER TABLE lab_trials ADD COLUMN {column}")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _add_stage(conn: sa.Connection) -> None:
@@ -160,6 +163,11 @@ def _speed_conditions(conn: sa.Connection) -> None:
     _add_columns(conn, "workers INTEGER", "threads INTEGER", "cpu_load FLOAT")
 
 
+def _validation(conn: sa.Connection) -> None:
+    _add_columns(conn, "validation INTEGER", "valid_acc FLOAT")
+    _add_columns(conn, "valid_acc FLOAT", table="lab_epochs")
+
+
 # Numbered steps, each from the version before it: version -> step. Version 1 is
 # lenet-lab 0.1's tables (no `stage`); a database made before `lab_schema` existed is
 # dated by its columns (schema_version). The view is rebuilt after any step.
@@ -167,6 +175,7 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     2: _add_stage,  # a trial's stage: grid, or a search's control, search, confirm
     3: _version_table,  # lab_schema records the version
     4: _speed_conditions,  # how each trial's speed was measured: workers, threads, load
+    5: _validation,  # the validation split's size and accuracy (every choice reads it)
 }
 
 

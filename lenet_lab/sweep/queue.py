@@ -3,9 +3,11 @@
 Every arm x seed of a grid (and the control arm's seeds of a search) is enqueued as a
 WAITING trial before any worker starts; workers claim waiting trials one at a time,
 which the storage hands out atomically, so no arm x seed runs twice. When a search has
-used its budget, its best configurations (results.confirmation_choice) are enqueued with
-fresh seeds (the confirmation stage), by whichever worker reconciles first; a resume
-continues it.
+used its budget, its best configurations on validation (results.confirmation_choice) are
+enqueued with fresh seeds, the control's (the confirmation stage), by whichever worker
+reconciles first; a resume continues it. When the search varies epochs or batch size,
+the control then runs again with the confirmed winner's (the `matched` stage), so that
+the answer can tell the recipe's share of the gain from the compute's.
 
 Dead workers are found two ways. Optuna's RDB storage records each running trial's
 heartbeat with the database's clock and reports trials silent for longer than the grace
@@ -30,7 +32,8 @@ from optuna.trial import TrialState
 from lenet_lab import store
 from lenet_lab.errors import LabError
 from lenet_lab.processes import pid_alive, this_host
-from lenet_lab.results import confirmation_choice, load_study
+from lenet_lab.results import confirmation_choice, load_study, study_answer
+from lenet_lab.results.arms import MATCHED, best_learned
 from lenet_lab.results.study import cut_short, stopped_worker
 from lenet_lab.spec import Status, field_param, field_value
 from lenet_lab.store import Database
@@ -117,19 +120,25 @@ def _enqueue_missing(plan: SweepPlan, study,
     sweep = plan.sweep
     trials = study.get_trials(deepcopy=False)
     statuses = store.trial_statuses(plan.db, [t._trial_id for t in trials])
-    taken = set()
+    taken, finished = set(), set()
     for t in trials:
         status = statuses.get(t._trial_id, (None, None))[0]
         failed_for_good = t.state == TrialState.FAIL and status in KEPT_FAILURES
         if "arm" in t.user_attrs and (t.state in (*DONE, *UNFINISHED) or failed_for_good):
             taken.add((t.user_attrs["arm"], t.user_attrs["seed"]))
+            if t.state not in UNFINISHED:
+                finished.add((t.user_attrs["arm"], t.user_attrs["seed"]))
     grid = sweep.run.sampler == "grid"
-    stages = [(arm, sweep.queued_stage, range(sweep.run.seeds))
+    seeds = sweep.first_seeds
+    stages = [(arm, sweep.queued_stage, seeds)
               for arm in (sweep.grid_arms() if grid else [Arm(())])]
     if not grid and sweep.run.confirmations and _search_done(plan, trials):
         # fresh seeds: the searched trial ran seed 0, and its luck is what confirmation removes
-        stages += [(arm, "confirm", range(1, sweep.run.seeds + 1))
-                   for arm in _best_configurations(plan)]
+        confirmed = _best_configurations(plan)
+        stages += [(arm, "confirm", seeds) for arm in confirmed]
+        if sweep.compute_keys and all((arm.label, seed) in finished
+                                      for arm in confirmed for seed in seeds):
+            stages += [(arm, MATCHED, seeds) for arm in _matched_arm(plan)]
     keys, control = list(grid_choices(sweep) or sweep.space), sweep.control()
     store.enqueue_trials(plan.db, plan.study_name, [
         _queued(keys, control, arm, seed, stage) for arm, stage, seeds in stages
@@ -166,6 +175,22 @@ def _best_configurations(plan: SweepPlan) -> list[Arm]:
         load_study(plan.db, plan.study_name), sorted(sweep.space), sweep.run.confirmations,
         book_params=book if "param_count" in sweep.run.objectives else None)
     return [Arm(tuple(sorted(values.items()))) for values in chosen]
+
+
+def _matched_arm(plan: SweepPlan) -> list[Arm]:
+    """The control with the confirmed winner's epochs and batch size (Sweep.compute_keys),
+    when they differ from the control's; the winner is the best on validation
+    (results.best_learned)."""
+    sweep = plan.sweep
+    data = load_study(plan.db, plan.study_name)
+    winner = best_learned(study_answer(data).arms)
+    if winner is None:
+        return []
+    row = data.results[data.results.arm == winner.arm].iloc[0]
+    control = sweep.control()
+    values = {k: field_value(k, row[k]) for k in sweep.compute_keys}
+    values = {k: v for k, v in values.items() if v != control[k]}
+    return [Arm(tuple(sorted(values.items())))] if values else []
 
 
 def add_seed(plan: SweepPlan, study, arm_label: str) -> None:

@@ -1,7 +1,9 @@
 """One trial, in small steps: its values -> spec -> train -> record; or a group of
 queued trials with one fuse key, trained as one fused model and recorded one by one.
 
-Objective: test accuracy after the last epoch (and examples/sec for Pareto sweeps).
+Objective: validation accuracy after the last epoch (and examples/sec or the parameter
+count for Pareto sweeps); pruning reads validation accuracy too. The test set only
+measures: its accuracy is recorded beside, never told to Optuna.
 Diverged and infeasible trials are told to Optuna as FAIL, with the reason in
 `lab_trials`; they are results, so resuming does not rerun them. A trial that trained
 all its epochs is complete even where the pruner would have stopped it.
@@ -155,7 +157,8 @@ def _start(worker: TrialHost, trial) -> _Member | Status:
                       stage=chosen.stage,
                       columns=store.trial_columns(fields, spec, config),
                       run={"engine": sweep.run.engine, "device": str(worker.device),
-                           "subset": sweep.run.subset})
+                           "subset": sweep.run.subset,
+                           "validation": worker.dataset(fields["dataset"]).validation})
     if problem is None:
         return _Member(trial, chosen, spec, config)
     status = Status.INFEASIBLE if isinstance(problem, InfeasibleSpec) else Status.FAILED
@@ -189,16 +192,17 @@ def _epoch_done(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | No
     trial, db = member.trial, worker.plan.db
     member.epochs.append(m)
     store.add_epoch(db, trial._trial_id, owner=_me(), epoch=m.epoch, train_loss=m.train_loss,
-                    train_acc=m.train_acc, test_acc=m.test_acc,
-                    examples_per_sec=m.examples_per_sec, seconds=m.seconds)
+                    train_acc=m.train_acc, valid_acc=_finite(m.valid_acc),
+                    test_acc=_finite(m.test_acc), examples_per_sec=m.examples_per_sec,
+                    seconds=m.seconds)
     member.workers = max(member.workers, store.trials_training_on(db, this_host()))
     member.loads.append(os.getloadavg()[0])
     if worker.plan.sweep.run.prune and member.chosen.stage == "search" and \
             m.epoch < member.config.epochs:
-        trial.report(m.test_acc, m.epoch)
+        trial.report(m.valid_acc, m.epoch)
         if trial.should_prune():
-            return (f"pruned after epoch {m.epoch}: test acc {m.test_acc:.3f} below the median "
-                    f"of earlier trials")
+            return (f"pruned after epoch {m.epoch}: validation accuracy {m.valid_acc:.3f} below "
+                    f"the median of earlier trials")
     return None
 
 
@@ -250,7 +254,7 @@ def _record(worker: TrialHost, member: _Member, result: TrainResult) -> Status:
         return Status.DIVERGED
     store.finish_trial(db, trial._trial_id, Status.COMPLETE, weights=result.weights,
                        owner=_me(), **values)
-    objective = {"test_acc": result.final.test_acc, "examples_per_sec": result.examples_per_sec,
+    objective = {"valid_acc": result.final.valid_acc, "examples_per_sec": result.examples_per_sec,
                  "param_count": result.spec.param_count}
     worker.tell(trial, Status.COMPLETE,
                 [objective[name] for name in worker.plan.sweep.run.objectives])
@@ -268,7 +272,7 @@ def finals(epochs: list[EpochMetrics]) -> dict[str, Any]:
         return {"epochs_done": 0}
     last = epochs[-1]
     return {"train_loss": _finite(last.train_loss), "train_acc": last.train_acc,
-            "test_acc": _finite(last.test_acc), "examples_per_sec": throughput(epochs) or None,
+            "valid_acc": _finite(last.valid_acc), "test_acc": _finite(last.test_acc), "examples_per_sec": throughput(epochs) or None,
             "epochs_done": len(epochs), "seconds": sum(e.seconds for e in epochs)}
 
 

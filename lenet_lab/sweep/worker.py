@@ -52,10 +52,13 @@ class Worker:
         self.datasets: dict[str, Dataset] = {}
 
     def dataset(self, name: str) -> Dataset:
+        """The study's data: its subset, with its validation split held out."""
         if name not in self.datasets:
             data = load_cached(name, self.data_dir)
-            subset = self.plan.sweep.run.subset
-            self.datasets[name] = data.subset(subset) if subset else data
+            run = self.plan.sweep.run
+            data = data.subset(run.subset) if run.subset else data
+            self.datasets[name] = data.hold_out(run.held_out(len(load_cached(
+                name, self.data_dir).train_labels)))
         return self.datasets[name]
 
     def tell(self, trial, status: Status, values: list[float] | None = None) -> None:

@@ -20,15 +20,21 @@ from lenet_lab.errors import SweepError
 from lenet_lab.spec import MAX_SEED, LeNetSpec, TrainConfig, field_kind, format_widths
 
 __all__ = ["BUDGETS", "QUICK_KEYS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "NUMERIC", "OBJECTIVES",
-           "SAMPLERS", "Arm", "Distribution", "RunSettings", "Sweep", "check_run", "specs_from"]
+           "SAMPLERS", "VALIDATION_DEFAULT", "Arm", "Distribution", "RunSettings", "Sweep", "check_run", "specs_from"]
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 BUDGETS = ("full", "quick")  # the file's [run], or its [quick] on top
 QUICK_KEYS = ("epochs", "seeds", "trials", "confirm", "subset")  # what [quick] may set
 MAX_SEEDS = 1000  # repeats of an arm; beyond this a typo, not a plan
 MAX_TRIALS = 100_000  # a search's budget
-# Each objective and its direction: parameter count is a cost.
-OBJECTIVES = {"test_acc": "maximize", "examples_per_sec": "maximize", "param_count": "minimize"}
+# Each objective and its direction: parameter count is a cost. Accuracy is the validation
+# split's: the test set only measures, so it is never an objective.
+OBJECTIVES = {"valid_acc": "maximize", "examples_per_sec": "maximize", "param_count": "minimize"}
+# Training images held out for validation, of the dataset's 60,000 (with subset, the same
+# share of the subset): 10,000, as many as the test set.
+VALIDATION_DEFAULT = 10_000
+VALIDATION_MIN = 10  # one image per class
+COMPUTE_FIELDS = ("epochs", "batch_size")  # what decides how many updates a network gets
 CONFIRM_DEFAULT = 3  # a search reruns its best 3 configurations with the sweep's seeds
 MARGIN_DEFAULT = 0.005  # --until-decided: differences inside +-0.005 count as none
 NETWORK_FIELDS = {f.name for f in fields(LeNetSpec)}
@@ -44,9 +50,10 @@ class RunSettings:
     sampler: str = "grid"
     sampler_seed: int = 0
     trials: int | None = None
-    objectives: tuple[str, ...] = ("test_acc",)
+    objectives: tuple[str, ...] = ("valid_acc",)
     prune: bool = False
     subset: int | None = None
+    validation: int = VALIDATION_DEFAULT  # training images held out (see held_out)
     confirm: int | None = None  # searches: best configurations rerun with seeds (None: 3)
     until_decided: int | None = None  # add seeds until decided, up to this many
     margin: float = MARGIN_DEFAULT  # of equivalence, for until_decided
@@ -56,6 +63,14 @@ class RunSettings:
         if self.sampler == "grid":
             return 0
         return CONFIRM_DEFAULT if self.confirm is None else self.confirm
+
+    def held_out(self, train_size: int) -> int:
+        """Images held out for validation from a dataset of `train_size` training images:
+        `validation` of them, or with `subset` the same share of the subset."""
+        if self.subset is None:
+            return self.validation
+        share = round(self.validation * min(self.subset, train_size) / train_size)
+        return max(VALIDATION_MIN, share)
 
 
 @dataclass(frozen=True)
@@ -110,19 +125,28 @@ def check_run(run: RunSettings, where: str, *, grid_has_arms: bool) -> None:
         whole("subset", run.subset, 10)
     if run.sampler not in SAMPLERS:
         raise fail(f"sampler must be one of {', '.join(SAMPLERS)}, not {run.sampler!r}")
+    if isinstance(run.objectives, tuple) and "test_acc" in run.objectives:
+        raise fail("objectives: test_acc would let the test set choose; use valid_acc, the "
+                   "accuracy on the validation split (the test set only measures)")
     if not isinstance(run.objectives, tuple) or not run.objectives or \
             any(o not in OBJECTIVES for o in run.objectives) or \
             len(set(run.objectives)) != len(run.objectives):
         raise fail(f"objectives must be a list drawn from {', '.join(OBJECTIVES)}, "
                    f"not {run.objectives!r}")
+    if isinstance(run.validation, bool) or not isinstance(run.validation, int) or \
+            run.validation < VALIDATION_MIN:
+        raise fail(f"validation must be a whole number of training images to hold out, at "
+                   f"least {VALIDATION_MIN} (the default, 10000 of 60,000), not "
+                   f"{run.validation!r}: every choice (the best arm, a search's objective, "
+                   f"pruning, confirmation) is made on it, so that the test set only measures")
     if not isinstance(run.prune, bool):
         raise fail(f"prune must be true or false, not {run.prune!r}")
     if run.confirm is not None:
         if run.sampler == "grid":
             raise fail("confirm is for searches: every arm of a grid already runs with every seed")
         whole("confirm", run.confirm, 0, 100)
-        if run.confirm and "test_acc" not in run.objectives:
-            raise fail("confirm ranks configurations by test_acc: add it to objectives, or set "
+        if run.confirm and "valid_acc" not in run.objectives:
+            raise fail("confirm ranks configurations by valid_acc: add it to objectives, or set "
                        "confirm = 0")
     if run.until_decided is not None:
         whole("until_decided", run.until_decided, 1, MAX_SEEDS)
@@ -219,6 +243,23 @@ class Sweep:
         return arms
 
     @property
+    def first_seeds(self) -> range:
+        """The seeds of every arm queued at the start: a grid's 0 to seeds-1; a search's
+        control 1 to seeds, the seeds its confirmations and compute-matched control run
+        too (seed 0 is the searched trials'), so that all of them pair by seed."""
+        first = 0 if self.run.sampler == "grid" else 1
+        return range(first, first + self.run.seeds)
+
+    @property
+    def compute_keys(self) -> list[str]:
+        """What a search varies of the compute a network gets (epochs, batch size): its
+        winner's values are run on the control too (the `matched` stage), so the answer
+        can tell the recipe from the compute."""
+        if self.run.sampler == "grid" or not self.run.confirmations:
+            return []
+        return [key for key in COMPUTE_FIELDS if key in self.space]
+
+    @property
     def queued_stage(self) -> str:
         """The stage of an arm x seed queued at the start (also for trials queued before
         stages were recorded): every grid trial, or a search's control."""
@@ -228,13 +269,15 @@ class Sweep:
         return {**self.control(), **values} == self.control()
 
     def expected_trials(self) -> int:
-        """Every arm x seed of a grid; a search's control seeds, its budget and its
-        confirmation (one more configuration when the parameter count is an objective)."""
+        """Every arm x seed of a grid; a search's control seeds, its budget, its
+        confirmation (one more configuration when the parameter count is an objective) and
+        its compute-matched control (when it varies epochs or batch size)."""
         run = self.run
         if run.sampler == "grid":
             return len(self.grid_arms()) * run.seeds
         confirmed = run.confirmations + (run.confirmations > 0 and "param_count" in run.objectives)
-        return run.seeds * (1 + confirmed) + (run.trials or 0)
+        matched = bool(self.compute_keys)
+        return run.seeds * (1 + confirmed + matched) + (run.trials or 0)
 
     def datasets(self) -> set[str]:
         """Every dataset an arm of this sweep can train on."""

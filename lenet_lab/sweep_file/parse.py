@@ -2,7 +2,7 @@
 
 Keys (README's "Sweep files" has an annotated example): `title`, `exercise`, `question`;
 `[run]` (engine, epochs, seeds, sampler, sampler_seed, trials, objectives, prune, subset,
-confirm, until_decided, margin), every key of which the command line can override;
+validation, confirm, until_decided, margin), every key of which the command line can override;
 `[fixed]` (spec and training fields set for every arm); `[space]` (grid: lists; search:
 lists or distributions such as `lr = { low = 0.01, high = 1.0, log = true }`) or
 instead named `[[arms]]`. A file is wholly validated, naming file and key, before any
