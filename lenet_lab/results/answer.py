@@ -172,7 +172,7 @@ def study_answer(data: StudyData) -> Answer:
                     comparisons=comparisons, budget=spent, control_name=book)
     answer.verdicts = [_verdict(a, comparisons, margin, book) for a in arms if not a.is_control]
     extra = [_search_note(results, stage, confirmed)] if search else []
-    if "param_count" in settings.get("objectives", []):
+    if settings.get("small") or "param_count" in settings.get("objectives", []):
         extra.append(_trade_off(arms))
     extra.append(_matched_note(answer))
     # (databases from earlier versions hold the source's values with all their digits)

@@ -23,8 +23,13 @@ __all__ = ["SweepPlan", "TPE_SETTINGS", "check_settings", "default_study_name", 
 TPE_SETTINGS = {"n_startup_trials": 10, "multivariate": True, "constant_liar": True}
 # No trial is pruned before its third epoch: the book's sigmoid settings are still at
 # chance after one (in the 2026-11-28 training search, 17 of 21 trials pruned after epoch 1
-# were at 0.100, slow starters rather than bad settings).
-PRUNER = {"n_startup_trials": 5, "n_warmup_steps": 3}
+# were at 0.100, slow starters rather than bad settings). Median: a trial behind the median
+# of earlier trials at the same epoch stops. Halving (successive halving): at epochs 3, 9,
+# 27, ... only the best third of the trials that reached that epoch go on.
+WARMUP_EPOCHS = 3
+PRUNERS = {"median": ("MedianPruner", {"n_startup_trials": 5, "n_warmup_steps": WARMUP_EPOCHS}),
+           "halving": ("SuccessiveHalvingPruner", {"min_resource": WARMUP_EPOCHS,
+                                                   "reduction_factor": 3})}
 
 
 def grid_choices(sweep: Sweep) -> dict[str, list[Any]]:
@@ -94,16 +99,20 @@ class SweepPlan:
         run = self.sweep.run
         name = {"tpe": "TPESampler", "nsga2": "NSGAIISampler"}.get(run.sampler, "RandomSampler")
         settings = TPE_SETTINGS if run.sampler == "tpe" else {}
-        pruner = "MedianPruner(" + ", ".join(f"{k}={v}" for k, v in PRUNER.items()) + ")"
+        pruner = None
+        if run.pruner:
+            kind, options = PRUNERS[run.pruner]
+            pruner = f"{kind}(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
         return {"sampler": run.sampler, "class": name, "seed": run.sampler_seed,
                 "seeding": "seed + trials in the study, at each ask", **settings,
-                "pruner": pruner if run.prune else None}
+                "pruner": pruner}
 
     def pruner(self):
         import optuna
 
-        if self.sweep.run.prune:
-            return optuna.pruners.MedianPruner(**PRUNER)
+        if self.sweep.run.pruner:
+            kind, options = PRUNERS[self.sweep.run.pruner]
+            return getattr(optuna.pruners, kind)(**options)
         return optuna.pruners.NopPruner()
 
     def describe(self, jobs: int) -> str:
@@ -125,6 +134,7 @@ class SweepPlan:
                 "epochs": self.sweep.control()["epochs"],
                 "subset": run.subset, "validation": run.validation, "split_seed": SPLIT_SEED,
                 "sampler": run.sampler, "objectives": list(run.objectives),
+                **({"small": True} if run.confirm_small else {}),
                 "fixed": {k: field_param(v) for k, v in sorted(self.sweep.fixed.items())},
                 **({"arms": {a.name: {k: field_param(v) for k, v in a.values}
                              for a in self.sweep.arms if a.best_of}} if self.arm_sources else {})}

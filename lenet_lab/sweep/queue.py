@@ -173,7 +173,7 @@ def _best_configurations(plan: SweepPlan) -> list[Arm]:
     book = specs_from(sweep.control(), seed=0)[0].param_count
     chosen = confirmation_choice(
         load_study(plan.db, plan.study_name), sorted(sweep.space), sweep.run.confirmations,
-        book_params=book if "param_count" in sweep.run.objectives else None)
+        book_params=book if sweep.run.small else None)
     return [Arm(tuple(sorted(values.items()))) for values in chosen]
 
 

@@ -197,12 +197,14 @@ def _epoch_done(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | No
                     seconds=m.seconds)
     member.workers = max(member.workers, store.trials_training_on(db, this_host()))
     member.loads.append(os.getloadavg()[0])
-    if worker.plan.sweep.run.prune and member.chosen.stage == "search" and \
-            m.epoch < member.config.epochs:
+    pruner = worker.plan.sweep.run.pruner
+    if pruner and member.chosen.stage == "search" and m.epoch < member.config.epochs:
         trial.report(m.valid_acc, m.epoch)
         if trial.should_prune():
-            return (f"pruned after epoch {m.epoch}: validation accuracy {m.valid_acc:.3f} below "
-                    f"the median of earlier trials")
+            behind = "the median of earlier trials" if pruner == "median" else \
+                "the best third of the trials that got this far"
+            return (f"pruned after epoch {m.epoch}: validation accuracy {m.valid_acc:.3f} "
+                    f"below {behind}")
     return None
 
 
@@ -272,8 +274,9 @@ def finals(epochs: list[EpochMetrics]) -> dict[str, Any]:
         return {"epochs_done": 0}
     last = epochs[-1]
     return {"train_loss": _finite(last.train_loss), "train_acc": last.train_acc,
-            "valid_acc": _finite(last.valid_acc), "test_acc": _finite(last.test_acc), "examples_per_sec": throughput(epochs) or None,
-            "epochs_done": len(epochs), "seconds": sum(e.seconds for e in epochs)}
+            "valid_acc": _finite(last.valid_acc), "test_acc": _finite(last.test_acc),
+            "examples_per_sec": throughput(epochs) or None, "epochs_done": len(epochs),
+            "seconds": sum(e.seconds for e in epochs)}
 
 
 def _finite(value: float) -> float | None:

@@ -19,7 +19,7 @@ from lenet_lab.engines import ENGINES
 from lenet_lab.errors import SweepError
 from lenet_lab.spec import MAX_SEED, LeNetSpec, TrainConfig, field_kind, format_widths
 
-__all__ = ["BUDGETS", "QUICK_KEYS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "NUMERIC", "OBJECTIVES",
+__all__ = ["BUDGETS", "PRUNERS", "QUICK_KEYS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "NUMERIC", "OBJECTIVES",
            "SAMPLERS", "VALIDATION_DEFAULT", "Arm", "Distribution", "RunSettings", "Sweep", "check_run", "specs_from"]
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
@@ -34,7 +34,8 @@ OBJECTIVES = {"valid_acc": "maximize", "examples_per_sec": "maximize", "param_co
 # share of the subset): 10,000, as many as the test set.
 VALIDATION_DEFAULT = 10_000
 VALIDATION_MIN = 10  # one image per class
-COMPUTE_FIELDS = ("epochs", "batch_size")  # what decides how many updates a network gets
+COMPUTE_FIELDS = ("epochs", "batch_size")
+PRUNERS = ("median", "halving")  # sweep.plan.pruner builds them  # what decides how many updates a network gets
 CONFIRM_DEFAULT = 3  # a search reruns its best 3 configurations with the sweep's seeds
 MARGIN_DEFAULT = 0.005  # --until-decided: differences inside +-0.005 count as none
 NETWORK_FIELDS = {f.name for f in fields(LeNetSpec)}
@@ -51,12 +52,24 @@ class RunSettings:
     sampler_seed: int = 0
     trials: int | None = None
     objectives: tuple[str, ...] = ("valid_acc",)
-    prune: bool = False
+    prune: bool | str = False  # false, true (= "median") or "halving" (PRUNERS)
     subset: int | None = None
     validation: int = VALIDATION_DEFAULT  # training images held out (see held_out)
     confirm: int | None = None  # searches: best configurations rerun with seeds (None: 3)
     until_decided: int | None = None  # add seeds until decided, up to this many
     margin: float = MARGIN_DEFAULT  # of equivalence, for until_decided
+    confirm_small: bool = False  # also confirm the best at most twice the book's parameters
+
+    @property
+    def pruner(self) -> str | None:
+        """The pruner's name (PRUNERS), or None."""
+        return "median" if self.prune is True else self.prune or None
+
+    @property
+    def small(self) -> bool:
+        """Whether a search confirms its best small configuration too and answers with the
+        trade-off: confirm_small, or the parameter count as an objective."""
+        return self.confirm_small or "param_count" in self.objectives
 
     @property
     def confirmations(self) -> int:
@@ -139,8 +152,11 @@ def check_run(run: RunSettings, where: str, *, grid_has_arms: bool) -> None:
                    f"least {VALIDATION_MIN} (the default, 10000 of 60,000), not "
                    f"{run.validation!r}: every choice (the best arm, a search's objective, "
                    f"pruning, confirmation) is made on it, so that the test set only measures")
-    if not isinstance(run.prune, bool):
-        raise fail(f"prune must be true or false, not {run.prune!r}")
+    if not isinstance(run.prune, bool) and run.prune not in PRUNERS:
+        raise fail(f"prune must be true (median), false, or one of {', '.join(PRUNERS)}, not "
+                   f"{run.prune!r}")
+    if not isinstance(run.confirm_small, bool):
+        raise fail(f"confirm_small must be true or false, not {run.confirm_small!r}")
     if run.confirm is not None:
         if run.sampler == "grid":
             raise fail("confirm is for searches: every arm of a grid already runs with every seed")
@@ -275,7 +291,7 @@ class Sweep:
         run = self.run
         if run.sampler == "grid":
             return len(self.grid_arms()) * run.seeds
-        confirmed = run.confirmations + (run.confirmations > 0 and "param_count" in run.objectives)
+        confirmed = run.confirmations + (run.confirmations > 0 and run.small)
         matched = bool(self.compute_keys)
         return run.seeds * (1 + confirmed + matched) + (run.trials or 0)
 
