@@ -2,7 +2,9 @@
 
 Per epoch: shuffle (a numpy generator seeded by config.seed, so both engines see the
 same batches), one pass of minibatch updates, then the validation accuracy (when the data
-holds a validation split out) and the test accuracy. Examples/sec counts training
+holds a validation split out) and the test accuracy (a sweep measures the test set after
+the last epoch only: nothing reads it before, and each evaluation costs about 6% of an
+epoch's training). Examples/sec counts training
 examples over training time only, evaluation excluded, as the book does; the engine
 synchronises the device before it reads the clock.
 
@@ -108,14 +110,14 @@ def diverged_loss(classes: int) -> float:
 def _diverged(epoch: int, train_loss: float, config: TrainConfig, classes: int) -> str:
     why = "" if not math.isfinite(train_loss) else \
         f", above {DIVERGED_FACTOR:g} ln {classes} = {diverged_loss(classes):.2f}"
-    return (f"diverged at epoch {epoch}: train loss is {train_loss:.4g}{why} (lr {config.lr} "
-            f"with {config.optimizer} may be too large)")
+    return (f"diverged at epoch {epoch}: train loss is {train_loss:.4g}{why} (lr "
+            f"{config.lr:.4g} with {config.optimizer} may be too large)")
 
 
 def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
           engine: str = "mxnet", device: str = "auto", data: Dataset | None = None,
           subset: int | None = None, validation: int = 0, data_dir: str | Path | None = None,
-          keep_weights: bool = False,
+          keep_weights: bool = False, test_each_epoch: bool = True,
           on_download: Callable[[str, int, int], None] | None = None,
           on_start: Callable[[TrainResult, Dataset], None] | None = None,
           on_batch: Callable[[int], None] | None = None,
@@ -132,7 +134,8 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
     """
     return train_members(
         spec or LeNetSpec(), [config or TrainConfig()], engine=engine, device=device, data=data,
-        subset=subset, validation=validation, data_dir=data_dir, keep_weights=keep_weights, on_download=on_download,
+        subset=subset, validation=validation, data_dir=data_dir, keep_weights=keep_weights,
+        test_each_epoch=test_each_epoch, on_download=on_download,
         on_start=on_start and (lambda results, data: on_start(results[0], data)),
         on_batch=on_batch, on_epoch=on_epoch and (lambda _, metrics: on_epoch(metrics)))[0]
 
@@ -140,7 +143,7 @@ def train(spec: LeNetSpec | None = None, config: TrainConfig | None = None, *,
 def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = "mxnet",
                   device: str = "auto", data: Dataset | None = None, subset: int | None = None,
                   validation: int = 0, data_dir: str | Path | None = None,
-                  keep_weights: bool = False,
+                  keep_weights: bool = False, test_each_epoch: bool = True,
                   on_download: Callable[[str, int, int], None] | None = None,
                   on_start: Callable[[list[TrainResult], Dataset], None] | None = None,
                   on_batch: Callable[[int], None] | None = None,
@@ -152,7 +155,8 @@ def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = 
     Each member runs as it would alone: its seed shuffles its data and sets its initial
     weights, and its result holds its own metrics. A member whose loss diverges
     (diverged_loss) is frozen and marked diverged while the others go on;
-    `on_epoch(member, metrics)` returning True stops that member too (pruning).
+    `on_epoch(member, metrics)` returning True stops that member too (pruning). Without
+    `test_each_epoch`, the test set is measured after the last epoch only (NaN before).
     """
     for config in configs:
         check_fits_data(spec, config)
@@ -180,13 +184,14 @@ def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = 
                                      on_batch=on_batch)
         losses = {k: totals[k].loss_sum / totals[k].examples for k in running}
         sane = [k for k in running if math.isfinite(losses[k]) and losses[k] <= limit]
-        test = session.evaluate("test") if sane else []
+        last = epoch == configs[0].epochs
+        test = session.evaluate("test") if sane and (test_each_epoch or last) else []
         valid = session.evaluate("valid") if sane and data.validation else []
         for member in list(running):
             result, part, loss = results[member], totals[member], losses[member]
             speed = part.examples / part.seconds if part.seconds else 0.0
             metrics = EpochMetrics(epoch, loss, part.correct / part.examples,
-                                   test[member] if member in sane else math.nan,
+                                   test[member] if member in sane and test else math.nan,
                                    speed, part.seconds,
                                    valid[member] if member in sane and valid else math.nan)
             result.epochs.append(metrics)

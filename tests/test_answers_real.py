@@ -28,15 +28,17 @@ def test_a_study_at_chance_says_so_in_the_sweep_and_the_report(tmp_path: Path) -
     headline = next(line for line in done.stdout.splitlines() if line.startswith("Nothing"))
     assert headline.startswith("Nothing learned at this budget. The book's network did not "
                                "learn: it stays at chance in every seed (test accuracy 0.100) "
-                               "after 1 epoch of 500 examples")
-    assert headline.endswith("Budget: 1 epoch of 500 examples, 2 seeds per arm, torch on cpu.")
+                               "after 1 epoch of 417 examples (83 more held out for validation)")
+    assert headline.endswith("Budget: 1 epoch of 417 examples (83 more held out for validation), "
+                             "2 seeds per arm, torch on cpu.")
     assert "noise" not in done.stdout and "-0.000" not in done.stdout
     report = lenet_lab("report", "--no-activations", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     page = html.unescape((tmp_path / "reports/study-pooling-torch-e1-n500.html").read_text())
     assert headline in page  # the page and the sweep give one answer, from one code path
     assert ("the book's network did not learn: it stays at chance in every seed (test accuracy "
-            "0.100) (1 epoch of 500 examples, 2 seeds per arm, torch on cpu)"
+            "0.100) (1 epoch of 417 examples (83 more held out for validation), 2 seeds per arm, "
+            "torch on cpu)"
             in html.unescape((tmp_path / "reports/index.html").read_text()))
 
 

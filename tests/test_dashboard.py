@@ -140,7 +140,7 @@ def test_the_dashboard_lists_a_grid_studys_params_and_metric_names(tmp_path: Pat
         assert study["study_name"] == "pooling-torch-e1-n300" and attrs["exercise"] == "1"
         assert attrs["title"] == "Replace the average pooling with max pooling. What happens?"
         detail = _get(f"{base}/studies/{study['study_id']}")
-        assert detail["objective_names"] == ["test_acc"]
+        assert detail["objective_names"] == ["valid_acc"]
         params = sorted([(p["name"], p["param_external_value"]) for p in t["params"]]
                         for t in detail["trials"] if t["state"] == "Complete")
         assert params == [[("pooling", "avg")], [("pooling", "max")]]

@@ -102,7 +102,8 @@ def test_index_is_the_exercise_checklist(reports: Path) -> None:
     assert "Replace the average pooling with max pooling" in index
     assert index.index("<h3>1. ") < index.index("<h3>3. ") < index.index("<h3>8. ") < index.index("<h3>10. ")
     assert "the book's network did not learn: it stays at chance" in index  # the run at chance
-    assert "2 epochs of 500 examples, 2 seeds per arm, torch on cpu" in index
+    assert ("2 epochs of 417 examples (83 more held out for validation), 2 seeds per arm, torch "
+            "on cpu") in index
     assert "#activations" in index.split("<h3>10. ")[1]  # exercise 10 links its figures
     assert "Side by side: pooling" in index and "pooling-torch-e2-n500: test acc" in index
     assert ">nan<" not in index

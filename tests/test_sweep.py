@@ -124,7 +124,7 @@ def test_terminal_tables_fit_80_columns_without_cutting_names(tmp_path: Path,
     narrow = {"COLUMNS": "80"}
     summary = lenet_lab("sweep", "pooling", *QUICK, cwd=tmp_path, **narrow)  # all done: prints
     table = summary.stdout.splitlines()[:6]  # title, header, two arms, what the keys mean
-    assert summary.returncode == 0 and table[1].split()[:3] == ["arm", "seeds", "test"]
+    assert summary.returncode == 0 and table[1].split()[:4] == ["arm", "seeds", "valid", "test"]
     assert [line.split()[0] for line in table[2:]] == ["book", "A1", "book", "A1"]
     assert table[5] == "A1    pooling=max"
     for args in (["studies"], ["sweeps"]):

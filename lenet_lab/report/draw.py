@@ -89,15 +89,19 @@ def _padded(values: Any, pad: float) -> list[float]:
 
 
 def learning_curves(curves: dict[str, pd.DataFrame], arms: list[ArmStats],
-                    colors: dict[str, str]) -> go.Figure:
+                    colors: dict[str, str]) -> go.Figure | None:
     """Train loss (log scale), train acc, validation acc (what choices read; in studies
-    that held a split out) and test acc per epoch, one panel per row: the seeds' mean with
-    a min-max band in the arm's colour. Draws the `arms` given."""
+    that held a split out) and, where it was measured every epoch, test acc, one panel
+    per row: the seeds' mean with a min-max band in the arm's colour. Draws the `arms`
+    given."""
     metrics = [("train_loss", "train loss (log scale)"), ("train_acc", "train accuracy"),
                ("valid_acc", "validation accuracy"), ("test_acc", "test accuracy")]
+    # a curve needs two epochs: sweeps measure the test set after the last epoch only
     metrics = [(m, title) for m, title in metrics
-               if any(f"{m}_mean" in c and c[f"{m}_mean"].notna().any() for c in curves.values())]
+               if any(c.get(f"{m}_mean", pd.Series()).notna().sum() > 1 for c in curves.values())]
     rows = len(metrics)
+    if not rows:  # one epoch each: nothing to draw a curve through
+        return None
     figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.24 / rows,
                            subplot_titles=[title for _, title in metrics])
     for arm in arms:
@@ -134,20 +138,25 @@ def learning_curves(curves: dict[str, pd.DataFrame], arms: list[ArmStats],
 
 
 def log_ticks(values: list[float], most: int = 6) -> list[float]:
-    """Tick values for a log axis over `values`: 1, 2, 5 times powers of ten (fewer when
-    they would crowd), so no two labels overlap near 1."""
+    """Tick values for a log axis over `values`: the finest of these round steps that
+    gives at least two and at most `most` ticks: powers of ten, then 1-2-5 times them,
+    finer for a narrow range (every few decades for a wide one), so no two labels
+    overlap near 1 and none reads 2.758."""
     import math
 
     low, high = min(v for v in values if v > 0), max(values)
-    for steps in ((1, 2, 5), (1, 3), (1,)):
-        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)),
-                                              math.ceil(math.log10(high)) + 1)
-                 for m in steps if low <= m * 10.0 ** e <= high]
-        if len(ticks) <= most:
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    chosen: list[float] = []
+    for steps in ((1,), (1, 2, 5), (1, 2, 3, 5, 7), range(1, 10), [m / 2 for m in range(2, 20)],
+                  [m / 10 for m in range(10, 100)]):
+        ticks = [round(m * 10.0 ** e, 12) for e in decades for m in steps
+                 if low <= m * 10.0 ** e <= high]
+        if len(ticks) > most:
+            chosen = chosen or ticks[::-(-len(ticks) // most)]  # wide: every few decades
             break
-    else:  # a loss that blew up: every few decades
-        ticks = ticks[::-(-len(ticks) // most)]
-    return ticks if len(ticks) >= 2 else sorted({low, high})
+        if len(ticks) >= 2:
+            chosen = ticks
+    return chosen or sorted({low, high})
 
 
 def accuracy_vs_speed(results: pd.DataFrame, arms: list[ArmStats], colors: dict[str, str],

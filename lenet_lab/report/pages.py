@@ -138,8 +138,8 @@ def study_figures(data: StudyData, found: Answer | None = None, *,
     if shown:
         figures["accuracy"] = draw.arm_bars(shown, colors, chance_level(results))
     curves = learning_curves(data.epochs, results) if len(data.epochs) else {}
-    if curves:
-        figures["curves"] = draw.learning_curves(curves, drawn, colors)
+    if curves and (drawing := draw.learning_curves(curves, drawn, colors)) is not None:
+        figures["curves"] = drawing
     done = results[results.state == Status.COMPLETE].reset_index(drop=True)
     if len(done):
         front = None if shared_machine(results) else pareto_front(

@@ -2,8 +2,9 @@
 queued trials with one fuse key, trained as one fused model and recorded one by one.
 
 Objective: validation accuracy after the last epoch (and examples/sec or the parameter
-count for Pareto sweeps); pruning reads validation accuracy too. The test set only
-measures: its accuracy is recorded beside, never told to Optuna.
+count for Pareto sweeps); pruning reads validation accuracy every epoch. The test set
+only measures, after the last epoch (a trial stopped earlier has no test accuracy): its
+accuracy is recorded beside, never told to Optuna.
 Diverged and infeasible trials are told to Optuna as FAIL, with the reason in
 `lab_trials`; they are results, so resuming does not rerun them. A trial that trained
 all its epochs is complete even where the pruner would have stopped it.
@@ -222,7 +223,8 @@ def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
             results = train_members(first.spec, [m.config for m in members],
                                     engine=plan.sweep.run.engine, device=str(worker.device),
                                     data=worker.dataset(first.config.dataset),
-                                    keep_weights=True, on_epoch=on_epoch)
+                                    keep_weights=True, test_each_epoch=False,
+                                    on_epoch=on_epoch)
     except StorageError:  # the database is gone, or the trial is no longer ours (taken
         raise  # over): nothing more is recorded
     except BaseException as exc:  # interrupted or crashed: record, then let it propagate
