@@ -135,8 +135,9 @@ def test_user_text_stays_out_of_plotly() -> None:
     rows = RESULTS.replace({"arm": {"pooling=max": link}})
     arms = results_arms.arm_stats(rows)
     colors = draw.arm_colors(arms)
-    epochs = pd.DataFrame({"trial": [0, 3], "epoch": [1, 1], "train_loss": [1.0, 1.0],
-                           "train_acc": [0.5, 0.5], "test_acc": [0.5, 0.5]})
+    epochs = pd.DataFrame({"trial": [0, 3, 0, 3], "epoch": [1, 1, 2, 2],
+                           "train_loss": [1.0, 1.0, 0.9, 0.9], "train_acc": [0.5, 0.5, 0.6, 0.6],
+                           "test_acc": [0.5, 0.5, 0.6, 0.6]})
     figures = [draw.arm_bars(arms, colors, 0.1),
                draw.learning_curves(results_arms.learning_curves(epochs, rows), arms, colors),
                draw.accuracy_vs_speed(rows, arms, colors, [])]
