@@ -11,7 +11,8 @@ synchronises the device before it reads the clock.
 A run has diverged when its training loss turns NaN or infinite, or rises above twice
 ln(classes), the loss of a uniform guess (4.6 for ten classes): it then stops at once
 instead of raising. No recorded run that crossed that line learned afterwards (13 of 13
-in docs/answers/studies.db ended at chance), while runs still at chance sit at 2.3-2.7.
+in docs/answers/2026-11-28.db ended at chance; tests/test_replay.py), while runs still at
+chance sit at 2.3-2.7.
 
 `train_members` runs K members (K trials of one network shape; K > 1 fuses them into
 one model on torch) and `train` is its K = 1 case: the epoch, metric and divergence

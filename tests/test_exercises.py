@@ -68,7 +68,7 @@ def test_a_larger_network_is_planned_at_the_higher_rate_it_reaches() -> None:
     from lenet_lab.spec import LeNetSpec, TrainConfig
     from lenet_lab.sweep.estimate import SIZE_EXPONENT, Rate, trial_seconds
 
-    rate, sizes = Rate(30e9, "given"), (60_000, 10_000)
+    rate, sizes = Rate(30e9, "given"), (50_000, 10_000, 10_000)
     book, wide = LeNetSpec(), LeNetSpec(conv_channels=(24, 64))
     assert rate.at(book.train_flops_per_example) == pytest.approx(30e9)
     costs = wide.train_flops_per_example / book.train_flops_per_example  # about 11 times

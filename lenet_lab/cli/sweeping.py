@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import textwrap
+import time
 from typing import Annotated, Any, Iterator, Literal, Optional
 
 import typer
@@ -159,10 +160,15 @@ def _run_all(db, budget: str, overrides: dict[str, Any], options: dict[str, Any]
         line = study_answer(load_study(db, step.plan.study_name)).one_line()
         out.print(f"{step.sweep.exercise}. {step.sweep.name}: {visible(line, newlines=False)}")
 
+    start = time.monotonic()
     with _interrupted(db, "every exercise"), stop_on_signals(), progress:
         index = answer_all(db, steps, jobs=jobs, data_dir=options["data_dir"], out=out_dir,
                            around=around)
+    took = time.monotonic() - start
     out.print(f"wrote {index} (open it in a browser; the folder works offline)")
+    if total >= 60:  # the plan against what it took, so its error is known
+        out.print(f"took {_duration(took)}; the plan said about {_duration(total)} "
+                  f"({100 * (took - total) / total:+.0f}%)")
 
 
 @app.command("sweeps")

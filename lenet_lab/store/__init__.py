@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 from lenet_lab.store.database import Database, database_error, operation
-from lenet_lab.store.queries import (WORKER_ATTR, has_studies, list_studies, load_weights,
-                                     progress, read_results, running_trials, running_workers,
+from lenet_lab.store.queries import (FINISHED, WORKER_ATTR, finished_trials, has_studies,
+                                     list_studies, load_weights, progress, read_results, running_trials, running_workers,
                                      study_attrs, study_frames, study_row, trial_record,
                                      trial_statuses, trials_training_on, waiting_trial_ids)
 from lenet_lab.store.schema import HYPERPARAMETERS, RESULT_COLUMNS, SCHEMA_VERSION, ensure_schema
@@ -25,9 +25,10 @@ from lenet_lab.store.writes import (add_epoch, enqueue_trials, finish_trial, for
 
 __all__ = [
     "DEFAULT_GRACE_S", "DEFAULT_STORAGE", "EXPORT_FORMATS", "HEARTBEAT_S", "HYPERPARAMETERS",
-    "RESULT_COLUMNS", "SCHEMA_VERSION", "WORKER_ATTR", "Database", "StorageUrl", "add_epoch",
-    "enqueue_trials", "check_environment", "copy_study", "database_error", "ensure_schema",
-    "env_seconds", "export_study", "finish_trial", "forget_study", "grace_seconds",
+    "RESULT_COLUMNS", "SCHEMA_VERSION", "WORKER_ATTR", "Database", "FINISHED", "StorageUrl",
+    "add_epoch", "enqueue_trials", "check_environment", "copy_study", "database_error",
+    "ensure_schema", "env_seconds", "export_study", "finish_trial", "finished_trials",
+    "forget_study", "grace_seconds",
     "has_studies", "known_studies", "list_studies", "load_weights", "operation",
     "parse_storage", "progress", "read_results", "record_study", "running_trials",
     "running_workers", "start_trial", "study_attrs", "study_frames", "study_row",

@@ -14,7 +14,7 @@ from lenet_lab.spec import Status
 from lenet_lab.store.database import Database, operation
 from lenet_lab.store.schema import lab_epochs, lab_studies, lab_trials, lab_weights
 
-__all__ = ["has_studies", "list_studies", "load_weights", "progress", "read_results",
+__all__ = ["FINISHED", "finished_trials", "has_studies", "list_studies", "load_weights", "progress", "read_results",
            "running_workers", "study_attrs", "study_frames", "study_row", "trial_record",
            "trial_statuses", "trials_training_on", "waiting_trial_ids"]
 
@@ -134,6 +134,24 @@ def _states_and_best(conn: sa.Connection, study: str) -> tuple[dict[str, int], f
         "SELECT max(test_acc) FROM lab_results WHERE study = :s AND state = :done"),
         {"s": study, "done": Status.COMPLETE.value}).scalar()
     return states, best
+
+
+FINISHED = (Status.COMPLETE.value, Status.PRUNED.value, Status.DIVERGED.value,
+            Status.INFEASIBLE.value)  # results: never run again
+
+
+@operation
+def finished_trials(db: Database, study: str) -> int:
+    """How many of a study's trials have a result (FINISHED); 0 for a study not there."""
+    if not has_studies(db):
+        return 0
+    with db.transaction() as conn:
+        if "lab_results" not in sa.inspect(conn).get_view_names():
+            return 0
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM lab_results WHERE study = :s AND state IN :states")
+            .bindparams(sa.bindparam("states", expanding=True)),
+            {"s": study, "states": list(FINISHED)}).scalar()
 
 
 @operation

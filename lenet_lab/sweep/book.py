@@ -21,13 +21,10 @@ from lenet_lab.errors import SweepError
 from lenet_lab.store import Database
 from lenet_lab.sweep.estimate import Rate, database_rate, probe_rate, sweep_seconds
 from lenet_lab.sweep.plan import SweepPlan, load_cached, plan_sweep
-from lenet_lab.sweep.worker import run_sweep, workers_for
+from lenet_lab.sweep.worker import WorkerPool, run_sweep, workers_for
 from lenet_lab.sweep_file import Sweep, load_sweeps
 
 __all__ = ["Step", "book_sweeps", "plan_book", "run_book"]
-
-FINISHED = ("complete", "pruned", "diverged", "infeasible")
-
 
 @dataclass(frozen=True)
 class Step:
@@ -77,9 +74,7 @@ def book_sweeps(*, budget: str = "full", overrides: dict[str, Any] | None = None
 
 
 def _done(db: Database, studies: list[str]) -> dict[str, int]:
-    rows = {row["study"]: row for row in store.list_studies(db)} if store.has_studies(db) else {}
-    return {name: sum(n for state, n in rows[name]["states"].items() if state in FINISHED)
-            if name in rows else 0 for name in studies}
+    return {name: store.finished_trials(db, name) for name in studies}
 
 
 def plan_book(db: Database, *, budget: str = "full", overrides: dict[str, Any] | None = None,
@@ -112,16 +107,19 @@ def plan_book(db: Database, *, budget: str = "full", overrides: dict[str, Any] |
 def run_book(db: Database, steps: list[Step], *, jobs: int = 1, data_dir: str | None = None,
              around: Callable[[Step], ContextManager[Any]] | None = None) -> list[Step]:
     """Run each step's sweep in turn (those that wait for another are planned again first,
-    so they see its result); `around(step)` wraps each run, as a progress display does.
-    Returns the steps as they ran."""
+    so they see its result), all with one pool of workers, which start once and only
+    for work worth their start-up; `around(step)` wraps each run, as a progress display
+    does. Returns the steps as they ran."""
     ran = []
-    for step in steps:
-        if step.waits_for:
-            sweep = replace(step.sweep, arms=_file_arms(step.sweep))
-            step = replace(step, plan=plan_sweep(sweep, db, **step.options))
-        with around(step) if around else contextlib.nullcontext():
-            run_sweep(step.plan, jobs=jobs, data_dir=data_dir)
-        ran.append(step)
+    with WorkerPool(jobs, data_dir=data_dir) as pool:  # one set of workers for every sweep
+        for step in steps:
+            if step.waits_for:
+                sweep = replace(step.sweep, arms=_file_arms(step.sweep))
+                step = replace(step, plan=plan_sweep(sweep, db, **step.options))
+            with around(step) if around else contextlib.nullcontext():
+                run_sweep(step.plan, jobs=jobs, data_dir=data_dir, pool=pool,
+                          work_s=step.seconds)
+            ran.append(step)
     return ran
 
 

@@ -1,9 +1,11 @@
 """How long a sweep will take on this machine, before it runs.
 
 A trial's time is its arithmetic over the machine's rate. Each epoch trains on every
-training example (spec.train_flops_per_example each) and evaluates the test set (the
-forward pass), so a trial takes epochs x (n_train x train FLOPs + n_test x forward
-FLOPs) / rate, plus a fixed start. The rate (FLOP/s) is the median of the trials this
+training example (spec.train_flops_per_example each) and evaluates the validation split
+(the forward pass); the test set is evaluated once, after the last epoch. So a trial
+takes (epochs x (n_train x train FLOPs + n_valid x forward FLOPs) + n_test x forward
+FLOPs) / rate, plus a fixed start (building the network, recording the trial). A searched
+trial that may be pruned is costed at the epochs it is expected to train (pruned_epochs). The rate (FLOP/s) is the median of the trials this
 database already holds for the engine on this machine, else a short probe: the book's
 network trained here for a few seconds. Larger networks use the cores better, so the
 rate is held at the book's size and scaled by (FLOPs per example / the book's) **
@@ -27,10 +29,12 @@ from lenet_lab.data import DATASET_INFO, Dataset
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LeNetSpec, TrainConfig, field_value
 from lenet_lab.store import Database
+from lenet_lab.sweep.plan import WARMUP_EPOCHS
 from lenet_lab.sweep_file import Distribution, Sweep, specs_from
 from lenet_lab.train import train
 
-__all__ = ["Rate", "database_rate", "probe_rate", "sweep_seconds", "trial_seconds"]
+__all__ = ["Rate", "database_rate", "probe_rate", "pruned_epochs", "rough_seconds",
+           "sweep_seconds", "trial_seconds"]
 
 TRIAL_START_S = 0.5  # building a network, recording the trial
 SEARCH_SAMPLES = 64  # configurations drawn from a search's space to average its cost
@@ -39,6 +43,10 @@ MIN_TRIALS = 3  # finished trials needed to take the rate from the database
 MIN_EXAMPLES = 10_000  # trials on fewer examples per epoch time mostly their overheads
 SIZE_EXPONENT = 0.35  # FLOP/s reached grows as (FLOPs per example) ** SIZE_EXPONENT
 BOOK_FLOPS = LeNetSpec().train_flops_per_example
+# Without a probe or trials to go by: one core trains the book's network at about 12,000
+# examples/sec (30 GFLOP/s); a lower figure errs towards starting helpers.
+ASSUMED_RATE = 20e9
+ROUGH_TRIALS = 2_000  # beyond this many trials a sweep is long whatever they cost
 
 
 @dataclass(frozen=True)
@@ -85,26 +93,48 @@ def _spec(row: pd.Series) -> LeNetSpec:
                         for name in LeNetSpec.__dataclass_fields__ if not pd.isna(row[name])})
 
 
-def trial_seconds(spec: LeNetSpec, config: TrainConfig, sizes: tuple[int, int],
-                  rate: Rate) -> float:
-    n_train, n_test = sizes
-    work = n_train * spec.train_flops_per_example + n_test * spec.flops_per_example
-    return TRIAL_START_S + config.epochs * work / rate.at(spec.train_flops_per_example)
+def trial_seconds(spec: LeNetSpec, config: TrainConfig, sizes: tuple[int, int, int],
+                  rate: Rate, *, epochs: float | None = None) -> float:
+    """A trial on (n_train, n_valid, n_test) examples for `epochs` (its config's)."""
+    n_train, n_valid, n_test = sizes
+    each = n_train * spec.train_flops_per_example + n_valid * spec.flops_per_example
+    work = (config.epochs if epochs is None else epochs) * each + n_test * spec.flops_per_example
+    return TRIAL_START_S + work / rate.at(spec.train_flops_per_example)
 
 
-def _sizes(sweep: Sweep, dataset: str) -> tuple[int, int]:
+def pruned_epochs(epochs: int, pruner: str | None) -> float:
+    """The epochs a searched trial is expected to train: all of them unpruned; with
+    successive halving, WARMUP_EPOCHS and a third of the trials at each rung after (3, 9,
+    27, ...); with the median pruner, half the trials stop at WARMUP_EPOCHS (about what
+    the 2026-11-28 training search did after its first epoch)."""
+    if pruner == "halving":
+        total, reached, share, rung = 0.0, 0, 1.0, WARMUP_EPOCHS
+        while reached < epochs:
+            stop = min(epochs, rung)
+            total += share * (stop - reached)
+            reached, share, rung = stop, share / 3, rung * 3
+        return total
+    if pruner == "median":
+        return 0.5 * epochs + 0.5 * min(epochs, WARMUP_EPOCHS)
+    return float(epochs)
+
+
+def _sizes(sweep: Sweep, dataset: str) -> tuple[int, int, int]:
     sizes = DATASET_INFO[dataset].sizes
     subset = sweep.run.subset
-    return (min(subset, sizes["train"]), min(subset, sizes["test"])) if subset else \
+    train, test = (min(subset, sizes["train"]), min(subset, sizes["test"])) if subset else \
         (sizes["train"], sizes["test"])
+    valid = sweep.run.held_out(sizes["train"])
+    return train - valid, valid, test
 
 
-def _cost(sweep: Sweep, values: dict[str, Any], rate: Rate) -> float:
+def _cost(sweep: Sweep, values: dict[str, Any], rate: Rate, *, searched: bool = False) -> float:
     try:
         spec, config = specs_from({**sweep.control(), **values}, seed=0)
     except SpecError:  # an infeasible arm: recorded at once
         return 0.0
-    return trial_seconds(spec, config, _sizes(sweep, config.dataset), rate)
+    epochs = pruned_epochs(config.epochs, sweep.run.pruner) if searched else None
+    return trial_seconds(spec, config, _sizes(sweep, config.dataset), rate, epochs=epochs)
 
 
 def _draw(dimension: list[Any] | Distribution, rng: np.random.Generator) -> Any:
@@ -123,10 +153,20 @@ def sweep_seconds(sweep: Sweep, rate: Rate, *, done: int = 0) -> float:
         total = run.seeds * sum(_cost(sweep, arm.as_dict(), rate) for arm in sweep.grid_arms())
     else:
         rng = np.random.default_rng(0)
-        drawn = [_cost(sweep, {k: _draw(d, rng) for k, d in sweep.space.items()}, rate)
-                 for _ in range(SEARCH_SAMPLES)]
-        searched = float(np.mean(drawn))
+        drawn = [{k: _draw(d, rng) for k, d in sweep.space.items()} for _ in range(SEARCH_SAMPLES)]
+        searched = float(np.mean([_cost(sweep, v, rate, searched=True) for v in drawn]))
+        whole = float(np.mean([_cost(sweep, v, rate) for v in drawn]))
         confirmed = sweep.expected_trials() - run.seeds - (run.trials or 0)
-        total = run.seeds * _cost(sweep, {}, rate) + ((run.trials or 0) + confirmed) * searched
+        total = run.seeds * _cost(sweep, {}, rate) + (run.trials or 0) * searched + \
+            confirmed * whole
     expected = sweep.expected_trials()
     return total * max(0, expected - done) / expected if expected else 0.0
+
+
+def rough_seconds(sweep: Sweep, db: Database, *, device_name: str, done: int = 0) -> float:
+    """sweep_seconds without a probe: at the database's rate, else ASSUMED_RATE (to
+    decide whether a helper's start-up is worth it, not to promise a time)."""
+    if sweep.expected_trials() > ROUGH_TRIALS:
+        return math.inf
+    rate = database_rate(db, sweep.run.engine, device_name) or Rate(ASSUMED_RATE, "assumed")
+    return sweep_seconds(sweep, rate, done=done)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import queue as queue_module
 import signal
 import sys
 import threading
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 
@@ -23,12 +25,13 @@ from lenet_lab.results.arms import SUMMARY_HEADER, arm_legend, summary_rows
 from lenet_lab.spec import Status
 from lenet_lab.store import Database
 from lenet_lab.sweep import queue
+from lenet_lab.sweep.estimate import rough_seconds
 from lenet_lab.sweep.plan import SweepPlan, load_cached
 from lenet_lab.sweep.trial import fuse_key_of, run_group
 from lenet_lab.urls import redact
 
-__all__ = ["Worker", "check_jobs", "run_sweep", "run_workers", "stop_on_signals", "summary",
-           "undecided_arms", "watch", "workers_for"]
+__all__ = ["Worker", "WorkerPool", "check_jobs", "run_sweep", "run_workers", "stop_on_signals",
+           "summary", "undecided_arms", "watch", "workers_for"]
 
 JOBS_PER_CPU = 4
 AUTO_JOBS_MAX = 8  # --jobs auto on a CPU: a worker per core, up to this many
@@ -129,71 +132,139 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(kind, handler)
 
 
-def _worker_process(plan: SweepPlan, index: int, threads: int, data_dir: str | None,
-                    errors) -> None:
-    """A worker process: its error goes to the parent (`errors`), which says it in one
-    line. It starts with SIGINT ignored (inherited), so a Ctrl-C during its start-up does
-    not print a traceback; from here on SIGINT and SIGTERM stop it as Ctrl-C does."""
+def _stop_with_parent() -> None:
+    """Linux: the kernel sends this process SIGTERM when its parent dies, so a helper whose
+    sweep was killed without a terminal stops (recording its trial as interrupted) instead
+    of claiming and training trials for ever. Elsewhere the helper checks before each
+    sweep (_helper_loop)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _helper_loop(index: int, threads: int, data_dir: str | None, parent: int, inbox,
+                 outbox) -> None:
+    """A helper process of a WorkerPool: runs a worker for each plan it is sent, until it
+    is sent None. Its errors go to the parent (`outbox`), which says them in one line.
+    It starts with SIGINT ignored (inherited) and SIGTERM at its default (the parent stops
+    it with SIGTERM: a helper still starting just ends, having taken no trial); from then
+    on SIGINT and SIGTERM stop it as Ctrl-C does."""
     # Each worker gets its share of the cores; set before any framework is imported.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     quiet_library_warnings()  # as the command that started it
+    _stop_with_parent()
+    plan = None
     try:
         with stop_on_signals():
-            Worker(plan, index=index, data_dir=data_dir).run()
+            while os.getppid() == parent and (plan := inbox.get()) is not None:
+                Worker(plan, index=index, data_dir=data_dir).run()
+                outbox.put((index, None, 0))
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         message = str(exc) if isinstance(exc, LabError) else store.database_error(exc)
         if message is None:
             raise  # a bug: keep its traceback
-        errors.put((redact(message, plan.db.url), getattr(exc, "exit_code", 1)))
+        outbox.put((index, redact(message, plan.db.url), getattr(exc, "exit_code", 1)))
         sys.exit(1)
     finally:
-        plan.db.close()
+        if plan is not None:
+            plan.db.close()
 
 
-def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None) -> None:
-    """Run `jobs` workers, each with its share of the cores: this process is the first,
-    the others are processes of their own, started first (their start-up, importing a
-    framework, overlaps this one's training)."""
-    if jobs == 1:
-        Worker(plan, data_dir=data_dir).run()
-        return
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
-    errors = context.SimpleQueue()
-    processes = [context.Process(target=_worker_process,
-                                 args=(plan, i, threads, data_dir, errors),
-                                 name=f"lenet-lab-worker-{i}") for i in range(1, jobs)]
-    with _sigint_ignored():  # inherited by the workers until they set their own handlers
-        for process in processes:
-            process.start()
-    try:
-        with use_threads(threads):
-            Worker(plan, data_dir=data_dir).run()
-        for process in processes:
-            process.join()
-    except BaseException:  # Ctrl-C or an error: stop every worker, none is left alone
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signal.SIGINT)  # each records its trial as interrupted
-        deadline = time.monotonic() + STOP_S
+WORKER_START_S = 3.0  # a helper's start: a fresh interpreter importing a framework
+
+
+class WorkerPool:
+    """`jobs` workers, each with its share of the cores: this process is the first, the
+    others are helper processes, started when a sweep's work is worth their start-up and
+    kept for the sweeps after it (`sweep all` imports each framework once per helper).
+
+    Use as a context manager; on leaving it by an exception (Ctrl-C, SIGTERM, an error)
+    every helper is stopped and gets STOP_S to record its trial as interrupted."""
+
+    def __init__(self, jobs: int, *, data_dir: str | None = None) -> None:
+        check_jobs(jobs)
+        self.jobs, self.data_dir = jobs, data_dir
+        self.threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        self.context = multiprocessing.get_context("spawn")  # frameworks do not survive fork
+        self.outbox = self.context.Queue()
+        self.helpers: list[tuple[Any, Any]] = []  # (process, its inbox)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def _grow(self, helpers: int) -> None:
+        with _sigint_ignored():  # inherited by the helpers until they set their own handlers
+            while len(self.helpers) < helpers:
+                inbox = self.context.Queue()
+                process = self.context.Process(
+                    target=_helper_loop, name=f"lenet-lab-worker-{len(self.helpers) + 1}",
+                    args=(len(self.helpers) + 1, self.threads, self.data_dir, os.getpid(),
+                          inbox, self.outbox))
+                process.start()
+                self.helpers.append((process, inbox))
+
+    def run(self, plan: SweepPlan, *, work_s: float | None = None) -> None:
+        """Run the plan's workers until its queue (and a search's budget) is done. With
+        `work_s`, the estimated seconds of what is left, no helper is started for less
+        work than its start-up is worth (the helpers already running join in)."""
+        wanted = self.jobs - 1
+        if work_s is not None and work_s / self.jobs < WORKER_START_S:
+            wanted = min(wanted, len(self.helpers))
+        self._grow(wanted)
+        running = self.helpers[:wanted]
+        for _, inbox in running:
+            inbox.put(plan)
+        with use_threads(self.threads if self.jobs > 1 else len(os.sched_getaffinity(0))):
+            Worker(plan, data_dir=self.data_dir).run()
+        self._wait([process for process, _ in running])
+
+    def _wait(self, processes: list) -> None:
+        """Until each helper reports its worker done; one that failed says why."""
+        waiting = set(range(1, len(processes) + 1))
+        while waiting:
+            try:
+                index, message, code = self.outbox.get(timeout=0.5)
+            except queue_module.Empty:
+                dead = [p for p in processes if not p.is_alive()]
+                if dead:
+                    raise LabError(f"{len(dead)} of {self.jobs} workers stopped with an error "
+                                   f"(exit codes {', '.join(str(p.exitcode) for p in dead)}); "
+                                   f"run the same command again to continue the study")
+                continue
+            if message is not None:  # what the first worker to fail said, as its own line
+                error = LabError(message)
+                error.exit_code = code
+                raise error
+            waiting.discard(index)
+
+    def __exit__(self, kind, *_: Any) -> None:
+        processes = [process for process, _ in self.helpers]
+        if kind is None:
+            for _, inbox in self.helpers:
+                inbox.put(None)
+        else:  # Ctrl-C or an error: stop every helper, none is left alone
+            for process in processes:
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGTERM)  # each records its trial as interrupted
+        deadline = time.monotonic() + (STOP_S if kind else 30.0)
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():  # its trial is found dead by its pid on the next run
                 process.kill()
                 process.join()
-        raise
-    failed = [p for p in processes if p.exitcode not in (0, None)]
-    if not errors.empty():  # what the first worker to fail said, as its own error line
-        message, code = errors.get()
-        error = LabError(message)
-        error.exit_code = code
-        raise error
-    if failed:
-        raise LabError(f"{len(failed)} of {jobs} workers stopped with an error (exit codes "
-                       f"{', '.join(str(p.exitcode) for p in failed)}); run the same command "
-                       f"again to continue the study")
+
+
+def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
+                work_s: float | None = None) -> None:
+    """Run `jobs` workers on one plan (a WorkerPool of its own)."""
+    with WorkerPool(jobs, data_dir=data_dir) as pool:
+        pool.run(plan, work_s=work_s)
 
 
 @contextmanager
@@ -232,18 +303,25 @@ def check_jobs(jobs: int) -> None:
 
 
 def run_sweep(plan: SweepPlan, *, jobs: int = 1, data_dir: str | None = None,
-              on_queue: Callable[[int, int], None] | None = None) -> None:
+              on_queue: Callable[[int, int], None] | None = None,
+              pool: WorkerPool | None = None, work_s: float | None = None) -> None:
     """Open the study (`on_queue(queued, of)` while its queue is filled), then run its
     workers until every trial is done (and, with until_decided, until the answer is
-    decided)."""
+    decided): those of `pool`, else `jobs` of its own. `work_s`: see WorkerPool.run."""
     check_jobs(jobs)  # before the study is opened: a refused start leaves nothing behind
-    queue.open_study(plan, on_queue)
-    run_workers(plan, jobs=jobs, data_dir=data_dir)
-    while plan.sweep.run.until_decided and (arms := undecided_arms(plan)):
-        study = optuna.load_study(study_name=plan.study_name, storage=plan.db.optuna())
-        for arm in arms:
-            queue.add_seed(plan, study, arm)
-        run_workers(plan, jobs=jobs, data_dir=data_dir)
+    with contextlib.ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(WorkerPool(jobs, data_dir=data_dir))
+        queue.open_study(plan, on_queue)
+        if work_s is None:
+            work_s = rough_seconds(plan.sweep, plan.db, device_name=plan.device_name,
+                                   done=store.finished_trials(plan.db, plan.study_name))
+        pool.run(plan, work_s=work_s)
+        while plan.sweep.run.until_decided and (arms := undecided_arms(plan)):
+            study = optuna.load_study(study_name=plan.study_name, storage=plan.db.optuna())
+            for arm in arms:
+                queue.add_seed(plan, study, arm)
+            pool.run(plan, work_s=work_s)
 
 
 def undecided_arms(plan: SweepPlan) -> list[str]:
