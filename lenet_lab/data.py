@@ -254,8 +254,11 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
 
 
 def _scaled(images: np.ndarray) -> np.ndarray:
-    """Bytes (N, 28, 28) as the book's ToTensor gives them: float32 in [0, 1], (N, 1, 28, 28)."""
-    return images.astype(np.float32)[:, None] / np.float32(255)
+    """Bytes (N, 28, 28) as the book's ToTensor gives them: float32 in [0, 1], (N, 1, 28, 28)
+    (divided in place: the same numbers as x / 255 at half the time)."""
+    scaled = images.astype(np.float32)
+    np.divide(scaled, np.float32(255), out=scaled)
+    return scaled[:, None]
 
 
 def _parsed(name: str, folder: Path) -> Path:

@@ -96,3 +96,29 @@ def test_a_stopped_worker_whose_trial_was_taken_over_writes_nothing(tmp_path: Pa
     assert status == "failed" and reason.startswith("worker stopped (no heartbeat for over 11 s)")
     assert after == before and weights == (0,) and epochs is not None
     assert frame[frame.state == "failed"].test_acc.isna().all()  # no result shown as failed
+
+
+SEARCH = """title = "workers sharing a search"
+[run]
+engine = "torch"
+sampler = "tpe"
+trials = 12
+seeds = 1
+confirm = 0
+[space]
+lr = { low = 0.001, high = 1.0, log = true }
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_workers_sharing_a_search_keep_its_budget_and_never_draw_alike(tmp_path: Path,
+                                                                       round_: int) -> None:
+    """Four workers ask one TPE search for trials as fast as they finish them: counting
+    what is left, seeding the sampler and drawing happen under one lock, so the search runs
+    its 12 trials and no two draw the same learning rate (a draw from one sampler state)."""
+    (tmp_path / "search.toml").write_text(SEARCH)
+    done = lenet_lab("sweep", "search.toml", "--jobs", "4", "--subset", "100", "--epochs", "1",
+                     "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    searched = results(tmp_path).query("stage == 'search'")
+    assert len(searched) == 12 and searched.lr.nunique() == 12

@@ -373,3 +373,38 @@ def test_concurrent_claims_take_each_trial_once(tmp_path: Path) -> None:
     taken = [int(t) for out in outs for t in Path(out).read_text().split()]
     assert len(taken) == 300 and len(set(taken)) == 300
     assert min(len(Path(out).read_text().split()) for out in outs) > 0  # all took part
+
+
+def test_two_workers_asking_a_search_at_once_never_draw_from_one_sampler_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers ask one TPE search at the same moment, with the sampler's creation
+    slowed down to widen the gap: counting the trials, seeding the sampler and drawing
+    are one step under the lock, so the second waits and draws anew, never the same
+    values (before, both seeded with the same count and drew the same learning rate)."""
+    import threading
+    import time
+
+    from lenet_lab.sweep.plan import SweepPlan
+
+    plan = search_plan(tmp_path, 'title = "s"\n[run]\nsampler = "tpe"\ntrials = 4\nseeds = 1\n'
+                       'confirm = 0\n[space]\nlr = { low = 0.001, high = 1.0, log = true }\n',
+                       seeds=None)
+    open_study(plan)
+    claim(plan, Worker(plan).study)  # the control's seed: the queue is empty now
+    sampler = SweepPlan.sampler
+
+    def slow(self, *, trials: int = 0):
+        time.sleep(0.3)
+        return sampler(self, trials=trials)
+
+    monkeypatch.setattr(SweepPlan, "sampler", slow)
+    asked: list = []
+    workers = [Worker(plan) for _ in range(2)]
+    threads = [threading.Thread(target=lambda w=w: asked.extend(w.next_trials()))
+               for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    values = [trial.params["lr"] for trial in asked]
+    assert len(values) == 2 and values[0] != values[1]

@@ -38,9 +38,9 @@ from lenet_lab.results.study import cut_short, stopped_worker
 from lenet_lab.spec import Status, field_param, field_value
 from lenet_lab.store import Database
 from lenet_lab.sweep.plan import SweepPlan, check_settings, grid_choices
-from lenet_lab.sweep_file import Arm, specs_from
+from lenet_lab.sweep_file import Arm, Distribution, specs_from
 
-__all__ = ["OPTUNA_STATE", "add_seed", "claim", "on_stale", "open_study", "reconcile",
+__all__ = ["OPTUNA_STATE", "add_seed", "ask", "claim", "on_stale", "open_study", "reconcile",
            "searched_left", "take"]
 
 # Our statuses as Optuna records them: diverged and infeasible are results, told as FAIL.
@@ -295,6 +295,42 @@ def claim(plan: SweepPlan, study, key=None) -> list:
         # must know them (an incremental read of the unfinished)
         study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return group
+
+
+def ask(plan: SweepPlan, study) -> list:
+    """A new trial from a search's sampler, [] when its budget is used: counting what is
+    left, seeding the sampler and drawing every value happen under the creation lock, so
+    workers sharing a search never exceed its budget or draw at once from one state."""
+    if plan.sweep.run.sampler == "grid":
+        return []
+    with plan.db.lock():
+        if searched_left(plan, study) <= 0:
+            return []
+        study.sampler = plan.sampler(trials=len(study.get_trials(deepcopy=False)))
+        with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for
+            warnings.simplefilter("ignore", UserWarning)  # optimize(); we beat ourselves
+            trial = study.ask(search_distributions(plan.sweep))  # every value drawn now
+        take(plan.db.optuna(), trial._trial_id)
+    return [trial]
+
+
+def search_distributions(sweep) -> dict[str, Any]:
+    """A search's space as Optuna distributions (widths as text), so that `ask` draws
+    every value at once; the trial's suggestions later return the same values."""
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+
+    found = {}
+    for key, dimension in sorted(sweep.space.items()):
+        if isinstance(dimension, Distribution):
+            kind = IntDistribution if dimension.integer else FloatDistribution
+            low, high = (int(dimension.low), int(dimension.high)) if dimension.integer else \
+                (dimension.low, dimension.high)
+            step = (int(dimension.step or 1) if dimension.integer else dimension.step)
+            found[key] = kind(low, high, log=dimension.log, step=step)
+        else:
+            found[key] = CategoricalDistribution([field_param(v) for v in dimension])
+    return found
 
 
 def take(rdb, trial_id: int) -> None:

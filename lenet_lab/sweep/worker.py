@@ -10,7 +10,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -79,13 +78,7 @@ class Worker:
         plan, study = self.plan, self.study
         pause = IDLE_POLL_S[0]
         while True:
-            trials = self._claim()
-            if not trials and queue.searched_left(plan, study) > 0:
-                study.sampler = plan.sampler(trials=len(study.get_trials(deepcopy=False)))
-                with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for
-                    warnings.simplefilter("ignore", UserWarning)  # optimize(); we beat ourselves
-                    trials = [study.ask()]
-                queue.take(plan.db.optuna(), trials[0]._trial_id)
+            trials = self._claim() or queue.ask(plan, study)
             if trials:
                 return trials
             queue.reconcile(plan, study)
