@@ -36,9 +36,9 @@ with warnings.catch_warnings():  # Optuna imports tqdm.auto, which warns in Jupy
 from lenet_lab.report.activations import study_confusions, study_maps
 from lenet_lab.report.pages import study_figures
 from lenet_lab.report.write import search_figures
-from lenet_lab.results import Answer, StudyData, load_study as _load, study_answer
+from lenet_lab.results import Answer, StudyData, load_study as _load, study_answer, study_list
 from lenet_lab.results.arms import arm_legend, summary_rows, SUMMARY_HEADER
-from lenet_lab.store import Database, known_studies, list_studies, read_results
+from lenet_lab.store import Database, known_studies, read_results
 from lenet_lab.sweep import plan_sweep, run_sweep as _run, stop_on_signals, watch, workers_for
 from lenet_lab.sweep_file import load_sweep
 
@@ -147,15 +147,16 @@ def load_study(name: str, *, storage: str | None = None, data_dir: str | None = 
 
 
 def studies(storage: str | None = None) -> pd.DataFrame:
-    """Every study in the database: study, sweep, engine, title, trials by state and the
-    best test accuracy (what `lenet-lab studies` lists)."""
+    """Every study in the database: study, sweep, engine, title, trials by state (a dead
+    worker's trial as failed) and the best one trial's validation accuracy (what
+    `lenet-lab studies` lists; the answer's best arm is Study.answer's)."""
     with Database(storage, read_only=True) as db:
-        rows = list_studies(db)
+        rows = study_list(db)
     return pd.DataFrame([{"study": r["study"], "sweep": r["sweep"], "engine": r["engine"],
                           "title": r["title"], **{s: n for s, n in sorted(r["states"].items())},
-                          "best_test_acc": r["best_test_acc"]} for r in rows],
+                          "best_trial_acc": r["best_trial_acc"]} for r in rows],
                         columns=None if rows else ["study", "sweep", "engine", "title",
-                                                   "best_test_acc"])
+                                                   "best_trial_acc"])
 
 
 def run_sweep(name: str, *, budget: str = "full", engine: str | None = None,

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def _count(db: Path, query: str) -> int:
         return 0
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["sigint", "sigterm", "sighup"])
 def test_a_signal_to_the_parent_stops_every_worker(tmp_path: Path, stop: signal.Signals) -> None:
     args = ["sweep", "pooling", "--engine", "torch", "--subset", "3000", "--epochs", "3",
             "--seeds", "2", "--jobs", "2", "-q"]
@@ -73,6 +75,46 @@ def test_a_signal_to_the_parent_stops_every_worker(tmp_path: Path, stop: signal.
     assert again.returncode == 0, again.stderr
     frame = results(tmp_path)
     assert arm_seeds(frame) == POOLING  # every arm x seed once, none twice
+
+
+def test_helpers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """A sweep killed outright (no terminal, no handler: SIGKILL) leaves no helper
+    claiming and training trials: the kernel stops each (PR_SET_PDEATHSIG), and it
+    records its trial as interrupted."""
+    args = ["sweep", "pooling", "--engine", "torch", "--subset", "3000", "--epochs", "3",
+            "--seeds", "3", "--jobs", "2", "-q"]
+    parent = lenet_lab(*args, cwd=tmp_path, wait=False)
+    db = tmp_path / "studies.db"
+    _wait_for(lambda: _count(db, "SELECT count(*) FROM lab_trials WHERE status = 'running'") == 2
+              and _count(db, "SELECT count(*) FROM lab_epochs") >= 1)
+    helpers = _children(parent.pid)
+    parent.kill()
+    parent.communicate(timeout=30)
+    _wait_for(lambda: not any(_alive(pid) for pid in helpers), seconds=15)
+    started = _count(db, "SELECT count(*) FROM lab_trials")
+    time.sleep(3)
+    assert _count(db, "SELECT count(*) FROM lab_trials") == started  # nothing new claimed
+    assert _count(db, "SELECT count(*) FROM lab_trials WHERE reason = 'interrupted'") == 1
+
+
+def test_ctrl_c_while_the_helpers_start_stops_them_too(tmp_path: Path) -> None:
+    """Ctrl-C (to the whole process group, as a terminal sends it) before the helpers have
+    imported their framework: every process ends within seconds and no trial is left
+    running."""
+    args = ["sweep", "pooling", "--engine", "torch", "--subset", "3000", "--epochs", "3",
+            "--seeds", "3", "--jobs", "2", "-q"]
+    parent = subprocess.Popen([sys.executable, "-m", "lenet_lab", *args], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    _wait_for(lambda: len(_children(parent.pid)) >= 1, seconds=30)  # a helper is starting
+    helpers = _children(parent.pid)
+    os.killpg(parent.pid, signal.SIGINT)
+    signalled = time.time()
+    parent.communicate(timeout=60)
+    _wait_for(lambda: not any(_alive(pid) for pid in helpers), seconds=15)
+    assert time.time() - signalled < 15 and parent.returncode in (130, 0)
+    assert _count(tmp_path / "studies.db",
+                  "SELECT count(*) FROM lab_trials WHERE status = 'running'") == 0
 
 
 @pytest.fixture

@@ -9,10 +9,13 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -132,6 +135,21 @@ def test_a_dead_workers_trial_reads_as_failed_without_a_write(
         assert row.state == "failed"
         assert row.reason.startswith("worker stopped (no heartbeat for over 30 s)")
         assert store.running_workers(reader, plan.study_name)  # Optuna still says running
+    # every listing says the same: `lenet-lab studies`, `export`, lenet_lab.studies()
+    import lenet_lab
+
+    url = f"sqlite:///{tmp_path}/studies.db"
+    listed = lenet_lab.studies(url).set_index("study").loc[plan.study_name]
+    assert listed.failed == 1 and "running" not in listed.index
+    shown = subprocess.run([sys.executable, "-m", "lenet_lab", "studies", "--storage", url],
+                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert "1 failed" in shown.stdout and "running" not in shown.stdout, shown.stderr
+    exported = subprocess.run([sys.executable, "-m", "lenet_lab", "export", plan.study_name,
+                               "--storage", url, "--out", str(tmp_path)], capture_output=True,
+                              text=True)
+    assert exported.returncode == 0, exported.stderr
+    rows = pd.read_csv(next(tmp_path.glob("*.csv")))
+    assert set(rows.state) == {"failed", "waiting"}
     assert _digest(tmp_path / "studies.db") == before
     monkeypatch.setenv("LENET_LAB_GRACE_S", "60")  # within the grace period: still running
     with Database(f"sqlite:///{tmp_path}/studies.db", read_only=True) as reader:

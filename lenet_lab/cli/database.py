@@ -17,17 +17,19 @@ from lenet_lab.cli.options import StorageOpt, opt
 
 @app.command()
 def studies(storage: StorageOpt = None) -> None:
-    """List the studies in a database: sweep, engine, trials by state, best test accuracy."""
-    from lenet_lab.store import Database, list_studies
+    """List the studies in a database: sweep, engine, trials by state (a dead worker's
+    trial as failed), and the best one trial's validation accuracy."""
+    from lenet_lab.results import study_list
+    from lenet_lab.store import Database
 
     with Database(storage, read_only=True) as db:
-        if not (rows := list_studies(db)):
+        if not (rows := study_list(db)):
             return out.print(f"no studies in {db.safe}")
-    print_table(["study", "sweep", "engine", "trials", "best test acc"], [
+    print_table(["study", "sweep", "engine", "trials", "best trial"], [
         [row["study"], row["sweep"] or "-", row["engine"] or "-",
          ", ".join(f"{n} {state}" for state, n in sorted(row["states"].items())) or "-",
-         "-" if row["best_test_acc"] is None else f"{row['best_test_acc']:.4f}"] for row in rows],
-        whole=("study", "sweep"))
+         "-" if row["best_trial_acc"] is None else f"{row['best_trial_acc']:.4f}"]
+        for row in rows], whole=("study", "sweep"))
 
 
 @app.command()
@@ -37,11 +39,15 @@ def export(
     out_dir: Annotated[str, typer.Option("--out", help="folder to write into")] = ".",
     storage: StorageOpt = None,
 ) -> None:
-    """Write a study's lab_results rows to <out>/<study>.csv (or .parquet)."""
-    from lenet_lab.store import Database, export_study
+    """Write a study's lab_results rows to <out>/<study>.csv (or .parquet); a trial whose
+    worker died reads as failed, as in the report."""
+    from lenet_lab.results import load_study
+    from lenet_lab.store import Database, export_study, known_studies
 
     with Database(storage, read_only=True) as db:
-        path, rows = export_study(db, study, out_dir, format)
+        known_studies(db, [study])
+        path, rows = export_study(db, study, out_dir, format,
+                                  rows=load_study(db, study).results)
     out.print(f"{rows} rows -> {path}")
 
 

@@ -17,8 +17,8 @@ from lenet_lab.results.arms import ArmName, ArmStats, arm_keys, arm_names, arm_s
 from lenet_lab.results.best import best_configuration, best_network, confirmation_choice
 from lenet_lab.results.outcomes import Outcome
 from lenet_lab.results.stats import Interval
-from lenet_lab.results.study import StudyData, load_study
+from lenet_lab.results.study import StudyData, load_study, study_list
 
 __all__ = ["Answer", "ArmName", "ArmStats", "Decision", "Interval", "Outcome", "StudyData",
            "arm_keys", "arm_names", "arm_stats", "best_configuration", "best_network",
-           "confirmation_choice", "load_study", "ranked", "sig", "study_answer"]
+           "confirmation_choice", "load_study", "ranked", "sig", "study_answer", "study_list"]

@@ -21,7 +21,8 @@ from lenet_lab.processes import pid_alive, this_host
 from lenet_lab.spec import Status
 from lenet_lab.store import Database
 
-__all__ = ["WORKER_STOPPED", "StudyData", "cut_short", "load_study", "stopped_worker"]
+__all__ = ["WORKER_STOPPED", "StudyData", "cut_short", "load_study", "stopped_worker",
+           "study_list"]
 
 WORKER_STOPPED = "worker stopped"
 
@@ -73,10 +74,23 @@ def load_study(db: Database, name: str) -> StudyData:
     return StudyData(name, meta, results, epochs, store.study_attrs(db, name))
 
 
-def _as_of_now(db: Database, name: str, results: pd.DataFrame) -> pd.DataFrame:
-    """Running trials whose worker is gone, as failed (see the module's docstring)."""
-    if not (results.state == Status.RUNNING).any():
-        return results
+def study_list(db: Database) -> list[dict[str, Any]]:
+    """store.list_studies with trials whose worker is gone counted as failed, as
+    load_study reads them: every listing (`lenet-lab studies`, lenet_lab.studies()) says
+    what the report says."""
+    rows = store.list_studies(db)
+    for row in rows:
+        states = row["states"]
+        if states.get(Status.RUNNING.value) and (gone := len(_gone(db, row["study"]))):
+            states[Status.RUNNING.value] -= gone
+            states[Status.FAILED.value] = states.get(Status.FAILED.value, 0) + gone
+            if not states[Status.RUNNING.value]:
+                del states[Status.RUNNING.value]
+    return rows
+
+
+def _gone(db: Database, name: str) -> dict[int, str]:
+    """{trial number: why} of the trials Optuna holds as running whose worker is gone."""
     grace, host = store.grace_seconds(), this_host()
     gone = {}
     for row in store.running_trials(db, name):
@@ -84,6 +98,14 @@ def _as_of_now(db: Database, name: str, results: pd.DataFrame) -> pd.DataFrame:
             gone[row["number"]] = f"pid {row['pid']} on {host}"
         elif row["silent_s"] is not None and row["silent_s"] > grace:
             gone[row["number"]] = f"no heartbeat for over {grace:g} s"
+    return gone
+
+
+def _as_of_now(db: Database, name: str, results: pd.DataFrame) -> pd.DataFrame:
+    """Running trials whose worker is gone, as failed (see the module's docstring)."""
+    if not (results.state == Status.RUNNING).any():
+        return results
+    gone = _gone(db, name)
     if gone:
         results = results.copy()
         stale = results.trial.isin(list(gone))

@@ -127,11 +127,17 @@ def trial_statuses(db: Database, trial_ids: list[int]) -> dict[int, tuple[str, s
 
 
 def _states_and_best(conn: sa.Connection, study: str) -> tuple[dict[str, int], float | None]:
+    """Trials by state, and the best one trial reached on what choices read: validation
+    accuracy (test accuracy in studies from before validation splits). A display, not
+    the answer's best arm (results.ranked)."""
     states = dict(conn.execute(sa.text(
         "SELECT state, count(*) FROM lab_results WHERE study = :s GROUP BY state"),
         {"s": study}).all())
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("lab_results")}
+    measure = "coalesce(max(valid_acc), max(test_acc))" if "valid_acc" in columns else \
+        "max(test_acc)"
     best = conn.execute(sa.text(
-        "SELECT max(test_acc) FROM lab_results WHERE study = :s AND state = :done"),
+        f"SELECT {measure} FROM lab_results WHERE study = :s AND state = :done"),
         {"s": study, "done": Status.COMPLETE.value}).scalar()
     return states, best
 
@@ -163,8 +169,8 @@ def trials_training_on(db: Database, host: str) -> int:
 
 
 def progress(db: Database, study: str) -> dict[str, Any]:
-    """Counts by state, best test accuracy, every started trial's (number, arm, is control)
-    and the running trials' epochs, for a live display."""
+    """Counts by state, the best trial's accuracy (_states_and_best), every started
+    trial's (number, arm, is control) and the running trials' epochs, for a live display."""
     with db.transaction() as conn:
         states, best = _states_and_best(conn, study)
         running = conn.execute(
@@ -183,7 +189,8 @@ def progress(db: Database, study: str) -> dict[str, Any]:
 
 @operation
 def list_studies(db: Database) -> list[dict[str, Any]]:
-    """One entry per study: sweep, engine, trials by state, best test accuracy."""
+    """One entry per study: sweep, engine, trials by state (as recorded: see
+    results.study_list for trials whose worker died), the best trial's accuracy."""
     if not has_studies(db):
         return []  # reading must not leave an empty database file behind
     with db.transaction() as conn:
@@ -198,7 +205,7 @@ def list_studies(db: Database) -> list[dict[str, Any]]:
         for name, sweep, engine, title in rows:
             states, best = _states_and_best(conn, name) if has_view else ({}, None)
             studies.append({"study": name, "sweep": sweep, "engine": engine,
-                            "title": title, "states": states, "best_test_acc": best})
+                            "title": title, "states": states, "best_trial_acc": best})
         return studies
 
 

@@ -41,12 +41,14 @@ def known_studies(db: Database, chosen: list[str] | None = None) -> list[str]:
     return chosen or ours
 
 
-def export_study(db: Database, study: str, folder: str | Path,
-                 fmt: str = "csv") -> tuple[Path, int]:
-    """Write a study's lab_results rows to <folder>/<study>.<fmt>; returns (path, rows)."""
+def export_study(db: Database, study: str, folder: str | Path, fmt: str = "csv", *,
+                 rows=None) -> tuple[Path, int]:
+    """Write a study's lab_results rows (`rows`, else as stored) to
+    <folder>/<study>.<fmt>; returns (path, rows)."""
     known_studies(db, [study])
     folder = output_folder(folder, create=False)
-    results = read_results(db, study)
+    stored = read_results(db, study)
+    results = stored if rows is None else rows[list(stored.columns)]
     buffer = io.BytesIO()
     if fmt == "csv":
         results.to_csv(buffer, index=False)

@@ -105,10 +105,11 @@ class Worker:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM stop this process as Ctrl-C does, once: the KeyboardInterrupt
-    records the running trial as interrupted, and a second signal cannot cut that short.
-    The previous handlers come back afterwards."""
-    kinds = (signal.SIGINT, signal.SIGTERM)
+    """SIGINT, SIGTERM and SIGHUP (its terminal closed) stop this process as Ctrl-C does,
+    once: the KeyboardInterrupt records the running trial as interrupted and stops every
+    helper (WorkerPool), and a second signal cannot cut that short. The previous handlers
+    come back afterwards."""
+    kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {kind: signal.getsignal(kind) for kind in kinds}
 
     def stop(*_: object) -> None:
@@ -361,7 +362,7 @@ def watch(plan: SweepPlan, on_update: Callable[[int, str], None], *,
             keys = arm_keys(now["arms"])  # the report's keys: book, A1, ...
             running = ", ".join(f"{keys.get(arm, '#' + str(n))} epoch {e + 1}{epochs}"
                                 for n, arm, e in now["running"])
-            best = f"best {now['best']:.3f}" if now["best"] is not None else ""
+            best = f"best trial {now['best']:.3f}" if now["best"] is not None else ""
             on_update(done, f"{running}  {best}".strip())
         if db is not None:
             db.close()
