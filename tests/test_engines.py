@@ -82,3 +82,22 @@ def test_mxnet_does_not_leave_torch_on_one_thread(monkeypatch: pytest.MonkeyPatc
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("channels", [1, 6, 16, 32])
+def test_average_pooling_gives_avg_pool2ds_numbers_forward_and_backward(channels: int) -> None:
+    """torch_net.AvgPool (oneDNN's depthwise convolution for narrow channels-last maps on a
+    CPU) against torch's avg_pool2d: the same numbers, bit for bit, both ways."""
+    import torch
+
+    from lenet_lab.engines.torch_net import AvgPool
+
+    torch.manual_seed(channels)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(8, channels, 10, 14).contiguous(memory_format=layout)
+        ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        grad = torch.randn(8, channels, 5, 7)
+        AvgPool()(ours).backward(grad)
+        torch.nn.functional.avg_pool2d(theirs, 2, 2).backward(grad)
+        assert torch.equal(AvgPool()(x), torch.nn.functional.avg_pool2d(x, 2, 2))
+        assert torch.equal(ours.grad, theirs.grad)
