@@ -21,7 +21,7 @@ BEST_NETWORK_EXERCISE = 2  # "a better network": its search's best is exercise 1
 
 def answer_all(db: Database, steps: list[Step], *, jobs: int = 1, data_dir: str | None = None,
                out: str | Path = "reports",
-               around: Callable[[Step], ContextManager[Any]] | None = None) -> Path:
+               around: Callable[[list[Step]], ContextManager[Any]] | None = None) -> Path:
     """Run every step, write exercise 10's page and the report; returns the index's path."""
     ran = run_book(db, steps, jobs=jobs, data_dir=data_dir, around=around)
     folder = output_folder(out, create=True)

@@ -1,6 +1,6 @@
 """Stopping what is decided, replayed on recorded studies: every trial of the answer sheet
 of 2026-11-28 (docs/answers/2026-11-28.db: 300+ trials, every epoch, run before diverged
-runs were stopped) that the diverged rule (train.diverged_loss) would have stopped is
+runs were stopped) that the diverged rule (train.blew_up) would have stopped is
 replayed as if it had stopped there, and every answer reads the same."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from lenet_lab.results import StudyData, load_study, study_answer
 from lenet_lab.store import Database, list_studies
-from lenet_lab.train import diverged_loss
+from lenet_lab.train import blew_up
 
 RECORDED = Path(__file__).resolve().parents[1] / "docs" / "answers" / "2026-11-28.db"
 
@@ -27,9 +27,9 @@ def db():
 def stopped(data: StudyData) -> tuple[StudyData, dict[int, int]]:
     """The study as if each trial had stopped at its first epoch whose loss diverged:
     (the replayed data, {trial: the epoch it stops at})."""
-    limit = diverged_loss(10)
     epochs = data.epochs
-    crossed = epochs[~(epochs.train_loss <= limit)].groupby("trial").epoch.min().to_dict()
+    stops = [blew_up(loss, epoch, 10) for loss, epoch in zip(epochs.train_loss, epochs.epoch)]
+    crossed = epochs[stops].groupby("trial").epoch.min().to_dict()
     results, kept = data.results.copy(), epochs
     for trial, epoch in crossed.items():
         row = results.trial == trial

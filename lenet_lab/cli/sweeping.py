@@ -121,6 +121,7 @@ def _run_all(db, budget: str, overrides: dict[str, Any], options: dict[str, Any]
              jobs: str, out_dir: str, plan_only: bool, quiet: bool) -> None:
     from lenet_lab.exercises import answer_all
     from lenet_lab.results import load_study, study_answer
+    from lenet_lab.store import FINISHED
     from lenet_lab.sweep import plan_book, stop_on_signals, watch
 
     steps, rate, jobs = plan_book(db, budget=budget, overrides=overrides, jobs=jobs, **options)
@@ -136,29 +137,43 @@ def _run_all(db, budget: str, overrides: dict[str, Any], options: dict[str, Any]
     if plan_only:
         return
     progress = bar(BarColumn(bar_width=20), TextColumn("{task.fields[trials]} trials  ETA"),
-                   TimeRemainingColumn(),
-                   TextColumn("{task.fields[sweep]} {task.fields[detail]}", markup=False))
-    finished = sum(s.done for s in steps)
-    task = progress.add_task("all", total=total or 1, trials=f"{finished}/"
-                             f"{sum(s.trials for s in steps)}", sweep="", detail="")
-    spent = {"seconds": 0.0, "trials": finished}
+                   TimeRemainingColumn(), TextColumn("{task.fields[detail]}", markup=False))
+    expected = sum(s.trials for s in steps)
+    task = progress.add_task("all", total=total or 1, detail="",
+                             trials=f"{sum(s.done for s in steps)}/{expected}")
+    finished = {s.plan.study_name: s.done for s in steps}  # trials with a result, by study
+    answered: set[str] = set()
+
+    def answer(step) -> None:
+        if step.plan.study_name not in answered:
+            answered.add(step.plan.study_name)
+            line = study_answer(load_study(db, step.plan.study_name)).one_line()
+            out.print(f"{step.sweep.exercise}. {step.sweep.name}: "
+                      f"{visible(line, newlines=False)}")
 
     @contextlib.contextmanager
-    def around(step) -> Iterator[None]:
-        left = max(step.trials - step.done, 1)
+    def around(phase) -> Iterator[None]:
+        by_study = {step.plan.study_name: step for step in phase}
 
         def update(done: int, detail: str) -> None:
-            now = max(done - step.done, 0)
-            progress.update(task, completed=spent["seconds"] + step.seconds / jobs * now / left,
-                            trials=f"{spent['trials'] + now}/{sum(s.trials for s in steps)}",
-                            sweep=f"{step.sweep.exercise}. {step.sweep.name}", detail=detail)
+            seconds = sum(s.seconds / jobs * min(1.0, (finished[s.plan.study_name] - s.done) /
+                                                  max(s.trials - s.done, 1)) for s in steps)
+            progress.update(task, completed=seconds, detail=detail,
+                            trials=f"{sum(finished.values())}/{expected}")
 
-        with watch(step.plan, update, enabled=not quiet and err.is_terminal):
+        def study(plan, states: dict[str, int]) -> None:
+            step = by_study[plan.study_name]
+            finished[plan.study_name] = sum(n for state, n in states.items()
+                                            if state in FINISHED)
+            idle = not states.get("running") and not states.get("waiting")
+            if idle and finished[plan.study_name] >= step.trials:
+                answer(step)  # as each sweep ends
+
+        with watch([step.plan for step in phase], update, on_study=study,
+                   enabled=not quiet and err.is_terminal):
             yield
-        spent["seconds"] += step.seconds / jobs
-        spent["trials"] += step.trials - step.done
-        line = study_answer(load_study(db, step.plan.study_name)).one_line()
-        out.print(f"{step.sweep.exercise}. {step.sweep.name}: {visible(line, newlines=False)}")
+        for step in phase:
+            answer(step)
 
     start = time.monotonic()
     with _interrupted(db, "every exercise"), stop_on_signals(), progress:

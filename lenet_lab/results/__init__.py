@@ -12,7 +12,7 @@ import this package and never each other.
 
 from __future__ import annotations
 
-from lenet_lab.results.answer import Answer, Decision, study_answer
+from lenet_lab.results.answer import Answer, Decision, seeds_to_add, study_answer
 from lenet_lab.results.arms import ArmName, ArmStats, arm_keys, arm_names, arm_stats, ranked, sig
 from lenet_lab.results.best import best_configuration, best_network, confirmation_choice
 from lenet_lab.results.outcomes import Outcome
@@ -21,4 +21,5 @@ from lenet_lab.results.study import StudyData, load_study, study_list
 
 __all__ = ["Answer", "ArmName", "ArmStats", "Decision", "Interval", "Outcome", "StudyData",
            "arm_keys", "arm_names", "arm_stats", "best_configuration", "best_network",
-           "confirmation_choice", "load_study", "ranked", "sig", "study_answer", "study_list"]
+           "confirmation_choice", "load_study", "ranked", "seeds_to_add", "sig", "study_answer",
+           "study_list"]

@@ -36,7 +36,7 @@ from lenet_lab.results.study import StudyData, cut_short
 from lenet_lab.spec import SPEC_FIELDS, Status, field_value
 
 __all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "Effect", "budget",
-           "compare", "looks", "study_answer"]
+           "compare", "looks", "seeds_to_add", "study_answer"]
 
 SPEC_DEFAULTS = {f.name: f.default for f in SPEC_FIELDS.values()}
 
@@ -327,3 +327,17 @@ def _until_note(answer: Answer, until: dict[str, Any]) -> str:
     if seeds >= until["max_seeds"]:
         return f"Until decided: reached the maximum of {until['max_seeds']} seeds undecided."
     return f"Until decided: {seeds} of at most {until['max_seeds']} seeds so far, undecided."
+
+
+def seeds_to_add(answer: Answer, most: int) -> list[str]:
+    """`--until-decided`: the arms that get one more seed, or none when the answer is
+    decided or the control and the leading arm have `most` seeds. The two are the book's
+    network and the arm that leads it; they are brought to the same number of seeds, then
+    grow together."""
+    lead = answer.leader
+    if lead is None or lead.decision.decided:
+        return []
+    control = next(a for a in answer.arms if a.is_control)
+    counts = {control.arm: control.test_acc.n, lead.arm.arm: lead.arm.test_acc.n}
+    target = max(counts.values()) if len(set(counts.values())) > 1 else min(counts.values()) + 1
+    return [arm for arm, n in counts.items() if n < min(target, most)]

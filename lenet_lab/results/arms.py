@@ -21,6 +21,7 @@ import pandas as pd
 from lenet_lab.results.outcomes import ArmOutcome, arm_outcome, trial_outcome
 from lenet_lab.results.stats import LEVEL, Interval, difference, mean_interval, paired_difference
 from lenet_lab.spec import SPEC_FIELDS, Status, field_value, format_widths
+from lenet_lab.train import blew_up
 
 __all__ = ["BOOK", "BOOK_PARAMS_FACTOR", "MATCHED", "ArmName", "ArmStats", "arm_keys",
            "arm_legend", "arm_names", "arm_stats", "best_learned", "chance_level", "failures",
@@ -220,14 +221,17 @@ def shared_machine(results: pd.DataFrame) -> bool:
 
 def trial_outcomes(results: pd.DataFrame, epochs: pd.DataFrame | None = None) -> pd.Series:
     """Each row's Outcome (or None), in the order of `results` (see outcomes.py)."""
-    losses = None if epochs is None or not len(epochs) else epochs.groupby("trial").train_loss
-    lowest, highest = ({}, {}) if losses is None else (losses.min().to_dict(),
-                                                       losses.max().to_dict())
+    known = epochs is not None and len(epochs) > 0
+    lowest = epochs.groupby("trial").train_loss.min().to_dict() if known else {}
     classes = results.num_classes if "num_classes" in results else pd.Series(10, results.index)
+    classes = classes.fillna(10).astype(int)
+    by_trial = dict(zip(results.trial, classes))
+    diverged = {trial for trial, epoch, loss in (
+        zip(epochs.trial, epochs.epoch, epochs.train_loss) if known else ())
+        if blew_up(loss, epoch, by_trial.get(trial, 10))}
     return pd.Series([trial_outcome(state=row.state, test_acc=row.test_acc,
                                     final_loss=row.train_loss, min_loss=lowest.get(row.trial),
-                                    max_loss=highest.get(row.trial),
-                                    classes=10 if pd.isna(n) else int(n))
+                                    blew_up=row.trial in diverged, classes=int(n))
                       for row, n in zip(results.itertuples(), classes)], index=results.index,
                      dtype=object)
 

@@ -1,10 +1,11 @@
 """Did a run learn? An outcome for every trial and arm, decided before any comparison.
 
 A trial that trained all its epochs is not yet a result worth comparing. It is:
-- diverged: its training loss turned NaN or infinite, or rose above twice ln(classes)
-  (the loss of a uniform guess: 4.6 for ten classes) at any epoch, the first or the last
-  (train.diverged_loss; the trainer stops such a run at once, and older records that ran
-  on are read alike): tanh at lr 0.9 reaches a loss of 25-29 in its first epoch;
+- diverged: its training loss turned NaN or infinite, or an epoch's mean rose above twice
+  ln(classes) (the loss of a uniform guess: 4.6 for ten classes; four times for the first
+  epoch, whose mean includes the untrained network's), at any epoch, the first or the last
+  (train.blew_up; the trainer stops such a run at once, and older records that ran on are
+  read alike): tanh at lr 0.9 reaches a loss of 25-29 in its first epoch;
 - unstable: its final training loss is far above the lowest it reached (more than
   twice the minimum and over 0.25 above it) without having diverged;
 - at chance ("did not learn"): its test accuracy is within 0.02 of 1/classes and its
@@ -47,15 +48,16 @@ _SEVERITY = [Outcome.DIVERGED, Outcome.UNSTABLE, Outcome.AT_CHANCE]  # ties go t
 
 def trial_outcome(*, state: str, test_acc: float | None, final_loss: float | None,
                   min_loss: float | None, classes: int,
-                  max_loss: float | None = None) -> Outcome | None:
+                  blew_up: bool = False) -> Outcome | None:
     """One trial's outcome; None for a trial with no result (pruned, failed, running).
-    `min_loss` and `max_loss` are the lowest and highest training loss of its epochs."""
-    if state == Status.DIVERGED:
+    `min_loss` is the lowest training loss of its epochs; `blew_up`, whether any epoch's
+    loss diverged (train.blew_up). Without its epochs, a final loss above the first
+    epoch's line (the higher) says it diverged."""
+    if state == Status.DIVERGED or blew_up:
         return Outcome.DIVERGED
     if state != Status.COMPLETE or not _number(test_acc):
         return None
-    limit = diverged_loss(classes)
-    if any(_number(loss) and not loss <= limit for loss in (final_loss, max_loss)):
+    if _number(final_loss) and not final_loss <= diverged_loss(classes, epoch=1):
         return Outcome.DIVERGED
     if _number(final_loss) and _number(min_loss) and \
             final_loss > UNSTABLE_RATIO * min_loss and final_loss - min_loss > UNSTABLE_GAP:

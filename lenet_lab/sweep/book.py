@@ -1,9 +1,9 @@
 """`lenet-lab sweep all`: every exercise sweep of the book, in the book's order, planned
 and timed before anything trains.
 
-Exercise 9 (mnist) comes after exercise 2 (improve), so its improved arm is the network
-that exercise 2 confirmed; each sweep is planned anew just before it runs, so it sees
-what the sweeps before it found. The same overrides apply to every sweep, where they
+Every sweep runs at once but exercise 9 (mnist), which comes after all of them, so that
+its improved arm is the network that exercise 2 confirmed: it is planned anew just before
+it runs, so it sees what exercise 2 found. The same overrides apply to every sweep, where they
 mean something: `--trials` and `--confirm` to searches, `--epochs` to sweeps that do not
 vary epochs themselves. Running the same command again continues every study.
 """
@@ -21,7 +21,7 @@ from lenet_lab.errors import SweepError
 from lenet_lab.store import Database
 from lenet_lab.sweep.estimate import Rate, database_rate, probe_rate, sweep_seconds
 from lenet_lab.sweep.plan import SweepPlan, load_cached, plan_sweep
-from lenet_lab.sweep.worker import WorkerPool, run_sweep, workers_for
+from lenet_lab.sweep.pool import WorkerPool, run_sweeps, workers_for
 from lenet_lab.sweep_file import Sweep, load_sweeps
 
 __all__ = ["Step", "book_sweeps", "plan_book", "run_book"]
@@ -105,22 +105,30 @@ def plan_book(db: Database, *, budget: str = "full", overrides: dict[str, Any] |
 
 
 def run_book(db: Database, steps: list[Step], *, jobs: int = 1, data_dir: str | None = None,
-             around: Callable[[Step], ContextManager[Any]] | None = None) -> list[Step]:
-    """Run each step's sweep in turn (those that wait for another are planned again first,
-    so they see its result), all with one pool of workers, which start once and only
-    for work worth their start-up; `around(step)` wraps each run, as a progress display
-    does. Returns the steps as they ran."""
+             around: Callable[[list[Step]], ContextManager[Any]] | None = None) -> list[Step]:
+    """Run every step's sweep with one pool of workers, which start once and only for
+    work worth their start-up, in two phases: first every step that takes no other's
+    result, all at once (sweep.run_sweeps: earlier exercises first, and no worker waits
+    for the last trials of one sweep while another has work); then the steps that take
+    another's best network (best_of), planned again at their turn so they see it.
+    `around(steps)` wraps each phase, as a progress display does. Returns the steps as
+    they ran, in the book's order."""
     ran = []
-    with WorkerPool(jobs, data_dir=data_dir) as pool:  # one set of workers for every sweep
-        for step in steps:
-            if step.waits_for:
-                sweep = replace(step.sweep, arms=_file_arms(step.sweep))
-                step = replace(step, plan=plan_sweep(sweep, db, **step.options))
-            with around(step) if around else contextlib.nullcontext():
-                run_sweep(step.plan, jobs=jobs, data_dir=data_dir, pool=pool,
-                          work_s=step.seconds)
-            ran.append(step)
-    return ran
+    with WorkerPool(jobs, data_dir=data_dir) as pool:
+        for phase in ([s for s in steps if not s.waits_for], [s for s in steps if s.waits_for]):
+            phase = [_planned_again(db, step) if step.waits_for else step for step in phase]
+            if not phase:
+                continue
+            with around(phase) if around else contextlib.nullcontext():
+                run_sweeps([step.plan for step in phase], jobs=jobs, data_dir=data_dir,
+                           pool=pool, work_s=sum(step.seconds for step in phase))
+            ran += phase
+    return sorted(ran, key=lambda step: step.sweep.exercise or 99)
+
+
+def _planned_again(db: Database, step: Step) -> Step:
+    sweep = replace(step.sweep, arms=_file_arms(step.sweep))
+    return replace(step, plan=plan_sweep(sweep, db, **step.options))
 
 
 def _file_arms(sweep: Sweep):
