@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from lenet_lab.errors import StorageError
 from lenet_lab.spec import Status
 from lenet_lab.store.database import Database, operation
-from lenet_lab.store.schema import lab_epochs, lab_studies, lab_trials, lab_weights
+from lenet_lab.store.schema import lab_epochs, lab_trials, lab_weights
 
 __all__ = ["FINISHED", "finished_trials", "has_studies", "list_studies", "load_weights", "progress", "read_results",
            "running_workers", "study_attrs", "study_frames", "study_row", "trial_record",
@@ -50,9 +50,16 @@ def study_row(db: Database, study_name: str) -> dict[str, Any] | None:
     with db.transaction() as conn:
         if not sa.inspect(conn).has_table("lab_studies"):
             return None
-        row = conn.execute(sa.select(lab_studies)
-                           .where(lab_studies.c.study_name == study_name)).first()
-    return dict(row._mapping) if row else None
+        row = conn.execute(sa.text("SELECT * FROM lab_studies WHERE study_name = :s"),
+                           {"s": study_name}).first()  # the columns the database has
+    if row is None:
+        return None
+    found = dict(row._mapping)
+    if isinstance(found.get("created_at"), str):  # SQLite's text, read without the table
+        from datetime import datetime
+
+        found["created_at"] = datetime.fromisoformat(found["created_at"])
+    return found
 
 
 @operation

@@ -55,6 +55,10 @@ lab_studies = sa.Table(
     sa.Column("packages", sa.Text, nullable=False),  # JSON: name -> version
     sa.Column("command", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),  # naive UTC, the database clock
+    # JSON: what a rerun needs beyond the above: each dataset's files (SHA-256 of their
+    # content) and validation split (seed, size, SHA-256 of its indices), the framework's
+    # determinism settings, the platform
+    sa.Column("record", sa.Text),
 )
 
 
@@ -93,6 +97,7 @@ lab_trials = sa.Table(
     sa.Column("workers", sa.Integer),
     sa.Column("threads", sa.Integer),
     sa.Column("cpu_load", sa.Float),
+    sa.Column("fused", sa.Integer),  # trained as one model with this many trials (1: alone)
 )
 
 lab_epochs = sa.Table(
@@ -126,7 +131,7 @@ _VIEW_COLUMNS = [
         "validation", *HYPERPARAMETERS, "param_count", "train_loss", "train_acc", "valid_acc",
         "test_acc",
         "examples_per_sec", "epochs_done", "seconds", "workers", "threads", "cpu_load",
-        "reason")),
+        "fused", "reason")),
     ("t.datetime_start", "started_at"), ("t.datetime_complete", "finished_at"),
 ]
 RESULT_COLUMNS = [alias for _, alias in _VIEW_COLUMNS]
@@ -164,8 +169,9 @@ def _speed_conditions(conn: sa.Connection) -> None:
 
 
 def _validation(conn: sa.Connection) -> None:
-    _add_columns(conn, "validation INTEGER", "valid_acc FLOAT")
+    _add_columns(conn, "validation INTEGER", "valid_acc FLOAT", "fused INTEGER")
     _add_columns(conn, "valid_acc FLOAT", table="lab_epochs")
+    _add_columns(conn, "record TEXT", table="lab_studies")
 
 
 # Numbered steps, each from the version before it: version -> step. Version 1 is
@@ -175,7 +181,8 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     2: _add_stage,  # a trial's stage: grid, or a search's control, search, confirm
     3: _version_table,  # lab_schema records the version
     4: _speed_conditions,  # how each trial's speed was measured: workers, threads, load
-    5: _validation,  # the validation split's size and accuracy (every choice reads it)
+    5: _validation,  # the validation split's size and accuracy (every choice reads it), and
+    # what a rerun needs: the study's record, each trial's fused group size
 }
 
 

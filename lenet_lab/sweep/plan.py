@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lenet_lab import store
-from lenet_lab.data import SPLIT_SEED, Dataset, load_dataset
+from lenet_lab.data import DATASET_INFO, SPLIT_SEED, Dataset, load_dataset
 from lenet_lab.engines import Device, get_engine, parse_device
 from lenet_lab.errors import StorageError, SweepError
 from lenet_lab.results import best_configuration
@@ -75,6 +75,7 @@ class SweepPlan:
     command: str = ""
     arm_sources: dict[str, str] = field(default_factory=dict)  # arm name -> where it came from
     fuse: int = 1  # queued trials of one shape trained together (1: each alone)
+    record: dict[str, Any] = field(default_factory=dict)  # what a rerun needs (rerun_record)
 
     @property
     def directions(self) -> list[str]:
@@ -189,9 +190,38 @@ def plan_sweep(sweep: Sweep, db: Database, *, study: str | None = None, device: 
     sweep, sources = _resolve_best_of(sweep, db)
     plan = SweepPlan(sweep, study or default_study_name(sweep, **overrides), db, chosen,
                      backend.device_name(chosen), backend.version(), backend.gpu_count(),
-                     redact(command, db.url), sources, fused)
+                     redact(command, db.url), sources, fused,
+                     rerun_record(sweep, data_dir, engine=sweep.run.engine))
     check_settings(plan)
     return plan
+
+
+def rerun_record(sweep: Sweep, data_dir: str | None, *, engine: str) -> dict[str, Any]:
+    """What a rerun of any trial needs beyond the study's settings and the trial's own
+    record: each dataset's files (the SHA-256 of their content: the loader refuses any
+    other) and its validation split (seed, size, SHA-256 of the held-out indices), the
+    framework's determinism settings and the platform."""
+    import platform
+    import sys
+
+    datasets = {}
+    for name in sorted(sweep.datasets()):
+        data = load_cached(name, data_dir)
+        run = sweep.run
+        split = (data.subset(run.subset) if run.subset else data).hold_out(
+            run.held_out(len(data.train_labels)))
+        datasets[name] = {"files": DATASET_INFO[name].raw_sha256, "subset": run.subset,
+                          "split": {"seed": SPLIT_SEED, "validation": split.validation,
+                                    "sha256": split.split_sha256}}
+    determinism = {}
+    if engine == "torch" and "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        determinism = {"deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                       "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                       "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    return {"datasets": datasets, "determinism": determinism,
+            "platform": {"system": platform.platform(), "machine": platform.machine(),
+                         "python": platform.python_version()}}
 
 
 def _resolve_best_of(sweep: Sweep, db: Database) -> tuple[Sweep, dict[str, str]]:

@@ -111,7 +111,8 @@ def _study_record(plan: SweepPlan) -> dict[str, Any]:
             "device": str(plan.device), "device_name": plan.device_name,
             "sampler": json.dumps(plan.sampler_record()),
             "settings": json.dumps(plan.settings()),
-            "packages": json.dumps(_package_versions()), "command": plan.command}
+            "packages": json.dumps(_package_versions()), "command": plan.command,
+            "record": json.dumps(plan.record)}
 
 
 def _enqueue_missing(plan: SweepPlan, study,

@@ -134,13 +134,15 @@ class _Member:
     epochs: list[EpochMetrics] = field(default_factory=list)
     workers: int = 1  # the most trials training on this host at once, seen at its epochs
     loads: list[float] = field(default_factory=list)  # the host's 1-minute load, per epoch
+    fused: int = 1  # trained as one model with this many trials (1: alone)
 
     def conditions(self) -> dict[str, Any]:
         """How its speed was measured, stored beside it (see store.schema)."""
         threads = os.environ.get("OMP_NUM_THREADS", "")
         return {"workers": self.workers,
                 "threads": int(threads) if threads.isdigit() else len(os.sched_getaffinity(0)),
-                "cpu_load": sum(self.loads) / len(self.loads) if self.loads else None}
+                "cpu_load": sum(self.loads) / len(self.loads) if self.loads else None,
+                "fused": self.fused}
 
 
 def _start(worker: TrialHost, trial) -> _Member | Status:
@@ -212,6 +214,8 @@ def _epoch_done(worker: TrialHost, member: _Member, m: EpochMetrics) -> str | No
 def _train(worker: TrialHost, members: list[_Member]) -> list[Status]:
     plan, first = worker.plan, members[0]
     pruned: dict[int, str] = {}
+    for member in members:
+        member.fused = len(members)
 
     def on_epoch(k: int, m: EpochMetrics) -> bool:
         if (reason := _epoch_done(worker, members[k], m)) is not None:
