@@ -119,6 +119,16 @@ class Study:
                               "test images": c.totals[i]}
                              for c in found for i, name in enumerate(c.classes)])
 
+    def rerun(self, trial: int | None = None, *, arm: str | None = None,
+              seed: int | None = None):
+        """Retrain a recorded trial (by number, or arm and seed) from its record and compare
+        every number with the record (lenet_lab.rerun.Rerun: .matches, .verdict(), .rows)."""
+        from lenet_lab.rerun import find_trial, rerun_trial
+
+        with Database(self.storage, read_only=True) as db:
+            number = find_trial(db, self.name, trial=trial, arm=arm, seed=seed)
+            return rerun_trial(db, self.name, number, data_dir=self.data_dir)
+
     def __repr__(self) -> str:
         return f"Study({self.name!r})\n{self.answer}"
 

@@ -25,8 +25,8 @@ from lenet_lab.errors import LabError, quiet_library_warnings
 __all__ = ["app", "main"]
 
 # `lenet-lab --help` lists the commands in the order a user meets them.
-ORDER = ("train", "inspect", "sweep", "sweeps", "studies", "export", "copy", "report",
-         "activations", "dashboard", "bench")
+ORDER = ("train", "inspect", "sweep", "sweeps", "studies", "export", "rerun", "copy",
+         "report", "activations", "dashboard", "bench")
 app.registered_commands.sort(key=lambda c: ORDER.index(c.name or c.callback.__name__))
 
 

@@ -1,5 +1,5 @@
-"""`lenet-lab studies`, `export`, `copy` and `dashboard`: what a database holds, and
-taking it elsewhere."""
+"""`lenet-lab studies`, `export`, `rerun`, `copy` and `dashboard`: what a database holds,
+checking it, and taking it elsewhere."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from lenet_lab.cli.app import app
 from lenet_lab.cli.console import err, out, print_table
-from lenet_lab.cli.options import StorageOpt, opt
+from lenet_lab.cli.options import DataDir, StorageOpt, opt
 
 # Each command imports the library it calls when it runs: `lenet-lab --help` and a
 # mistyped option answer without loading sqlalchemy, pandas or optuna.
@@ -49,6 +49,41 @@ def export(
         path, rows = export_study(db, study, out_dir, format,
                                   rows=load_study(db, study).results)
     out.print(f"{rows} rows -> {path}")
+
+
+@app.command()
+def rerun(
+    study: Annotated[str, typer.Argument(help="the study (see `lenet-lab studies`)")],
+    trial: Annotated[Optional[int], typer.Argument(
+        help="the trial's number (`lenet-lab export STUDY` lists them); or --arm and --seed",
+        show_default=False)] = None,
+    arm: Annotated[Optional[str], opt("the trial's arm, as lab_results.arm has it")] = None,
+    seed: Annotated[Optional[int], opt("the trial's seed, with --arm", min=0)] = None,
+    storage: StorageOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Retrain a recorded trial from its record and compare every number, epoch by epoch.
+
+    Equal to the last digit on the same engine version, CPU model and thread count; within
+    a stated tolerance elsewhere (it names what differs). Exits 1 on a mismatch."""
+    from lenet_lab.rerun import find_trial, rerun_trial
+    from lenet_lab.store import Database
+
+    with Database(storage, read_only=True) as db:
+        number = find_trial(db, study, trial=trial, arm=arm, seed=seed)
+        out.print(f"rerunning trial {number} of {study!r} from its record ...")
+        found = rerun_trial(db, study, number, data_dir=data_dir)
+    out.print(f"arm {found.arm}, seed {found.seed}: " + (
+        "the same setting as recorded, so every number must be equal" if found.exact else
+        "differences from the recording: " + "; ".join(found.differences)))
+    for lack in found.missing:
+        out.print(f"not recorded: {lack}")
+    print_table(["epoch", "metric", "recorded", "rerun", ""], [
+        [str(row["epoch"]), row["metric"], f"{row['recorded']:.6g}", f"{row['new']:.6g}",
+         "=" if row["match"] else "DIFFERS"] for row in found.rows], left=("metric", ""))
+    out.print(found.verdict())
+    if not found.matches:
+        raise typer.Exit(1)
 
 
 @app.command()

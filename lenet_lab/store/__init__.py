@@ -14,8 +14,9 @@ from __future__ import annotations
 from lenet_lab.store.database import Database, database_error, operation
 from lenet_lab.store.queries import (FINISHED, WORKER_ATTR, finished_trials, has_studies,
                                      list_studies, load_weights, progress, read_results, running_trials, running_workers,
-                                     study_attrs, study_frames, study_row, trial_record,
-                                     trial_statuses, trials_training_on, waiting_trial_ids)
+                                     study_attrs, study_frames, study_row, trial_epochs,
+                                     trial_record, trial_statuses, trials_training_on,
+                                     waiting_trial_ids)
 from lenet_lab.store.schema import HYPERPARAMETERS, RESULT_COLUMNS, SCHEMA_VERSION, ensure_schema
 from lenet_lab.store.settings import (DEFAULT_GRACE_S, DEFAULT_STORAGE, HEARTBEAT_S, StorageUrl,
                                       check_environment, env_seconds, grace_seconds, parse_storage)
@@ -32,6 +33,6 @@ __all__ = [
     "has_studies", "known_studies", "list_studies", "load_weights", "operation",
     "parse_storage", "progress", "read_results", "record_study", "running_trials",
     "running_workers", "start_trial", "study_attrs", "study_frames", "study_row",
-    "trial_columns", "trial_record", "trial_statuses", "trials_training_on",
+    "trial_columns", "trial_epochs", "trial_record", "trial_statuses", "trials_training_on",
     "waiting_trial_ids",
 ]

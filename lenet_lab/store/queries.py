@@ -16,7 +16,7 @@ from lenet_lab.store.schema import lab_epochs, lab_trials, lab_weights
 
 __all__ = ["FINISHED", "finished_trials", "has_studies", "list_studies", "load_weights", "progress", "read_results",
            "running_workers", "study_attrs", "study_frames", "study_row", "trial_record",
-           "trial_statuses", "trials_training_on", "waiting_trial_ids"]
+           "trial_epochs", "trial_statuses", "trials_training_on", "waiting_trial_ids"]
 
 
 def has_studies(db: Database) -> bool:
@@ -311,6 +311,15 @@ def trial_record(db: Database, study: str, number: int) -> dict[str, Any] | None
         row = conn.execute(sa.text("SELECT * FROM lab_trials WHERE study_name = :s AND "
                                    "number = :n"), {"s": study, "n": number}).first()
     return dict(row._mapping) if row else None
+
+
+@operation
+def trial_epochs(db: Database, trial_id: int) -> list[dict[str, Any]]:
+    """A trial's per-epoch rows (lab_epochs), in order, with the columns the database has."""
+    with db.transaction() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM lab_epochs WHERE trial_id = :t ORDER BY "
+                                    "epoch"), {"t": trial_id}).all()
+    return [dict(row._mapping) for row in rows]
 
 
 @operation
