@@ -17,6 +17,7 @@ from lenet_lab.cli.console import bar, err, out, print_table, trials_bar, visibl
 from lenet_lab.cli.options import UNTIL_DECIDED, DataDir, DeviceOpt, StorageOpt, Subset, opt
 from lenet_lab.engines import ENGINES
 from lenet_lab.errors import SweepError
+from lenet_lab.launch import LAUNCHERS
 from lenet_lab.sweep_file import BUDGETS, load_sweep, load_sweeps
 
 ALL = "all"
@@ -54,11 +55,23 @@ def sweep(
     out_dir: Annotated[str, typer.Option("--out", help="sweep all: folder for the report")]
         = "reports",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the summary")] = False,
+    launch: Annotated[Optional[Literal[LAUNCHERS]], opt(  # type: ignore[valid-type]
+        "submit the workers to a scheduler instead of running them here: slurm, or local "
+        "(processes of this machine); needs PostgreSQL storage (docs/cluster.md)",
+        rich_help_panel="Cluster")] = None,
+    launched: Annotated[int, typer.Option("--workers", min=1,
+                                          help="--launch: how many workers to submit",
+                                          rich_help_panel="Cluster")] = 1,
+    sbatch: Annotated[Optional[list[str]], opt(
+        "--launch slurm: an sbatch option as KEY=VALUE, repeatable: partition=gpu, time=120 "
+        "(minutes), gpus=1, cpus=8, account=lab, mem=16G, or any other sbatch option",
+        rich_help_panel="Cluster")] = None,
 ) -> None:
     """Run a sweep file as an Optuna study in the database; rerun to continue it.
 
     `lenet-lab sweep all` runs every exercise's sweep in the book's order, then writes
-    exercise 10's activation maps and the report."""
+    exercise 10's activation maps and the report. With --launch, the study is opened here
+    and its workers are submitted to the scheduler; the command returns at once."""
     from lenet_lab.store import Database
 
     overrides = {"engine": engine, "epochs": epochs, "seeds": seeds, "trials": trials,
@@ -67,6 +80,9 @@ def sweep(
     command = " ".join(["lenet-lab", *sys.argv[1:]])
     options = {"device": device, "data_dir": data_dir, "command": command, "fuse": fuse}
     if name == ALL:
+        if launch:
+            raise SweepError("--launch submits one sweep's workers: launch each sweep (see "
+                             "`lenet-lab sweeps`), or run `sweep all` on one machine")
         if study is not None:
             raise SweepError("--study names one study: `sweep all` names each study after its "
                              "sweep (see --plan); drop --study")
@@ -76,6 +92,11 @@ def sweep(
         return
     loaded = load_sweep(name).with_budget(budget).with_run(**overrides)
     with Database(storage) as db:
+        if launch:  # refused before the database is touched
+            from lenet_lab.launch import check_launch
+
+            check_launch(launcher=launch, workers=launched, storage_url=db.url,
+                         sbatch=sbatch or [])
         from lenet_lab.sweep import (plan_sweep, run_sweep, stop_on_signals, summary, watch,
                                      workers_for)
 
@@ -87,6 +108,14 @@ def sweep(
                       f"{db.safe}: {visible(plan.describe(workers))}")
         if plan_only:
             return
+        if launch:
+            from lenet_lab.launch import worker_argv
+
+            argv = worker_argv(name, study=plan.study_name, budget=budget,
+                               overrides=overrides, jobs=jobs, fuse=fuse, device=device,
+                               data_dir=data_dir)
+            return _launch(db, plan, launch=launch, workers=launched, sbatch=sbatch or [],
+                           argv=argv)
         with _interrupted(db, f"study {plan.study_name!r}"), stop_on_signals(), \
                 trials_bar(loaded.expected_trials()) as update, \
                 watch(plan, update, enabled=not quiet and err.is_terminal):
@@ -99,6 +128,23 @@ def sweep(
                                 subsequent_indent=" " * 6, break_on_hyphens=False))
     out.print("\n" + "\n".join(visible(line, newlines=False) for line in answer))
     out.print(query)
+
+
+def _launch(db, plan, *, launch: str, workers: int, sbatch: list[str],
+            argv: list[str]) -> None:
+    """Open the study here, submit its workers, say how to watch them, return."""
+    from lenet_lab.launch import launch_workers
+    from lenet_lab.sweep.queue import open_study
+
+    open_study(plan)
+    launched = launch_workers(launcher=launch, workers=workers, argv=argv, storage_url=db.url,
+                              study=plan.study_name, sbatch=sbatch)
+    out.print(f"submitted {len(launched.job_ids)} worker(s) to {launch}: job "
+              f"{', '.join(launched.job_ids)} (files and logs in {launched.folder}/), each "
+              f"running: lenet-lab sweep {' '.join(argv)}")
+    out.print("watch them: lenet-lab studies (trials by state), lenet-lab dashboard (live), "
+              "lenet-lab report when they are done"
+              + ("; squeue --me (the queue)" if launch == "slurm" else ""))
 
 
 @contextlib.contextmanager
