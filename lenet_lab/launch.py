@@ -17,14 +17,15 @@ file cannot be shared safely by processes on several machines.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lenet_lab.errors import LabError, SweepError
 
-__all__ = ["LAUNCHERS", "Launched", "check_launch", "join_study", "launch_workers",
-           "parse_sbatch", "worker_argv"]
+__all__ = ["LAUNCHERS", "Launched", "check_launch", "launch_workers", "parse_sbatch",
+           "worker_argv"]
 
 LAUNCHERS = ("slurm", "local")
 JOBS_FOLDER = "lenet-lab-jobs"  # submitit's job files and logs, under the working folder
@@ -104,17 +105,6 @@ def check_launch(*, launcher: str, workers: int, storage_url: str, sbatch: list[
                        'pip install "lenet-lab[cluster]"') from None
 
 
-def join_study(argv: list[str]) -> int:
-    """A launched job: `lenet-lab <argv>` in this process, as a worker of the study."""
-    from lenet_lab.cli import main
-
-    code = main(argv)
-    if code:
-        raise LabError(f"the worker's `lenet-lab {' '.join(argv)}` exited with {code}: see "
-                       f"its log beside the job files")
-    return code
-
-
 def launch_workers(*, launcher: str, workers: int, argv: list[str], storage_url: str,
                    study: str, sbatch: list[str], folder: str | Path = ".") -> Launched:
     """Submit `workers` jobs that each run `lenet-lab sweep <argv>` (worker_argv); returns
@@ -125,12 +115,14 @@ def launch_workers(*, launcher: str, workers: int, argv: list[str], storage_url:
     jobs_folder = Path(folder) / JOBS_FOLDER
     executor = submitit.AutoExecutor(folder=jobs_folder / "%j", cluster=launcher)
     executor.update_parameters(name=f"lenet-lab-{study}"[:64], **parse_sbatch(sbatch))
-    command = ["sweep", *argv]
+    # each job runs the command itself, in the Python that submitted it
+    command = submitit.helpers.CommandFunction([sys.executable, "-m", "lenet_lab", "sweep",
+                                                *argv])
     previous = os.environ.get("LENET_LAB_STORAGE")
     os.environ["LENET_LAB_STORAGE"] = storage_url  # the jobs' environment, never their files
     try:
         with executor.batch():
-            jobs = [executor.submit(join_study, command) for _ in range(workers)]
+            jobs = [executor.submit(command) for _ in range(workers)]
     finally:
         if previous is None:
             os.environ.pop("LENET_LAB_STORAGE", None)

@@ -119,5 +119,5 @@ def test_spec_options_are_the_field_names_in_kebab_case(capsys: pytest.CaptureFi
 def test_version_and_no_arguments(capsys: pytest.CaptureFixture) -> None:
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("lenet-lab ")
     assert main([]) == 0 and "Commands" in capsys.readouterr().out
-    assert sorted(COMMANDS) == ["activations", "bench", "copy", "dashboard", "export", "inspect", "report",
-                                "studies", "sweep", "sweeps", "train"]
+    assert sorted(COMMANDS) == ["activations", "bench", "copy", "dashboard", "export", "inspect",
+                                "report", "rerun", "studies", "sweep", "sweeps", "train"]
