@@ -67,14 +67,17 @@ def test_killed_run_resumes_to_the_full_set_without_duplicates(tmp_path: Path, f
             continue
     process.send_signal(signal.SIGKILL)
     process.wait()
-    frame = results(tmp_path)
-    assert "running" in set(frame.state)
+    frame = results(tmp_path)  # still running, or failed already by an idle helper that saw
+    assert {"running", "failed"} & set(frame.state)  # its parent's pid gone
     done = lenet_lab(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     frame = results(tmp_path)
     assert arm_seeds(frame) == POOLING  # complete, each arm x seed once
     killed = frame[frame.state == "failed"]
-    assert len(killed) == running and killed.reason.str.contains("worker stopped").all()
+    # the killed process's trials were found dead; its helper, stopped by the kernel when
+    # its parent died, recorded its own as interrupted
+    dead = killed.reason.str.contains("worker stopped")
+    assert dead.sum() == running and (killed.reason[~dead] == "interrupted").all()
 
 
 def test_two_jobs_give_the_same_set(tmp_path: Path) -> None:

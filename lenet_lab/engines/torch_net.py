@@ -39,12 +39,18 @@ class AvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1] if x.dim() == 4 else 0
-        if 0 < channels < 16 and x.device.type == "cpu" and \
-                x.is_contiguous(memory_format=torch.channels_last):
+        if 0 < channels < 16 and x.device.type == "cpu" and _channels_last(x):
             weight = x.new_full((channels, 1, 2, 2), 0.25)
             return nn.functional.conv2d(x, weight.contiguous(memory_format=torch.channels_last),
                                         stride=2, groups=channels)
         return nn.functional.avg_pool2d(x, 2, 2)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    try:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    except RuntimeError:  # inside vmap (fused members), which knows no memory formats
+        return False
 
 
 def build_network(spec: LeNetSpec) -> nn.Sequential:
