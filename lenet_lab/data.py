@@ -25,6 +25,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -150,14 +151,40 @@ def find_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Path |
     return None
 
 
-def _read(path: Path) -> bytes:
+CHUNK = 1 << 20
+UNCHECKED_LIMIT = 256 << 20  # files read without the official sizes (tests of the parser)
+
+
+def _read(path: Path, *, magic: int, size: int | None) -> tuple[bytes, str]:
+    """A file's content (unpacked when gzipped) and its SHA-256, read and hashed a chunk
+    at a time and never beyond what the file should hold: its IDX magic number first,
+    then at most `size` bytes (the official file's; else UNCHECKED_LIMIT), so that a huge
+    file or a gzip bomb is one line, not an exhausted memory."""
+    limit = size if size is not None else UNCHECKED_LIMIT
+    what = "the official file" if size else "an IDX file lenet-lab reads"
+    digest, chunks, total = hashlib.sha256(), [], 0
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path} is corrupt or truncated ({exc}): delete it and fetch it again") from None
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) == 4 and int.from_bytes(head, "big") != magic:
+                raise DataError(f"{path} is not a valid IDX file: magic number "
+                                f"{int.from_bytes(head, 'big'):#010x}, expected {magic:#010x}; "
+                                f"delete it and fetch it again")
+            digest.update(head)
+            total = len(head)
+            for chunk in iter(lambda: f.read(min(CHUNK, limit + 1 - total)), b""):
+                digest.update(chunk)
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise DataError(f"{path} holds more than the {limit:,} bytes of {what}: "
+                                    f"it is not that file; delete it and fetch it again")
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path} is corrupt or truncated ({exc}): delete it and fetch it "
+                        f"again") from None
+    raw = head + b"".join(chunks)
+    return raw, digest.hexdigest()
 
 
 def parse_idx(raw: bytes, *, source: str | os.PathLike, expect_magic: int) -> np.ndarray:
@@ -189,7 +216,10 @@ def _load_split(name: str, folder: Path, split: str, *,
     if files is None:
         raise DataError(f"{folder} lacks the {split} files of {info.title}")
     image_path, label_path = files
-    image_bytes, label_bytes = _read(image_path), _read(label_path)
+    count = info.sizes[split] if verify else None
+    image_bytes, image_sha = _read(image_path, magic=IMAGE_MAGIC,
+                                   size=count and 16 + count * IMAGE_SIDE ** 2)
+    label_bytes, label_sha = _read(label_path, magic=LABEL_MAGIC, size=count and 8 + count)
     images = parse_idx(image_bytes, source=image_path, expect_magic=IMAGE_MAGIC)
     labels = parse_idx(label_bytes, source=label_path, expect_magic=LABEL_MAGIC)
     if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
@@ -201,15 +231,14 @@ def _load_split(name: str, folder: Path, split: str, *,
     if len(labels) and labels.max() >= len(info.classes):
         raise DataError(f"{label_path} has label {labels.max()}, but {info.title} has "
                         f"{len(info.classes)} classes")
-    for path, raw in ((image_path, image_bytes), (label_path, label_bytes)) if verify else ():
-        _check_official(info, path, raw)
+    for path, digest in ((image_path, image_sha), (label_path, label_sha)) if verify else ():
+        _check_official(info, path, digest)
     return images, labels
 
 
-def _check_official(info: DatasetInfo, path: Path, raw: bytes) -> None:
+def _check_official(info: DatasetInfo, path: Path, digest: str) -> None:
     """A swapped or edited file is named, not trained on (gzipped or not, the content counts)."""
     stem = path.name.removesuffix(".gz")
-    digest = hashlib.sha256(raw).hexdigest()
     if digest != info.raw_sha256[stem]:
         raise DataError(f"{path} is not the official {info.title} file {stem} (its content's "
                         f"SHA-256 is {digest[:16]}..., expected {info.raw_sha256[stem][:16]}...): "
@@ -274,9 +303,9 @@ def _parsed(name: str, folder: Path) -> Path:
 def _keep(path: Path, *arrays: np.ndarray) -> None:
     """Write the cache entry atomically; a cache that cannot be written is skipped."""
     names = ("train_images", "train_labels", "test_images", "test_labels")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(temporary, "wb") as out:
             np.savez(out, **dict(zip(names, arrays)))
         os.replace(temporary, path)

@@ -11,11 +11,12 @@ import hashlib
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 from lenet_lab.errors import LabError
 
-__all__ = ["atomic_write", "output_folder", "slug"]
+__all__ = ["atomic_write", "check_output_folder", "output_folder", "slug"]
 
 
 def slug(name: str, *, limit: int = 80) -> str:
@@ -51,6 +52,21 @@ def atomic_write(path: Path, data: str | bytes) -> Path:
                            f"left as it was") from None
         raise
     return path
+
+
+def check_output_folder(folder: str | Path, *, option: str = "--out") -> None:
+    """That `folder` can take outputs, before hours of work: it is a folder or can be made
+    in the nearest existing one above it, and a file can be written there (tried, and
+    removed again: nothing is left behind)."""
+    path = Path(folder).absolute()
+    if path.exists() and not path.is_dir():
+        raise LabError(f"{option} {folder} is a file, not a folder: give a folder")
+    above = path if path.exists() else next(p for p in path.parents if p.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lenet-lab-check-", dir=above))
+    except OSError as exc:
+        raise LabError(f"{option} {folder}: cannot write there ({exc.strerror} in {above}): "
+                       f"give another --out") from None
 
 
 def output_folder(folder: str | Path, *, create: bool, option: str = "--out") -> Path:

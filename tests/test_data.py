@@ -236,3 +236,40 @@ def test_a_second_load_reads_the_checked_arrays_from_the_cache(
     packed.write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is not the official"):
         load_dataset("fashion-mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["a 2 GB file", "a gzip bomb"])
+def test_a_file_far_larger_than_the_official_one_is_refused_before_it_fills_memory(
+        tmp_path: Path, packed: bool) -> None:
+    """The official training images are 47,040,016 bytes: a file that would unpack to far
+    more (2 GB of zeros behind a valid header, on disk or gzipped into 2 MB) is read no
+    further than that and named."""
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(DATA_DIR / "fashion-mnist" / name, folder / name)
+    header = idx(IMAGE_MAGIC, (60000, 28, 28), b"")
+    if packed:
+        with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as out:
+            out.write(header)
+            for _ in range(2048):
+                out.write(bytes(1 << 20))
+    else:
+        with open(folder / "train-images-idx3-ubyte", "wb") as out:
+            out.write(header)
+            out.truncate(2 << 30)  # sparse: 2 GB that take no disk
+    with pytest.raises(DataError, match=r"holds more than the 47,040,016 bytes of the official "
+                                        r"file: it is not that file"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, download_missing=False)
+
+
+def test_a_file_that_is_no_idx_file_is_named_by_its_header(tmp_path: Path) -> None:
+    folder = tmp_path / "fashion-mnist"
+    shutil.copytree(DATA_DIR / "fashion-mnist", folder)
+    (folder / "train-labels-idx1-ubyte.gz").unlink()
+    with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as out:
+        out.write(b"<html>not found</html>" * 1000)
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz is not a valid IDX file: "
+                                        r"magic number 0x3c68746d, expected 0x00000801"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, download_missing=False)

@@ -75,3 +75,76 @@ def test_a_larger_network_is_planned_at_the_higher_rate_it_reaches() -> None:
     took = trial_seconds(wide, TrainConfig(), sizes, rate) / trial_seconds(book, TrainConfig(),
                                                                            sizes, rate)
     assert 1 < took < costs and took == pytest.approx(costs ** (1 - SIZE_EXPONENT), rel=0.05)
+
+
+def _stand_in_book(tmp_path: Path, budget: str = "quick"):
+    from lenet_lab.store import Database
+    from lenet_lab.sweep import plan_book
+    from lenet_lab.sweep.estimate import Rate
+
+    db = Database(f"sqlite:///{tmp_path}/studies.db")
+    steps, _, _ = plan_book(db, budget=budget, overrides={"engine": "torch", "subset": 200},
+                            jobs=1, device="cpu", rate=Rate(30e9, "given"))
+    return db, steps
+
+
+def test_a_run_runs_the_sweep_files_it_planned(tmp_path: Path, stand_in,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep file added to ./sweeps while `sweep all` runs is not grafted onto the plan:
+    every study records, and ran, the file it was planned from."""
+    from lenet_lab.sweep import run_book
+
+    monkeypatch.chdir(tmp_path)
+    db, steps = _stand_in_book(tmp_path)
+    planned = {step.sweep.name: step.sweep.text for step in steps}
+    (tmp_path / "sweeps").mkdir()  # a user's mnist.toml, now: another dataset, another arm
+    (tmp_path / "sweeps" / "mnist.toml").write_text(
+        'title = "mine"\nexercise = 9\n[space]\npooling = ["avg", "max"]\n')
+    stand_in()
+    run_book(db, steps, jobs=1)
+    with db.transaction() as conn:
+        recorded = dict(conn.exec_driver_sql("SELECT sweep, sweep_file FROM lab_studies").all())
+    assert recorded == planned
+    frame = results(tmp_path)
+    assert set(frame[frame.sweep == "mnist"].dataset) == {"mnist"}
+    assert set(frame[frame.sweep == "mnist"].arm) == {"book", "improved"}
+    db.close()
+
+
+def test_best_of_takes_a_study_of_the_same_budget_and_keeps_what_it_started_with(
+        tmp_path: Path, stand_in) -> None:
+    from lenet_lab.results import load_study
+    from lenet_lab.sweep import plan_sweep, run_sweep
+    from lenet_lab.sweep_file import load_sweep
+    from tests.conftest import plan_for
+
+    stand_in()
+    quick = plan_for(tmp_path, "improve", epochs=1, seeds=2)  # a confirmed improve study
+    quick = plan_sweep(quick.sweep.with_budget("quick").with_run(subset=200), quick.db,
+                       device="cpu")
+    run_sweep(quick)
+    mnist = load_sweep("mnist").with_run(engine="torch", epochs=1, seeds=1, subset=200)
+    full = plan_sweep(mnist, quick.db, device="cpu")  # the full budget: no such study
+    assert full.arm_sources["improved"].startswith(
+        "the fixed recipe in mnist.toml: this database holds no 'improve' study of the full "
+        "budget on torch with --subset 200")
+    assert "`lenet-lab sweep improve --engine torch --subset 200` makes one" in \
+        full.arm_sources["improved"]
+    taken = plan_sweep(mnist.with_budget("quick").with_run(epochs=1, subset=200), quick.db,
+                       device="cpu")
+    assert taken.arm_sources["improved"].startswith(
+        f"the best configuration that study {quick.study_name!r} confirmed")
+    run_sweep(taken)
+    values = dict(next(a for a in taken.sweep.arms if a.name == "improved").values)
+    # another improve study of the same budget, confirmed with a better network since:
+    # the mnist study goes on with the network it started with
+    other = plan_sweep(quick.sweep.with_run(sampler_seed=7), quick.db, study="improve-2",
+                       device="cpu")
+    run_sweep(other)
+    again = plan_sweep(mnist.with_budget("quick").with_run(epochs=1, subset=200), quick.db,
+                       device="cpu")
+    assert dict(next(a for a in again.sweep.arms if a.name == "improved").values) == values
+    assert again.arm_sources == taken.arm_sources
+    run_sweep(again)  # continues without refusal
+    assert len(load_study(quick.db, again.study_name).results) == 4  # 2 arms x 2 seeds, once
+    quick.db.close()

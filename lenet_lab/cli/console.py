@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -48,11 +49,23 @@ class _Redacting(Console):
                         for o in objects), **options)
 
 
-# Piped output (scripts, logs) gets wide tables instead of rich's 80-column default,
-# unless COLUMNS says how wide.
-out = _Redacting(highlight=False, soft_wrap=True, markup=False,
-                 width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-err = _Redacting(stderr=True, highlight=False, soft_wrap=True, markup=False)
+def _width(stream) -> int | None:
+    """COLUMNS when it is a sane width (rich takes COLUMNS=0 literally and prints
+    nothing); else the terminal's, or for piped output (scripts, logs) 200: wide tables
+    instead of rich's 80-column default."""
+    given = os.environ.get("COLUMNS", "")
+    if given.isascii() and given.isdigit() and int(given) >= MIN_WIDTH:
+        return int(given)
+    if stream.isatty():
+        size = shutil.get_terminal_size(fallback=(80, 24)).columns
+        return size if size >= MIN_WIDTH else 80
+    return 200
+
+
+MIN_WIDTH = 20  # narrower than this, no table or line is readable
+out = _Redacting(highlight=False, soft_wrap=True, markup=False, width=_width(sys.stdout))
+err = _Redacting(stderr=True, highlight=False, soft_wrap=True, markup=False,
+                 width=_width(sys.stderr))
 
 
 def bar(*columns: Any) -> Progress:

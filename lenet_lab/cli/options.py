@@ -81,6 +81,7 @@ def optional_values(args: list[str]) -> list[str]:
     found = []
     for i, arg in enumerate(args):
         found.append(arg)
-        if arg == "--until-decided" and (i + 1 == len(args) or not args[i + 1].isdigit()):
+        number = i + 1 < len(args) and args[i + 1].isascii() and args[i + 1].isdigit()
+        if arg == "--until-decided" and not number:
             found.append(str(UNTIL_DECIDED_MAX))
     return found

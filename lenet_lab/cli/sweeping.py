@@ -79,7 +79,14 @@ def sweep(
                  "margin": margin}
     command = " ".join(["lenet-lab", *sys.argv[1:]])
     options = {"device": device, "data_dir": data_dir, "command": command, "fuse": fuse}
+    from lenet_lab.files import check_output_folder
+    from lenet_lab.sweep import parse_jobs
+    from lenet_lab.sweep.plan import check_fuse
+
+    parse_jobs(jobs)  # options that need nothing loaded are checked before anything is
+    check_fuse(fuse)
     if name == ALL:
+        check_output_folder(out_dir)
         if launch:
             raise SweepError("--launch submits one sweep's workers: launch each sweep (see "
                              "`lenet-lab sweeps`), or run `sweep all` on one machine")

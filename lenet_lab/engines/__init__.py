@@ -207,7 +207,8 @@ def _set_torch_threads() -> None:
     # through OMP_NUM_THREADS.
     if "torch" in sys.modules:
         wanted = os.environ.get("OMP_NUM_THREADS", "")
-        threads = int(wanted) if wanted.isdigit() else len(os.sched_getaffinity(0))
+        threads = int(wanted) if wanted.isascii() and wanted.isdigit() else \
+            len(os.sched_getaffinity(0))
         sys.modules["torch"].set_num_threads(threads)
 
 

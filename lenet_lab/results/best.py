@@ -47,11 +47,12 @@ def confirmation_choice(data: StudyData, keys: list[str], count: int, *,
     return [_values(searched[searched.arm == arm.arm].iloc[0], keys) for arm in chosen]
 
 
-def best_configuration(db: Database, sweep: str, *,
-                       engine: str) -> tuple[str, str, dict[str, Any]] | None:
+def best_configuration(db: Database, sweep: str, *, engine: str, budget: str | None = None,
+                       subset: int | None = None) -> tuple[str, str, dict[str, Any]] | None:
     """The best configuration that a study of `sweep` confirmed with seeds, as (study,
-    its label as the report shows it, field values), from a finished confirmation stage;
-    studies on `engine` first. None when the database holds no such study."""
+    its label as the report shows it, field values), from a finished confirmation stage,
+    among the studies on `engine` of the same `budget` (full or quick; None: any) and
+    `subset`. None when the database holds no such study."""
     if not store.has_studies(db):
         return None
     found = []
@@ -59,6 +60,9 @@ def best_configuration(db: Database, sweep: str, *,
         if row["sweep"] != sweep:
             continue
         data = load_study(db, row["study"])
+        if row["engine"] != engine or data.settings.get("subset") != subset or (
+                budget is not None and data.budget_name != budget):
+            continue  # another experiment: its best network answers another question
         stage = data.results.get("stage")
         confirm = data.results[stage == "confirm"] if stage is not None else data.results[:0]
         if not len(confirm) or confirm.state.isin([Status.WAITING, Status.RUNNING]).any():
@@ -66,10 +70,10 @@ def best_configuration(db: Database, sweep: str, *,
         best = best_learned(study_answer(data).arms)
         if best is not None:
             first = confirm[confirm.arm == best.arm].iloc[0]
-            found.append((row["engine"] != engine, -best.chosen_by.mean, row["study"],
+            found.append((-best.chosen_by.mean, row["study"],
                           str(best.name.label if best.name else best.arm),
                           _values(first, CARRIED)))
-    return min(found)[2:] if found else None
+    return min(found)[1:] if found else None
 
 
 def best_network(data: StudyData) -> list[tuple[int, str, str]]:

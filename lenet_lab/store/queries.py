@@ -63,13 +63,15 @@ def study_row(db: Database, study_name: str) -> dict[str, Any] | None:
 
 
 @operation
-def waiting_trial_ids(db: Database, study_name: str) -> list[int]:
-    """Optuna's WAITING trials of a study, oldest first (candidates for a claim)."""
+def waiting_trial_ids(db: Database, study_name: str, *, limit: int | None = None) -> list[int]:
+    """Optuna's WAITING trials of a study, oldest first (candidates for a claim): the
+    first `limit` of them, or all."""
     with db.transaction() as conn:
         return list(conn.execute(sa.text(
             "SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id "
             "WHERE s.study_name = :s AND CAST(t.state AS VARCHAR(16)) = 'WAITING' "
-            "ORDER BY t.number"), {"s": study_name}).scalars())
+            "ORDER BY t.number" + (" LIMIT :n" if limit else "")),
+            {"s": study_name, "n": limit}).scalars())
 
 
 @operation

@@ -84,4 +84,14 @@ def parse_storage(url: str | None = None, option: str = "--storage") -> StorageU
             raise StorageError(f"{option} {text}: an in-memory SQLite database vanishes when the "
                                f"command ends: give a file, e.g. sqlite:///studies.db")
         path = parsed.database
+        # One file for every reader and writer: what SQLAlchemy, SQLite's URIs and the
+        # file system would each read differently is refused, not guessed.
+        problem = ("names a folder (it ends in /): give the database file, e.g. "
+                   "sqlite:///studies.db" if path.endswith(("/", os.sep)) else
+                   "has a '#' in its file name, which URLs read as a fragment: name the file "
+                   "without it" if "#" in path else
+                   f"has query arguments ({'&'.join(parsed.query)}): lenet-lab sets SQLite's "
+                   f"options itself; drop the '?...'" if parsed.query else "")
+        if problem:
+            raise StorageError(f"{option} {safe_url(text)!r} {problem}")
     return StorageUrl(text, backend, path)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from lenet_lab.sweep.book import Step, plan_book, run_book
 from lenet_lab.sweep.plan import SweepPlan, default_study_name, plan_sweep
-from lenet_lab.sweep.pool import (WorkerPool, check_jobs, run_sweep, run_sweeps, run_workers,
-                                  stop_on_signals, workers_for)
+from lenet_lab.sweep.pool import (WorkerPool, check_jobs, parse_jobs, run_sweep, run_sweeps,
+                                  run_workers, stop_on_signals, workers_for)
 from lenet_lab.sweep.worker import Worker, summary, watch
 
-__all__ = ["Step", "SweepPlan", "Worker", "check_jobs", "default_study_name", "plan_book",
+__all__ = ["Step", "SweepPlan", "Worker", "check_jobs", "default_study_name", "parse_jobs",
+           "plan_book",
            "plan_sweep", "run_book", "run_sweep", "run_sweeps", "run_workers", "stop_on_signals",
            "summary", "watch", "WorkerPool", "workers_for"]

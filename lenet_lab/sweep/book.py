@@ -36,6 +36,7 @@ class Step:
     seconds: float  # estimated for the trials not yet done
     options: dict[str, Any]  # plan_sweep's keyword arguments, to plan it again at its turn
     overrides: dict[str, Any]  # the command line's, as they apply to this sweep
+    source: Sweep  # as read at the start, before best_of: what it is planned again from
 
     @property
     def sweep(self) -> Sweep:
@@ -88,19 +89,21 @@ def plan_book(db: Database, *, budget: str = "full", overrides: dict[str, Any] |
     planned = []
     for sweep, applied in book_sweeps(budget=budget, overrides=overrides):
         names = {"epochs": applied.get("epochs"), "subset": applied.get("subset")}
-        planned.append((plan_sweep(sweep, db, name_overrides=names, **options), applied))
+        planned.append((plan_sweep(sweep, db, name_overrides=names, **options), applied,
+                        sweep))
     first = planned[0][0]
     workers = workers_for(jobs, first)
     with use_threads(max(1, len(os.sched_getaffinity(0)) // workers)):
         rate = rate or database_rate(db, first.sweep.run.engine, first.device_name) or \
             probe_rate(first.sweep.run.engine, str(first.device),
                        load_cached("fashion-mnist", data_dir))
-    done = _done(db, [plan.study_name for plan, _ in planned])
+    done = _done(db, [plan.study_name for plan, *_ in planned])
     steps = [Step(plan, plan.sweep.expected_trials(), done[plan.study_name],
                   sweep_seconds(plan.sweep, rate, done=done[plan.study_name]),
                   {**options, "name_overrides": {"epochs": applied.get("epochs"),
-                                                 "subset": applied.get("subset")}}, applied)
-             for plan, applied in planned]
+                                                 "subset": applied.get("subset")}}, applied,
+                  source)
+             for plan, applied, source in planned]
     return steps, rate, workers
 
 
@@ -127,11 +130,6 @@ def run_book(db: Database, steps: list[Step], *, jobs: int = 1, data_dir: str | 
 
 
 def _planned_again(db: Database, step: Step) -> Step:
-    sweep = replace(step.sweep, arms=_file_arms(step.sweep))
-    return replace(step, plan=plan_sweep(sweep, db, **step.options))
-
-
-def _file_arms(sweep: Sweep):
-    """The arms as the file gives them, before best_of took another study's values."""
-    found, _ = load_sweeps()
-    return next(s for s in found if s.name == sweep.name).arms
+    """The step planned again from the sweep as it was read at the start (never the file
+    again: a file changed or added since is not grafted onto the run)."""
+    return replace(step, plan=plan_sweep(step.source, db, **step.options))

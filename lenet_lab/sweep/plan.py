@@ -11,12 +11,12 @@ from lenet_lab.data import DATASET_INFO, SPLIT_SEED, Dataset, load_dataset
 from lenet_lab.engines import Device, get_engine, parse_device
 from lenet_lab.errors import StorageError, SweepError
 from lenet_lab.results import best_configuration
-from lenet_lab.spec import field_param
+from lenet_lab.spec import field_param, field_value
 from lenet_lab.store import Database
 from lenet_lab.sweep_file import OBJECTIVES, Sweep
 from lenet_lab.urls import redact
 
-__all__ = ["SweepPlan", "TPE_SETTINGS", "check_settings", "default_study_name", "fuse_size",
+__all__ = ["SweepPlan", "TPE_SETTINGS", "check_fuse", "check_settings", "default_study_name", "fuse_size",
            "grid_choices", "load_cached", "plan_sweep"]
 
 # TPE's defaults changed in Optuna 5; these are spelled out and stored with every study.
@@ -155,18 +155,26 @@ FUSE_AUTO_GPU = 12  # not yet measured on a GPU: scripts/gpu-check.sh measures K
 MAX_FUSE = 256
 
 
+def check_fuse(text: str | int) -> int | None:
+    """`--fuse auto|off|N` checked before anything is loaded: the size, None for auto."""
+    text = str(text).strip().lower()
+    if text == "auto":
+        return None
+    size = 1 if text == "off" else int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= size <= MAX_FUSE:
+        raise SweepError(f"--fuse takes auto, off or a number of trials from 1 to {MAX_FUSE}, "
+                         f"not {text!r}")
+    return size
+
+
 def fuse_size(text: str | int, *, engine: str, device: Device) -> int:
     """`--fuse auto|off|N` -> how many trials train together (1: each alone).
 
     auto fuses on GPUs only: on CPUs a fused model trained slower than its members one
     after another (0.63x for 3 book LeNets on 2 cores; docs/performance.md)."""
-    text = str(text).strip().lower()
-    if text == "auto":
+    size = check_fuse(text)
+    if size is None:
         return FUSE_AUTO_GPU if engine == "torch" and device.kind == "gpu" else 1
-    size = 1 if text == "off" else int(text) if text.isdigit() else 0
-    if not 1 <= size <= MAX_FUSE:
-        raise SweepError(f"--fuse takes auto, off or a number of trials from 1 to {MAX_FUSE}, "
-                         f"not {text!r}")
     if size > 1 and engine != "torch":
         raise SweepError(f"--fuse {size} needs the torch engine (torch.func): add --engine "
                          f"torch, or drop --fuse")
@@ -187,8 +195,9 @@ def plan_sweep(sweep: Sweep, db: Database, *, study: str | None = None, device: 
     if db.sqlite_path:
         db.folder(writable=True)  # a database that cannot be written fails here
     overrides = name_overrides or {"epochs": None, "subset": None}
-    sweep, sources = _resolve_best_of(sweep, db)
-    plan = SweepPlan(sweep, study or default_study_name(sweep, **overrides), db, chosen,
+    name = study or default_study_name(sweep, **overrides)
+    sweep, sources = _resolve_best_of(sweep, db, name)
+    plan = SweepPlan(sweep, name, db, chosen,
                      backend.device_name(chosen), backend.version(), backend.gpu_count(),
                      redact(command, db.url), sources, fused,
                      rerun_record(sweep, data_dir, engine=sweep.run.engine))
@@ -224,28 +233,53 @@ def rerun_record(sweep: Sweep, data_dir: str | None, *, engine: str) -> dict[str
                          "python": platform.python_version()}}
 
 
-def _resolve_best_of(sweep: Sweep, db: Database) -> tuple[Sweep, dict[str, str]]:
-    """Arms with `best_of` take the best configuration a study of that sweep confirmed
-    (exercise 9 runs what exercise 2 found), else keep the file's values, saying so."""
+def _resolve_best_of(sweep: Sweep, db: Database, study: str) -> tuple[Sweep, dict[str, str]]:
+    """Arms with `best_of` take the best configuration that a study of that sweep
+    confirmed, of the same engine, budget and subset (exercise 9 runs what exercise 2
+    found in the same experiment), else keep the file's values, saying so. A study that
+    already exists keeps the values it started with, whatever has been confirmed since,
+    so that it can always be continued."""
     if not any(arm.best_of for arm in sweep.arms):
         return sweep, {}
+    started = _started_arms(db, study)
     arms, sources = [], {}
     control = sweep.control()
+    run = sweep.run
     for arm in sweep.arms:
-        found = best_configuration(db, arm.best_of, engine=sweep.run.engine) \
-            if arm.best_of else None
+        if arm.best_of and arm.name in started:
+            values, sources[arm.name] = started[arm.name]
+            arms.append(replace(arm, values=tuple(sorted(values.items()))))
+            continue
+        found = best_configuration(db, arm.best_of, engine=run.engine, budget=sweep.budget,
+                                   subset=run.subset) if arm.best_of else None
         if found:
-            study, label, values = found
+            name, label, values = found
             values = {k: v for k, v in values.items() if control.get(k) != v}
             arm = replace(arm, values=tuple(sorted(values.items())))
-            sources[arm.name] = (f"the best configuration that study {study!r} confirmed "
+            sources[arm.name] = (f"the best configuration that study {name!r} confirmed "
                                  f"({label})")
         elif arm.best_of:
+            how = f"lenet-lab sweep {arm.best_of} --engine {run.engine}" + \
+                (" --budget quick" if sweep.budget == "quick" else "") + \
+                (f" --subset {run.subset}" if run.subset else "")
             sources[arm.name] = (f"the fixed recipe in {sweep.path.name}: this database holds "
-                                 f"no configuration that a {arm.best_of!r} study confirmed and "
-                                 f"that learned (run `lenet-lab sweep {arm.best_of}` first)")
+                                 f"no {arm.best_of!r} study of the {sweep.budget} budget on "
+                                 f"{run.engine}" + (f" with --subset {run.subset}" if run.subset
+                                                    else "") +
+                                 f" whose confirmed best learned (`{how}` makes one)")
         arms.append(arm)
     return replace(sweep, arms=tuple(arms)), sources
+
+
+def _started_arms(db: Database, study: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """{arm name: (its values, where they came from)} of the best_of arms an existing
+    study started with (its settings and its Optuna attribute arm_sources)."""
+    if not store.has_studies(db) or (row := store.study_row(db, study)) is None:
+        return {}
+    arms = json.loads(row["settings"]).get("arms", {})
+    sources = store.study_attrs(db, study).get("arm_sources", {})
+    return {name: ({k: field_value(k, v) for k, v in values.items()}, sources.get(name, ""))
+            for name, values in arms.items()}
 
 
 def check_settings(plan: SweepPlan) -> None:

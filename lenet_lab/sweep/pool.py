@@ -32,7 +32,7 @@ from lenet_lab.sweep.plan import SweepPlan
 from lenet_lab.sweep.worker import Worker, work
 from lenet_lab.urls import redact
 
-__all__ = ["WorkerPool", "check_jobs", "run_sweep", "run_sweeps", "run_workers",
+__all__ = ["WorkerPool", "check_jobs", "parse_jobs", "run_sweep", "run_sweeps", "run_workers",
            "stop_on_signals", "workers_for"]
 
 JOBS_PER_CPU = 4
@@ -131,7 +131,9 @@ class WorkerPool:
         return self
 
     def _grow(self, helpers: int) -> None:
-        with _sigint_ignored():  # inherited by the helpers until they set their own handlers
+        # inherited by the helpers until they set their own handlers; and a helper needs
+        # lenet_lab only, never the user's script, which would run again in it
+        with _sigint_ignored(), _main_not_imported():
             while len(self.helpers) < helpers:
                 inbox = self.context.Queue()
                 process = self.context.Process(
@@ -202,6 +204,25 @@ def run_workers(plan: SweepPlan, *, jobs: int, data_dir: str | None = None,
 
 
 @contextmanager
+def _main_not_imported() -> Iterator[None]:
+    """Start processes without importing the parent's `__main__` in them: a helper runs
+    lenet_lab's code on lenet_lab's objects, and a script that calls lenet_lab.run_sweep
+    at its top level (no `if __name__ == "__main__":`) would otherwise call it again in
+    every helper, which then fails to start processes of its own. (multiprocessing's spawn
+    re-imports `__main__` from its __spec__ or __file__; hidden while helpers start.)"""
+    main = sys.modules.get("__main__")
+    saved = {name: getattr(main, name) for name in ("__spec__", "__file__")
+             if main is not None and hasattr(main, name)}
+    for name in saved:
+        setattr(main, name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
+@contextmanager
 def _sigint_ignored() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # (signal handlers belong to the main thread)
@@ -213,18 +234,26 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, before)
 
 
+def parse_jobs(jobs: str | int) -> int | None:
+    """`--jobs auto|N` checked before anything is loaded: N, or None for auto."""
+    text = str(jobs).strip().lower()
+    if text == "auto":
+        return None
+    if not (text.isascii() and text.isdigit()):  # not ² or a digit of another script
+        raise SweepError(f"--jobs takes auto or a number of workers, not {jobs!r}")
+    check_jobs(int(text))
+    return int(text)
+
+
 def workers_for(jobs: str | int, plan: SweepPlan) -> int:
     """`--jobs auto|N` -> how many workers: auto is one per core on a CPU (at most
     AUTO_JOBS_MAX, each with one thread: on two cores two one-thread workers train more
     trials per hour than one with two threads, docs/performance.md), and one per GPU."""
-    text = str(jobs).strip().lower()
-    if text == "auto":
+    count = parse_jobs(jobs)
+    if count is None:
         cores = len(os.sched_getaffinity(0))
         return max(1, plan.gpu_count if plan.device.kind == "gpu" else min(cores, AUTO_JOBS_MAX))
-    if not text.isdigit():
-        raise SweepError(f"--jobs takes auto or a number of workers, not {jobs!r}")
-    check_jobs(int(text))
-    return int(text)
+    return count
 
 
 def check_jobs(jobs: int) -> None:

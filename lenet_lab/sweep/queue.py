@@ -50,6 +50,7 @@ OPTUNA_STATE = {Status.COMPLETE: TrialState.COMPLETE, Status.PRUNED: TrialState.
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
 KEPT_FAILURES = (Status.DIVERGED.value, Status.INFEASIBLE.value)  # results: not rerun
+CLAIM_WINDOW = 512  # queued trials a fusing claim looks through for members of its group
 
 
 def _package_versions() -> dict[str, str]:
@@ -269,23 +270,26 @@ def claim(plan: SweepPlan, study, key=None) -> list:
     Optuna moves WAITING -> RUNNING for one caller only on PostgreSQL (SELECT ... FOR
     UPDATE); Python's SQLite driver reads outside a transaction, so two processes could
     both see WAITING and both take the trial. The creation lock serialises claims.
+
+    A claim reads the few waiting trials it may take (the first, or with `key` the first
+    CLAIM_WINDOW), never the whole queue, so its cost does not grow with a grid's size.
     """
     db = plan.db
     rdb = db.optuna(on_stale=on_stale(db))
     with db.lock():
-        waiting = {t._trial_id: t for t in study.get_trials(
-            deepcopy=False, states=(TrialState.WAITING,))}
         group, wanted = [], None
-        for trial_id in store.waiting_trial_ids(db, plan.study_name):
-            if trial_id not in waiting:
-                continue  # queued after the read above: the next claim sees it
-            found = key(waiting[trial_id]) if key else None
+        window = CLAIM_WINDOW if key else 1
+        for trial_id in store.waiting_trial_ids(db, plan.study_name, limit=window):
+            frozen = rdb.get_trial(trial_id)
+            if frozen.state != TrialState.WAITING:
+                continue
+            found = key(frozen) if key else None
             if group and (found is None or found != wanted):
                 continue
             try:
                 if rdb.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                     take(rdb, trial_id)
-                    _fix_params(plan, rdb, waiting[trial_id])
+                    _fix_params(plan, rdb, frozen)
                     group.append(optuna.Trial(study, trial_id))
                     wanted = found
             except optuna.exceptions.UpdateFinishedTrialError:

@@ -140,7 +140,8 @@ class _Member:
         """How its speed was measured, stored beside it (see store.schema)."""
         threads = os.environ.get("OMP_NUM_THREADS", "")
         return {"workers": self.workers,
-                "threads": int(threads) if threads.isdigit() else len(os.sched_getaffinity(0)),
+                "threads": int(threads) if threads.isascii() and threads.isdigit() else
+                len(os.sched_getaffinity(0)),
                 "cpu_load": sum(self.loads) / len(self.loads) if self.loads else None,
                 "fused": self.fused}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ BUDGETS = ("full", "quick")  # the file's [run], or its [quick] on top
 QUICK_KEYS = ("epochs", "seeds", "trials", "confirm", "subset")  # what [quick] may set
 MAX_SEEDS = 1000  # repeats of an arm; beyond this a typo, not a plan
 MAX_TRIALS = 100_000  # a search's budget
+# A grid's arms x seeds: each claim of a queued trial reads the queue's unfinished trials
+# through Optuna's storage, which takes 0.4 s at 1,000 and 3.7 s at 10,000 (measured on two
+# cores, 2026-12-02); beyond this a queue costs more than LeNet's trials do.
+MAX_GRID_TRIALS = 2_000
 # Each objective and its direction: parameter count is a cost. Accuracy is the validation
 # split's: the test set only measures, so it is never an objective.
 OBJECTIVES = {"valid_acc": "maximize", "examples_per_sec": "maximize", "param_count": "minimize"}
@@ -217,12 +222,25 @@ class Sweep:
         check_run(run, f"{self.path}: [quick]", grid_has_arms=bool(self.arms))
         return replace(self, run=run, budget=budget)
 
+    def check_size(self, where: str) -> None:
+        """A grid the queue can serve (MAX_GRID_TRIALS), counted before any arm is built."""
+        if self.run.sampler != "grid":
+            return
+        arms = len(self.arms) + 1 if self.arms else math.prod(len(v) for v in self.space.values())
+        if arms * self.run.seeds > MAX_GRID_TRIALS:
+            raise SweepError(f"{where}: this grid is {arms:,} arms x {self.run.seeds} seed(s) = "
+                             f"{arms * self.run.seeds:,} trials, more than lenet-lab's queue "
+                             f"serves well ({MAX_GRID_TRIALS:,}: each claim reads the queue): "
+                             f"split it over several sweep files, or search it (sampler = "
+                             f"\"random\", trials = N)")
+
     def with_run(self, **overrides: Any) -> Sweep:
         """Apply command-line overrides (None means: keep the file's value) and re-check."""
         changed = {k: v for k, v in overrides.items() if v is not None}
         run = replace(self.run, **changed)
         where = f"{self.path} with the command-line options"
         check_run(run, where, grid_has_arms=bool(self.arms))
+        replace(self, run=run).check_size(where)
         if "epochs" in changed and "epochs" in self.space:
             raise SweepError(f"--epochs {run.epochs} conflicts with {self.path}: [space] epochs, "
                              f"which this sweep varies: drop --epochs, or copy the file and "

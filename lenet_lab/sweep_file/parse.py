@@ -292,7 +292,8 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
                   quick=quick)
     if "epochs" in quick and "epochs" in space:
         raise SweepError(f"{where}: [quick] epochs and [space] epochs conflict: keep one")
-    sweep.with_budget("quick")  # its values checked as [run]'s are
+    sweep.check_size(where)  # before a single arm is built
+    sweep.with_budget("quick").check_size(f"{where}: [quick]")  # checked as [run]'s are
     try:  # the control arm must build: a fixed spec that cannot is the file's fault
         check_fits_data(*specs_from(sweep.control(), seed=0))
     except SpecError as exc:
