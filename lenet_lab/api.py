@@ -18,14 +18,10 @@ finished and raises KeyboardInterrupt, as Ctrl-C does in a terminal.
 
 from __future__ import annotations
 
-import functools
-import html
 import sys
-import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -39,8 +35,9 @@ from lenet_lab.report.write import search_figures
 from lenet_lab.results import Answer, StudyData, load_study as _load, study_answer, study_list
 from lenet_lab.results.arms import arm_legend, summary_rows, SUMMARY_HEADER
 from lenet_lab.store import Database, known_studies, read_results
-from lenet_lab.sweep import plan_sweep, run_sweep as _run, stop_on_signals, watch, workers_for
-from lenet_lab.sweep_file import load_sweep
+from lenet_lab.errors import LabError
+from lenet_lab.report.pages import render
+from lenet_lab.runner import Request, plan, run
 
 __all__ = ["Study", "load_study", "run_sweep", "studies"]
 
@@ -133,18 +130,13 @@ class Study:
         return f"Study({self.name!r})\n{self.answer}"
 
     def _repr_html_(self) -> str:
+        """The study in a notebook: its title, answer, table of arms and their keys, from
+        the report's template (every name escaped)."""
         data = self.data()
         found = study_answer(data)
-        rows = summary_rows(found.arms)
-        table = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-            for row in rows)
-        header = "".join(f"<th>{html.escape(h)}</th>" for h in SUMMARY_HEADER)
-        legend = "".join(f"<li><code>{html.escape(line)}</code></li>"
-                         for line in arm_legend(found.arms))
-        return (f"<h4>{html.escape(data.title)}</h4><p><code>{html.escape(self.name)}</code>"
-                f"</p>{found._repr_html_()}<table><thead><tr>{header}</tr></thead>"
-                f"<tbody>{table}</tbody></table><ul>{legend}</ul>")
+        return render("notebook_study.html", title=data.title, name=self.name,
+                      headline=found.headline, verdicts=found.verdicts, header=SUMMARY_HEADER,
+                      rows=summary_rows(found.arms), legend=arm_legend(found.arms))
 
 
 def load_study(name: str, *, storage: str | None = None, data_dir: str | None = None) -> Study:
@@ -178,56 +170,93 @@ def run_sweep(name: str, *, budget: str = "full", engine: str | None = None,
               progress: bool = True) -> Study:
     """Run a sweep (a name from `lenet-lab sweeps` or a .toml path) as `lenet-lab sweep`
     does, with its options as keywords, and return its Study. Running it again continues
-    the study. `progress` shows trials done of all, the ETA and each running trial's arm
-    and epoch: updated in place in a notebook cell, as a bar in a terminal."""
-    loaded = load_sweep(name).with_budget(budget).with_run(
-        engine=engine, epochs=epochs, seeds=seeds, trials=trials, subset=subset,
-        confirm=confirm, until_decided=until_decided, margin=margin)
+    the study. `progress` shows trials done of all, the time left and each running trial's
+    arm and epoch: updated in place in a notebook cell, as a bar (tqdm) elsewhere."""
+    request = Request(sweep=name, budget=budget, study=study, jobs=jobs, fuse=fuse,
+                      device=device, data_dir=data_dir, command=f"lenet_lab.run_sweep({name!r})",
+                      overrides={"engine": engine, "epochs": epochs, "seeds": seeds,
+                                 "trials": trials, "subset": subset, "confirm": confirm,
+                                 "until_decided": until_decided, "margin": margin})
+    if request.every_exercise:
+        raise LabError("run_sweep runs one sweep: name one (lenet_lab.studies() lists what ran; "
+                       "`lenet-lab sweep all` runs every exercise)")
     with Database(storage) as db:
-        plan = plan_sweep(loaded, db, study=study, device=device, data_dir=data_dir,
-                          command=f"lenet_lab.run_sweep({name!r})", fuse=fuse,
-                          name_overrides={"epochs": epochs, "subset": subset})
-        workers = workers_for(jobs, plan)
-        show = _display(plan.study_name, loaded.expected_trials()) if progress else None
+        planned = plan(db, request)
+        name = planned.steps[0].plan.study_name
+        display = _display(name) if progress else _Quiet()
         try:
-            with stop_on_signals(), (show or _nothing)() as update, \
-                    watch(plan, update or (lambda *_: None), enabled=update is not None):
-                _run(plan, jobs=workers, data_dir=data_dir)
+            with display:
+                run(db, request, display, planned=planned)
         except KeyboardInterrupt:
             print(f"Interrupted: finished trials are kept in {db.safe}; run the same call "
-                  f"again to continue study {plan.study_name!r}", file=sys.stderr)
+                  f"again to continue study {name!r}", file=sys.stderr)
             raise
-    return Study(plan.study_name, storage, data_dir)
+    return Study(name, storage, data_dir)
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
+class _Quiet:
+    """A display that shows nothing (runner.Display)."""
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def progress(self, done: int, total: int, eta_s: float | None, detail: str) -> None:
+        pass
+
+    def answered(self, step: Any, line: str) -> None:
+        pass
 
 
-def _display(name: str, total: int) -> Callable[[], Any]:
-    """A progress display: in Jupyter, one HTML line updated in place; else rich's bar."""
+def _display(name: str) -> _Quiet:
+    """In Jupyter, one line updated in place; elsewhere tqdm's bar."""
     shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
     if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
-        return functools.partial(_cell_progress, name, total)
-    from lenet_lab.cli.console import trials_bar
-
-    return functools.partial(trials_bar, total, name)
+        return _CellProgress(name)
+    return _TqdmProgress(name)
 
 
-@contextmanager
-def _cell_progress(name: str, total: int) -> Iterator[Callable[[int, str], None]]:
-    from IPython.display import HTML, display
+class _CellProgress(_Quiet):
+    """A notebook cell's progress line (the report's template, every name escaped)."""
 
-    start = time.monotonic()
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    def line(done: int, detail: str) -> HTML:
-        elapsed = time.monotonic() - start
-        eta = f", about {(total - done) * elapsed / done / 60:.0f} min to go" if done else ""
-        return HTML(f"<code>{html.escape(name)}</code>: {done} of {total} trials{eta}"
-                    f"{' &middot; ' + html.escape(detail) if detail else ''}")
+    def __enter__(self) -> _CellProgress:
+        from IPython.display import HTML, display
 
-    handle = display(line(0, ""), display_id=True)
-    yield lambda done, detail: handle.update(line(done, detail))
+        self.html = HTML
+        self.handle = display(self._line(0, 0, None, ""), display_id=True)
+        return self
+
+    def _line(self, done: int, total: int, eta_s: float | None, detail: str):
+        return self.html(render("progress.html", name=self.name, done=done, total=total,
+                                minutes=None if eta_s is None else round(eta_s / 60),
+                                detail=detail))
+
+    def progress(self, done: int, total: int, eta_s: float | None, detail: str) -> None:
+        self.handle.update(self._line(done, total, eta_s, detail))
 
 
+class _TqdmProgress(_Quiet):
+    """A terminal's bar, from tqdm (which Optuna already brings)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> _TqdmProgress:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=0, desc=self.name, unit="trial", leave=False,
+                        bar_format="{desc}: {n}/{total} trials {postfix}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+    def progress(self, done: int, total: int, eta_s: float | None, detail: str) -> None:
+        self.bar.total, self.bar.n = total, done
+        eta = "" if eta_s is None else f"about {eta_s / 60:.0f} min to go "
+        self.bar.set_postfix_str(f"{eta}{detail}", refresh=True)

@@ -38,7 +38,7 @@ from lenet_lab.errors import DataError, SpecError
 from lenet_lab.urls import safe_url
 
 __all__ = ["Dataset", "DatasetInfo", "DATASET_INFO", "SPLIT_SEED", "download", "find_dataset",
-           "load_dataset", "parse_idx", "search_dirs", "stratified_subset"]
+           "load_cached", "load_dataset", "parse_idx", "search_dirs", "stratified_subset"]
 
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -280,6 +280,18 @@ def load_dataset(name: str = "fashion-mnist", *, data_dir: str | os.PathLike | N
             _keep(cached, train_images, train_labels, test_images, test_labels)
     return Dataset(name, _scaled(train_images), train_labels.astype(np.int32),
                    _scaled(test_images), test_labels.astype(np.int32), folder)
+
+
+_loaded: dict[tuple[str, str | None], Dataset] = {}
+
+
+def load_cached(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """A dataset parsed once per process (planning checks it, a worker then trains on it,
+    and the sweeps after it too)."""
+    key = (name, None if data_dir is None else str(data_dir))
+    if key not in _loaded:
+        _loaded[key] = load_dataset(name, data_dir=data_dir)
+    return _loaded[key]
 
 
 def _scaled(images: np.ndarray) -> np.ndarray:

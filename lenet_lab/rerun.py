@@ -28,7 +28,8 @@ from lenet_lab import store
 from lenet_lab.data import load_dataset
 from lenet_lab.engines import get_engine, parse_device, use_threads
 from lenet_lab.errors import LabError
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.status import Status
 from lenet_lab.store import Database
 from lenet_lab.train import EpochMetrics, train
 

@@ -9,10 +9,9 @@ Padding rule: a padded conv uses (kernel_size - 1) // 2 on each side, which keep
 size for odd kernels (2 for the book's 5x5). `padding="first"` pads only the first conv
 (the book), `"all"` pads every conv, `"none"` pads none.
 
-Each field carries its help text as metadata (the CLI's option help, README's table),
-and its kind (`field_kind`) decides how it is typed everywhere else: command-line
-parsing, sweep-file distributions and SQL columns. Width lists are written as text
-one way only (`format_widths`/`parse_widths`: "6,16", "none" for no layers).
+Each field carries its help text as metadata (the CLI's option help, README's table);
+how a field is written as text, in SQL, in Optuna's params and on the command line is
+lenet_lab.fields's (its kind, read off the field's type).
 
 Every block ends in its activation; a pooling layer (pool_size 2, stride 2, floor)
 follows every conv block; the hidden dense blocks are followed by dropout when
@@ -21,7 +20,6 @@ follows every conv block; the hidden dense blocks are followed by dropout when
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from dataclasses import Field, asdict, dataclass, field, fields
@@ -42,15 +40,8 @@ __all__ = [
     "LeNetSpec",
     "MAX_SEED",
     "SPEC_FIELDS",
-    "Status",
     "TrainConfig",
     "check_fits_data",
-    "field_kind",
-    "field_param",
-    "field_value",
-    "format_widths",
-    "from_options",
-    "parse_widths",
 ]
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "leaky_relu", "elu", "gelu")
@@ -63,37 +54,6 @@ INPUT_SHAPE = (1, 28, 28)  # (channels, height, width) of both datasets
 POOL_SIZE = 2  # the book's 2x2 windows with stride 2
 CHOICES = {"padding": PADDINGS, "pooling": POOLINGS, "activation": ACTIVATIONS,
            "optimizer": OPTIMIZERS, "init": INITS, "dataset": DATASETS}
-
-
-class Status(str, enum.Enum):
-    """One vocabulary for a trial's state, from training to the database to the report."""
-
-    WAITING = "waiting"
-    RUNNING = "running"
-    COMPLETE = "complete"
-    PRUNED = "pruned"
-    DIVERGED = "diverged"  # the loss blew up (train.diverged_loss): a result, not rerun
-    INFEASIBLE = "infeasible"  # the spec's feature maps shrink away: a result, not rerun
-    FAILED = "failed"  # crashed, killed or interrupted: its arm x seed runs again
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def format_widths(widths: tuple[int, ...] | list[int]) -> str:
-    """(6, 16) -> "6,16"; () -> "none" (the text form on the command line and in SQL)."""
-    return ",".join(map(str, widths)) or "none"
-
-
-def parse_widths(text: str, name: str = "widths") -> tuple[int, ...]:
-    """ "6,16" -> (6, 16); "none" or "" -> ()."""
-    if str(text).strip().lower() in ("", "none"):
-        return ()
-    try:
-        return tuple(int(part) for part in str(text).split(","))
-    except ValueError:
-        raise SpecError(f"{name}: {text!r} is not a comma-separated list of whole numbers "
-                        f"(e.g. 6,16)") from None
 
 
 def _help(text: str, default: Any) -> Any:
@@ -265,8 +225,11 @@ class LeNetSpec:
         """One line, e.g. "conv 6,16 k5 avg-pool sigmoid, dense 120,84; 61,706 parameters"."""
         extras = (", batch norm" if self.batch_norm else "") + (
             f", dropout {self.dropout}" if self.dropout else "")
-        return (f"conv {format_widths(self.conv_channels)} k{self.kernel_size} {self.pooling}-pool "
-                f"{self.activation}, dense {format_widths(self.dense_units)}{extras}; "
+        def widths(values: tuple[int, ...]) -> str:
+            return ",".join(map(str, values)) or "none"
+
+        return (f"conv {widths(self.conv_channels)} k{self.kernel_size} {self.pooling}-pool "
+                f"{self.activation}, dense {widths(self.dense_units)}{extras}; "
                 f"{self.param_count:,} parameters")
 
     def to_dict(self) -> dict[str, Any]:
@@ -334,42 +297,6 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 SPEC_FIELDS: dict[str, Field] = {f.name: f for cls in (LeNetSpec, TrainConfig) for f in fields(cls)}
-_KINDS = {"tuple[int, ...]": "widths", "int": "int", "float": "float", "bool": "bool", "str": "text"}
-
-
-def field_kind(name: str) -> str:
-    """widths, int, float, bool, choice or text: read off the dataclass field's type."""
-    kind = _KINDS[str(SPEC_FIELDS[name].type)]
-    return "choice" if name in CHOICES else kind
-
-
-def field_value(name: str, value: Any) -> Any:
-    """A field's value as the spec takes it, however it was stored: numpy scalars
-    unwrapped, SQLite's 0/1 as a bool, whole numbers that pandas read as floats as ints,
-    width lists written as text ("6,16" in SQL and in Optuna's params) as tuples."""
-    value = value.item() if hasattr(value, "item") else value
-    kind = field_kind(name)
-    if kind == "widths":
-        return parse_widths(value, name) if isinstance(value, str) else tuple(value)
-    if kind == "bool":
-        return bool(value)
-    if kind == "int" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def field_param(value: Any) -> Any:
-    """A field's value as an Optuna param, which must be a scalar: widths as text."""
-    return format_widths(value) if isinstance(value, (list, tuple)) else value
-
-
-def from_options(cls: type, values: dict[str, Any]) -> Any:
-    """A LeNetSpec or TrainConfig from command-line values: width lists come as text."""
-    return cls(**{name: parse_widths(value, "--" + name.replace("_", "-"))
-                  if field_kind(name) == "widths" and isinstance(value, str) else value
-                  for name, value in values.items()})
-
-
 def check_fits_data(spec: LeNetSpec, config: TrainConfig) -> None:
     """A spec that its dataset contradicts: fewer outputs than the dataset has classes."""
     from lenet_lab.data import DATASET_INFO

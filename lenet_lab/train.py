@@ -32,7 +32,8 @@ import numpy as np
 
 from lenet_lab.data import DATASET_INFO, Dataset, load_dataset
 from lenet_lab.engines import get_engine, parse_device
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig, check_fits_data
+from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data
+from lenet_lab.status import Status
 
 __all__ = ["DIVERGED_FACTOR", "EpochMetrics", "TrainResult", "blew_up", "diverged_loss",
            "throughput", "train", "train_members"]

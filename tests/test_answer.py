@@ -122,13 +122,13 @@ def headline(frame: pd.DataFrame, **kwargs) -> str:
     return study_answer(frame, **kwargs).headline
 
 
-def test_at_chance_says_did_not_learn_with_the_budget() -> None:
+def test_at_chance_says_did_not_learn_with_what_it_spent() -> None:
     text = headline(rows({"book": [0.1, 0.1], "pooling=max": [0.1, 0.1]}, epochs=2, subset=2000))
-    assert text.startswith("Nothing learned at this budget. The book's network did not learn: "
+    assert text.startswith("Nothing learned with this much training. The book's network did not learn: "
                            "it stays at chance")
     assert "after 2 epochs of 2,000 examples; at lr 0.9 it needs more steps" in text
     assert "noise" not in text and "-0.000" not in text and "beats" not in text
-    assert text.endswith("Budget: 2 epochs of 2,000 examples, 2 seeds per arm, torch on cpu.")
+    assert text.endswith("Trained: 2 epochs of 2,000 examples, 2 seeds per arm, torch on cpu.")
 
 
 def test_a_tie_names_no_winner() -> None:
@@ -174,7 +174,7 @@ def test_arms_that_did_not_learn_are_named_not_compared() -> None:
     found = study_answer(rows({"book": [0.80, 0.81], "relu": [0.85, 0.86],
                                       "tanh, lr=9": [None, None], "flat": [0.1, 0.1]}))
     assert [c.arm.arm for c in found.comparisons] == ["relu"]
-    assert "2 arms did not learn at this budget" in found.headline
+    assert "2 arms did not learn with this much training" in found.headline
     verdicts = " | ".join(found.verdicts)
     assert "(tanh, lr=9) diverged in every seed: its training loss blew up (NaN" in verdicts
     assert "(flat) did not learn: it stays at chance in every seed (test accuracy 0.100)" in verdicts
@@ -242,10 +242,10 @@ def test_trade_off_names_the_best_small_network() -> None:
     assert "best at most twice the book's 61,706 parameters: A2, 0.855" in text
 
 
-def test_budget_lists_epoch_ranges_and_seed_ranges() -> None:
+def test_what_was_spent_lists_epoch_ranges_and_seed_ranges() -> None:
     frame = rows({"book": [0.80, 0.81, 0.82], "a": [0.8, 0.81]})
     frame.loc[frame.arm == "a", "epochs"] = 20
-    spent = answer.budget(frame, arms.arm_stats(frame))
+    spent = answer.spent(frame, arms.arm_stats(frame))
     assert spent.describe() == "10-20 epochs of 60,000 examples, 2-3 seeds per arm, torch on cpu"
 
 

@@ -26,10 +26,10 @@ def test_a_study_at_chance_says_so_in_the_sweep_and_the_report(tmp_path: Path) -
     done = lenet_lab("sweep", "pooling", *QUICK, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     headline = next(line for line in done.stdout.splitlines() if line.startswith("Nothing"))
-    assert headline.startswith("Nothing learned at this budget. The book's network did not "
+    assert headline.startswith("Nothing learned with this much training. The book's network did not "
                                "learn: it stays at chance in every seed (test accuracy 0.100) "
                                "after 1 epoch of 417 examples (83 more held out for validation)")
-    assert headline.endswith("Budget: 1 epoch of 417 examples (83 more held out for validation), "
+    assert headline.endswith("Trained: 1 epoch of 417 examples (83 more held out for validation), "
                              "2 seeds per arm, torch on cpu.")
     assert "noise" not in done.stdout and "-0.000" not in done.stdout
     report = lenet_lab("report", "--no-activations", cwd=tmp_path)
@@ -49,9 +49,9 @@ def test_a_diverging_arm_gets_the_diverged_answer(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "- A1 (lr=1e+09) diverged in every seed: its training loss blew up (NaN, or over twice a uniform guess's)" in done.stdout
     # [fixed] made the control ReLU with Adam: the answer names it as it is
-    assert ("No other arm learned at this budget; the book's network with activation=relu, "
+    assert ("No other arm learned with this much training; the book's network with activation=relu, "
             "batch_size=32, lr=0.002, optimizer=adam: 0.") in done.stdout
-    assert "1 arm did not learn at this budget" in done.stdout
+    assert "1 arm did not learn with this much training" in done.stdout
     assert set(results(tmp_path).groupby("arm").state.first()) == {"complete", "diverged"}
 
 

@@ -1,8 +1,10 @@
 """The package's shape, checked from its source: who may import whom, no import cycles,
 modules of at most 400 lines. Every import counts, at module level or inside a function.
 
-Data flows one way: spec -> engines -> train -> store -> results -> {sweep, report} -> cli.
-`sweep` and `report` both read the answer from `results` and never import each other.
+Data flows one way: spec -> engines -> train -> store -> results -> {sweep, report} ->
+runner -> {cli, api}. `sweep` and `report` both read the answer from `results` and never
+import each other; only the runner (and sweep/ itself) plans a sweep; nothing in the
+library imports the CLI.
 """
 
 from __future__ import annotations
@@ -58,11 +60,35 @@ def _within(name: str, package: str) -> bool:
     ("lenet_lab.engines", "lenet_lab.train"), ("lenet_lab.results", "lenet_lab.sweep"),
     ("lenet_lab.results", "lenet_lab.report"), ("lenet_lab.store", "lenet_lab.results"),
     ("lenet_lab.report", "lenet_lab.cli"), ("lenet_lab.sweep", "lenet_lab.cli"),
+    ("lenet_lab.sweep", "lenet_lab.runner"), ("lenet_lab.report", "lenet_lab.runner"),
+    ("lenet_lab.results", "lenet_lab.runner"),
 ])
 def test_no_import_against_the_flow(source: str, target: str) -> None:
     wrong = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() if _within(a, source)
                    for b in targets if _within(b, target))
     assert wrong == []
+
+
+def test_nothing_in_the_library_imports_the_cli() -> None:
+    """The CLI and the API are adapters over the library: the library never climbs back to
+    the CLI (the command's entry point, lenet_lab.__main__, is the CLI's)."""
+    wrong = sorted(f"{a} -> {b}" for a, targets in GRAPH.items()
+                   if not _within(a, "lenet_lab.cli") and a != "lenet_lab.__main__"
+                   for b in targets if _within(b, "lenet_lab.cli"))
+    assert wrong == []
+
+
+def test_only_the_runner_plans_a_sweep() -> None:
+    """One driver for every way a sweep runs: outside sweep/, only the runner names
+    plan_sweep or run_sweeps."""
+    planners = sorted(name for name, path in MODULES.items()
+                      if not _within(name, "lenet_lab.sweep") and name != "lenet_lab.runner"
+                      and any(isinstance(node, (ast.Name, ast.alias, ast.Attribute)) and
+                              (getattr(node, "id", None) or getattr(node, "name", None) or
+                               getattr(node, "attr", None)) in ("plan_sweep", "run_sweeps",
+                                                                "run_sweep", "run_workers")
+                              for node in ast.walk(ast.parse(path.read_text()))))
+    assert planners == []
 
 
 def test_sql_and_sqlalchemy_only_in_store() -> None:

@@ -77,31 +77,43 @@ def test_a_larger_network_is_planned_at_the_higher_rate_it_reaches() -> None:
     assert 1 < took < costs and took == pytest.approx(costs ** (1 - SIZE_EXPONENT), rel=0.05)
 
 
+class Quiet:
+    """A runner display that shows nothing."""
+
+    def progress(self, *_) -> None:
+        pass
+
+    def answered(self, *_) -> None:
+        pass
+
+
 def _stand_in_book(tmp_path: Path, budget: str = "quick"):
+    from lenet_lab import runner
     from lenet_lab.store import Database
-    from lenet_lab.sweep import plan_book
     from lenet_lab.sweep.estimate import Rate
 
     db = Database(f"sqlite:///{tmp_path}/studies.db")
-    steps, _, _ = plan_book(db, budget=budget, overrides={"engine": "torch", "subset": 200},
-                            jobs=1, device="cpu", rate=Rate(30e9, "given"))
-    return db, steps
+    request = runner.Request("all", budget=budget, overrides={"engine": "torch", "subset": 200},
+                             jobs=1, device="cpu", out=str(tmp_path / "reports"))
+    return db, request, runner.plan(db, request, rate=Rate(30e9, "given"))
 
 
 def test_a_run_runs_the_sweep_files_it_planned(tmp_path: Path, stand_in,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A sweep file added to ./sweeps while `sweep all` runs is not grafted onto the plan:
     every study records, and ran, the file it was planned from."""
-    from lenet_lab.sweep import run_book
+    from lenet_lab import runner
 
     monkeypatch.chdir(tmp_path)
-    db, steps = _stand_in_book(tmp_path)
-    planned = {step.sweep.name: step.sweep.text for step in steps}
+    db, request, planned_run = _stand_in_book(tmp_path)
+    planned = {step.sweep.name: step.sweep.text for step in planned_run.steps}
     (tmp_path / "sweeps").mkdir()  # a user's mnist.toml, now: another dataset, another arm
     (tmp_path / "sweeps" / "mnist.toml").write_text(
         'title = "mine"\nexercise = 9\n[space]\npooling = ["avg", "max"]\n')
-    stand_in()
-    run_book(db, steps, jobs=1)
+    stand_in()  # trains nothing, so there are no weights to draw: no maps and no report
+    monkeypatch.setattr(runner, "exercise_page", lambda *_: None)
+    monkeypatch.setattr(runner, "build_report", lambda *_, **__: None)
+    runner.run(db, request, Quiet(), planned=planned_run)
     with db.transaction() as conn:
         recorded = dict(conn.exec_driver_sql("SELECT sweep, sweep_file FROM lab_studies").all())
     assert recorded == planned

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lenet_lab.engines import fuse_key
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.status import Status
 from lenet_lab.train import train, train_members
 from tests.conftest import lenet_lab, results
 

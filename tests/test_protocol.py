@@ -16,8 +16,8 @@ import pytest
 from lenet_lab.results import best_network, load_study, study_answer
 from lenet_lab.store import Database
 from lenet_lab.sweep import plan_sweep, run_sweep
-from lenet_lab.sweep import plan as planning
-from lenet_lab.sweep.plan import load_cached
+from lenet_lab import data as datasets
+from lenet_lab.data import load_cached
 from lenet_lab.sweep_file import load_sweep
 from tests.conftest import lenet_lab, results
 
@@ -75,7 +75,7 @@ def test_no_choice_reads_the_test_set(tmp_path: Path, monkeypatch: pytest.Monkey
         if name == "shuffled":
             real = load_cached("fashion-mnist", None)
             labels = np.random.default_rng(1).permutation(real.test_labels)
-            monkeypatch.setitem(planning._loaded, ("fashion-mnist", None),
+            monkeypatch.setitem(datasets._loaded, ("fashion-mnist", None),
                                 dataclasses.replace(real, test_labels=labels))
         plan = plan_sweep(sweep, Database(f"sqlite:///{tmp_path}/{name}.db"), study="chooses",
                           device="cpu")

@@ -9,7 +9,8 @@ dropped to keep the file small. tests/data/stored-answers.json is what that vers
 printed and chose for them (tests/data/record.py, run there), with the answers' text as the
 method of issue 25 words it (2026-12-02: intervals paired by seed where arms share seeds,
 else Welch's, said so; undecided comparisons say what their seeds could detect; a loss above
-twice ln 10 reads as diverged: one arm, tanh at lr 0.9, from unstable). It changed no
+twice ln 10 reads as diverged: one arm, tanh at lr 0.9, from unstable; what a study spent
+ends its answer as "Trained: ...", where it said "Budget: ..."). It changed no
 decision, key, label or choice; the git history shows each changed line beside the old one.
 """
 

@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.spec import LeNetSpec, TrainConfig
+
+from lenet_lab.status import Status
 from lenet_lab.train import EpochMetrics, train
 from tests.conftest import ENGINES
 

@@ -14,16 +14,15 @@ import os
 import re
 import shutil
 import sys
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from lenet_lab.urls import redact
 
-__all__ = ["bar", "err", "out", "print_table", "trials_bar", "visible"]
+__all__ = ["bar", "err", "out", "print_table", "visible"]
 
 # C0 and C1 controls but tab and newline, zero-width and bidirectional marks, the BOM
 _HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e"
@@ -71,25 +70,6 @@ err = _Redacting(stderr=True, highlight=False, soft_wrap=True, markup=False,
 def bar(*columns: Any) -> Progress:
     """A progress display on stderr, shown only on a terminal and gone when done."""
     return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
-
-
-@contextmanager
-def trials_bar(total: int, name: str | None = None
-               ) -> Iterator[Callable[[int | None, str], None]]:
-    """A sweep's progress (`bar`): trials done of `total`, the ETA and a detail (each
-    running trial's arm and epoch), after the study's name where given. Yields
-    `update(done, detail)`; `done` None leaves the count as it is."""
-    named = (TextColumn(visible(name, newlines=False), markup=False),) if name else ()
-    progress = bar(*named, BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn(), TextColumn("{task.fields[detail]}", markup=False))
-    task = progress.add_task(name or "", total=total, detail="")
-
-    def update(done: int | None, detail: str) -> None:
-        progress.update(task, detail=visible(detail, newlines=False),
-                        **({} if done is None else {"completed": done}))
-
-    with progress:
-        yield update
 
 
 def print_table(header: list[str], rows: list[list[str]], title: str | None = None, *,

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Callable, Literal, Optional
 import typer
 
 from lenet_lab.engines import ENGINES
-from lenet_lab.spec import CHOICES, LeNetSpec, TrainConfig, field_kind, format_widths, from_options
+from lenet_lab.spec import CHOICES, LeNetSpec, TrainConfig
+from lenet_lab.fields import field_kind, format_widths, from_options
 
 __all__ = ["DataDir", "DeviceOpt", "Engine", "OutDir", "StorageOpt", "Subset",
            "UNTIL_DECIDED", "opt", "optional_values", "with_spec_options"]

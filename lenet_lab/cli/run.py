@@ -14,7 +14,8 @@ from lenet_lab.cli.console import bar, err, out, print_table
 from lenet_lab.cli.options import DataDir, DeviceOpt, Engine, Subset, opt, with_spec_options
 from lenet_lab.data import Dataset
 from lenet_lab.engines import get_engine
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.status import Status
 from lenet_lab.train import EpochMetrics, TrainResult
 from lenet_lab.train import train as run_training
 

@@ -26,7 +26,8 @@ from lenet_lab.files import output_folder
 from lenet_lab.report import draw
 from lenet_lab.report.pages import Cell, figure_html, render, write_page
 from lenet_lab.results import StudyData, best_network, load_study
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig
+from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.status import Status
 from lenet_lab.store import Database
 from lenet_lab.train import train
 

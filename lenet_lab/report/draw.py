@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from lenet_lab.results import ArmStats
 from lenet_lab.results.answer import Effect
-from lenet_lab.spec import Status
+from lenet_lab.status import Status
 
 __all__ = ["accuracy_vs_speed", "activation_maps", "arm_bars", "arm_colors", "effects",
            "learning_curves", "legend_below", "text"]

@@ -27,7 +27,7 @@ from lenet_lab.results.arms import (SPEED_SPREAD, ArmStats, chance_level, failur
                                     shared_machine, shares_seeds, shown_arms, sig,
                                     speed_conditions)
 from lenet_lab.results.stats import pareto_front
-from lenet_lab.spec import Status
+from lenet_lab.status import Status
 
 __all__ = ["Cell", "figure_html", "index_page", "render", "study_figures", "study_page",
            "write_page"]
@@ -165,7 +165,8 @@ def study_page(data: StudyData, *, search: Callable[[StudyData], list] | None = 
         "title": data.title, "name": data.name, "exercise": data.meta.get("exercise"),
         "sweep": data.meta.get("sweep", "-"), "headline": found.headline,
         "question": _question(data.meta.get("sweep_file")), "verdicts": found.verdicts,
-        "arms": arms_table(arms, found.comparisons), "shown": len(shown) - any(a.is_control for a in shown),
+        "arms": arms_table(arms, found.comparisons),
+        "shown": len(shown) - any(a.is_control for a in shown),
         "hidden": len([a for a in arms if a.test_acc.n]) - len(shown),
         "bars": figures.get("accuracy", ""), "curves": figures.get("curves", ""),
         "speed": figures.get("speed", ""), "shared": shared_machine(results),

@@ -102,7 +102,7 @@ def build_report(db: Database, studies: list[str] | None = None, *,
             "study": name, "page": file_name, "title": data.title, "sweep": data.meta.get("sweep"),
             "exercise": data.meta.get("exercise"), "headline": found.headline,
             "line": found.one_line(), "effect": found.leading_effect(),
-            "budget": data.budget_name, "spent": found.budget.short() if found.budget else "",
+            "budget": data.budget_name, "spent": found.spent.short() if found.spent else "",
             "activations": bool(shown.get("figures")),
             "status": ", ".join(f"{v} {k}" for k, v in counts.items() if k != "trials")
                       or "no trials", "arms": found.arms})

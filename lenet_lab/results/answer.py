@@ -12,7 +12,7 @@ number is looked at:
    have detected), or one seed (no interval);
 4. the sentence: the leading arm (the best by validation accuracy: `arms.ranked`)
    against the book's network, what did not learn, the search, its confirmation and
-   its compute-matched control, and the budget, always.
+   its compute-matched control, and what it spent (the training), always.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from lenet_lab.results.budget import Budget, budget
+from lenet_lab.results.spent import Spent, spent
 from lenet_lab.results.arms import (BOOK, MATCHED, ArmStats, arm_names, arm_stats, best_learned,
                                     shares_seeds, sig, small_limit, versus)
 from lenet_lab.results.compare import (ALPHA, MARGIN, Comparison, Decision, compare, kind, looks,
@@ -33,10 +33,12 @@ from lenet_lab.results.compare import (ALPHA, MARGIN, Comparison, Decision, comp
 from lenet_lab.results.outcomes import Outcome
 from lenet_lab.results.stats import Interval
 from lenet_lab.results.study import StudyData, cut_short
-from lenet_lab.spec import SPEC_FIELDS, Status, field_value
+from lenet_lab.spec import SPEC_FIELDS
+from lenet_lab.fields import field_value
+from lenet_lab.status import Status
 
-__all__ = ["ALPHA", "MARGIN", "Answer", "Budget", "Comparison", "Decision", "Effect", "budget",
-           "compare", "looks", "seeds_to_add", "study_answer"]
+__all__ = ["ALPHA", "MARGIN", "Answer", "Comparison", "Decision", "Effect", "Spent", "compare",
+           "looks", "seeds_to_add", "spent", "study_answer"]
 
 SPEC_DEFAULTS = {f.name: f.default for f in SPEC_FIELDS.values()}
 
@@ -63,7 +65,7 @@ class Answer:
     arms: list[ArmStats] = field(default_factory=list)  # the compared arms, control first
     comparisons: list[Comparison] = field(default_factory=list)
 
-    budget: Budget | None = None
+    spent: Spent | None = None
     control_name: str = BOOK  # the book's network, or what [fixed] made of it
 
     @property
@@ -101,9 +103,9 @@ class Answer:
 
     def one_line(self) -> str:
         """The index's line: the leader's effect with its interval and verdict, or what
-        did not learn, and the budget."""
+        did not learn, and what it spent."""
         control = next((a for a in self.arms if a.is_control), None)
-        spent = f" ({self.budget.describe()})" if self.budget and self.budget.seeds[1] else ""
+        spent = f" ({self.spent.describe()})" if self.spent and self.spent.seeds[1] else ""
         if control is None or control.outcome.outcome is None:
             return f"no finished trials of {self.control_name} yet{spent}"
         if not control.outcome.learned:
@@ -167,9 +169,9 @@ def study_answer(data: StudyData) -> Answer:
     until = attrs.get("until_decided")
     margin = (until or {}).get("margin", MARGIN)
     comparisons = compare(arms, n_looks=looks(until), margin=margin)
-    spent = budget(compared, arms)
-    answer = Answer(_headline(arms, comparisons, spent, margin, book), arms=arms,
-                    comparisons=comparisons, budget=spent, control_name=book)
+    trained = spent(compared, arms)
+    answer = Answer(_headline(arms, comparisons, trained, margin, book), arms=arms,
+                    comparisons=comparisons, spent=trained, control_name=book)
     answer.verdicts = [_verdict(a, comparisons, margin, book) for a in arms if not a.is_control]
     extra = [_search_note(results, stage, confirmed)] if search else []
     if settings.get("small") or "param_count" in settings.get("objectives", []):
@@ -180,13 +182,13 @@ def study_answer(data: StudyData) -> Answer:
               for name, source in attrs.get("arm_sources", {}).items()]
     if until:
         extra.append(_until_note(answer, until))
-    if spent.seeds[1]:  # a budget says nothing before a trial has finished
-        extra.append(f"Budget: {spent.describe()}.")
+    if trained.seeds[1]:  # nothing was spent before a trial finished
+        extra.append(f"Trained: {trained.describe()}.")
     answer.headline = " ".join([answer.headline, *(x for x in extra if x)])
     return answer
 
 
-def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget,
+def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Spent,
               margin: float, book: str) -> str:
     control = next((a for a in arms if a.is_control), None)
     finished = [a for a in arms if a.outcome.outcome is not None]
@@ -201,16 +203,16 @@ def _headline(arms: list[ArmStats], comparisons: list[Comparison], spent: Budget
             head += (f"; at lr {_lr(control)} it needs more steps: rerun with more --epochs "
                      f"or without --subset")
         if not learned:
-            return f"Nothing learned at this budget. {head}."
+            return f"Nothing learned with this much training. {head}."
         best = best_learned(arms)
-        return (f"{head}. {best} did learn ({_acc(best)}): at this budget that only says "
+        return (f"{head}. {best} did learn ({_acc(best)}): with this much training that only says "
                 f"it learns sooner.")
     missing = len([a for a in arms if not a.is_control and a.outcome.outcome is not None
                    and not a.outcome.learned])
-    tail = f" {missing} arm{'s' * (missing != 1)} did not learn at this budget (see each arm)." \
+    tail = f" {missing} arm{'s' * (missing != 1)} did not learn with this much training (see each arm)." \
         if missing else ""
     if not comparisons:
-        return f"No other arm learned at this budget; {book}: {_acc(control)}.{tail}"
+        return f"No other arm learned with this much training; {book}: {_acc(control)}.{tail}"
     lead = comparisons[0]
     arm, accuracies = lead.arm, f"{_acc(lead.arm)} vs {_acc(control)} for {book}"
     n = control.test_acc.n

@@ -20,7 +20,9 @@ import pandas as pd
 
 from lenet_lab.results.outcomes import ArmOutcome, arm_outcome, trial_outcome
 from lenet_lab.results.stats import LEVEL, Interval, difference, mean_interval, paired_difference
-from lenet_lab.spec import SPEC_FIELDS, Status, field_value, format_widths
+from lenet_lab.spec import SPEC_FIELDS
+from lenet_lab.fields import field_value, format_widths
+from lenet_lab.status import Status
 from lenet_lab.train import blew_up
 
 __all__ = ["BOOK", "BOOK_PARAMS_FACTOR", "MATCHED", "ArmName", "ArmStats", "arm_keys",

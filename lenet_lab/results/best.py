@@ -16,7 +16,8 @@ from lenet_lab import store
 from lenet_lab.results.answer import study_answer
 from lenet_lab.results.arms import BOOK, arm_stats, best_learned, ranked, small_limit
 from lenet_lab.results.study import StudyData, load_study
-from lenet_lab.spec import Status, field_value
+from lenet_lab.fields import field_value
+from lenet_lab.status import Status
 from lenet_lab.store import Database
 from lenet_lab.sweep_file import FIELDS
 

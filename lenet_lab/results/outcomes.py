@@ -23,7 +23,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from lenet_lab.spec import Status
+from lenet_lab.status import Status
 from lenet_lab.train import diverged_loss
 
 __all__ = ["CHANCE_MARGIN", "ArmOutcome", "Outcome", "arm_outcome", "trial_outcome"]

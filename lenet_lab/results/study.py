@@ -18,7 +18,7 @@ import pandas as pd
 
 from lenet_lab import store
 from lenet_lab.processes import pid_alive, this_host
-from lenet_lab.spec import Status
+from lenet_lab.status import Status
 from lenet_lab.store import Database
 
 __all__ = ["WORKER_STOPPED", "StudyData", "cut_short", "load_study", "stopped_worker",

@@ -10,13 +10,14 @@ import numpy as np
 import sqlalchemy as sa
 
 from lenet_lab.errors import StorageError
-from lenet_lab.spec import Status
+from lenet_lab.status import Status
 from lenet_lab.store.database import Database, operation
 from lenet_lab.store.schema import lab_epochs, lab_trials, lab_weights
 
-__all__ = ["FINISHED", "finished_trials", "has_studies", "list_studies", "load_weights", "progress", "read_results",
-           "running_workers", "study_attrs", "study_frames", "study_row", "trial_record",
-           "trial_epochs", "trial_statuses", "trials_training_on", "waiting_trial_ids"]
+__all__ = ["FINISHED", "finished_trials", "has_studies", "list_studies", "load_weights",
+           "progress", "read_results", "running_workers", "study_attrs", "study_frames",
+           "study_row", "trial_record", "trial_epochs", "trial_statuses",
+           "trials_training_on", "waiting_trial_ids"]
 
 
 def has_studies(db: Database) -> bool:

@@ -25,7 +25,9 @@ from typing import Callable
 import sqlalchemy as sa
 
 from lenet_lab.errors import StorageError
-from lenet_lab.spec import SPEC_FIELDS, Status, field_kind
+from lenet_lab.spec import SPEC_FIELDS
+from lenet_lab.fields import field_kind
+from lenet_lab.status import Status
 from lenet_lab.store.database import Database
 
 __all__ = ["HYPERPARAMETERS", "MIGRATIONS", "RESULT_COLUMNS", "SCHEMA_VERSION", "ensure_schema",

@@ -16,7 +16,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from lenet_lab.errors import TrialTakenOver
-from lenet_lab.spec import SPEC_FIELDS, LeNetSpec, Status, TrainConfig, field_kind, format_widths
+from lenet_lab.spec import SPEC_FIELDS, LeNetSpec, TrainConfig
+from lenet_lab.fields import field_kind, format_widths
+from lenet_lab.status import Status
 from lenet_lab.store.database import Database, operation
 from lenet_lab.store.schema import HYPERPARAMETERS, lab_epochs, lab_studies, lab_trials, lab_weights
 

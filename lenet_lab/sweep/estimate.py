@@ -5,14 +5,15 @@ training example (spec.train_flops_per_example each) and evaluates the validatio
 (the forward pass); the test set is evaluated once, after the last epoch. So a trial
 takes (epochs x (n_train x train FLOPs + n_valid x forward FLOPs) + n_test x forward
 FLOPs) / rate, plus a fixed start (building the network, recording the trial). A searched
-trial that may be pruned is costed at the epochs it is expected to train (pruned_epochs). The rate (FLOP/s) is the median of the trials this
-database already holds for the engine on this machine, else a short probe: the book's
-network trained here for a few seconds. Larger networks use the cores better, so the
-rate is held at the book's size and scaled by (FLOPs per example / the book's) **
-SIZE_EXPONENT for each network: fitted on two CPU cores to 102 full-budget trials from
-0.9 to 27 MFLOP per example, where a flat rate put the channels grid at 1.9 times its
-real time and this puts it within 5% (docs/performance.md). The sweep's progress display
-corrects its ETA as trials finish.
+trial that may be pruned is costed at the epochs it is expected to train (pruned_epochs).
+The rate (FLOP/s) is the median of the trials this database already holds for the engine
+on this machine, else a short probe: the book's network trained here for a few seconds.
+Larger networks use the cores better, so the rate is held at the book's size and scaled
+by (FLOPs per example / the book's) ** SIZE_EXPONENT for each network: fitted on two CPU
+cores to 102 full-budget trials from 0.9 to 27 MFLOP per example, where a flat rate put
+the channels grid at 1.9 times its real time and this puts it within 5%
+(docs/performance.md). The runner corrects its ETA by how the work done so far compared
+with these estimates.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import pandas as pd
 from lenet_lab import store
 from lenet_lab.data import DATASET_INFO, Dataset
 from lenet_lab.errors import SpecError
-from lenet_lab.spec import LeNetSpec, TrainConfig, field_value
+from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.fields import field_value
 from lenet_lab.store import Database
 from lenet_lab.sweep.plan import WARMUP_EPOCHS
 from lenet_lab.sweep_file import Distribution, Sweep, specs_from

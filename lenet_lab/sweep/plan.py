@@ -7,17 +7,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lenet_lab import store
-from lenet_lab.data import DATASET_INFO, SPLIT_SEED, Dataset, load_dataset
+from lenet_lab.data import DATASET_INFO, SPLIT_SEED, load_cached
 from lenet_lab.engines import Device, get_engine, parse_device
 from lenet_lab.errors import StorageError, SweepError
 from lenet_lab.results import best_configuration
-from lenet_lab.spec import field_param, field_value
+from lenet_lab.fields import field_param, field_value
 from lenet_lab.store import Database
 from lenet_lab.sweep_file import OBJECTIVES, Sweep
 from lenet_lab.urls import redact
 
-__all__ = ["SweepPlan", "TPE_SETTINGS", "check_fuse", "check_settings", "default_study_name", "fuse_size",
-           "grid_choices", "load_cached", "plan_sweep"]
+__all__ = ["SweepPlan", "TPE_SETTINGS", "check_fuse", "check_settings", "default_study_name",
+           "fuse_size", "grid_choices", "plan_sweep"]
 
 # TPE's defaults changed in Optuna 5; these are spelled out and stored with every study.
 TPE_SETTINGS = {"n_startup_trials": 10, "multivariate": True, "constant_liar": True}
@@ -48,17 +48,6 @@ def grid_choices(sweep: Sweep) -> dict[str, list[Any]]:
         if len(values) > 1:
             choices[key] = values
     return choices
-
-
-_loaded: dict[tuple[str, str | None], Dataset] = {}
-
-
-def load_cached(name: str, data_dir: str | None) -> Dataset:
-    """A dataset parsed once per process (planning checks it, the worker then trains on it)."""
-    key = (name, data_dir)
-    if key not in _loaded:
-        _loaded[key] = load_dataset(name, data_dir=data_dir)
-    return _loaded[key]
 
 
 @dataclass(frozen=True)

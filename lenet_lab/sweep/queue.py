@@ -3,7 +3,7 @@
 Every arm x seed of a grid (and the control arm's seeds of a search) is enqueued as a
 WAITING trial before any worker starts; workers claim waiting trials one at a time,
 which the storage hands out atomically, so no arm x seed runs twice. When a search has
-used its budget, its best configurations on validation (results.confirmation_choice) are
+run its trials, its best configurations on validation (results.confirmation_choice) are
 enqueued with fresh seeds, the control's (the confirmation stage), by whichever worker
 reconciles first; a resume continues it. When the search varies epochs or batch size,
 the control then runs again with the confirmed winner's (the `matched` stage), so that
@@ -35,7 +35,8 @@ from lenet_lab.processes import pid_alive, this_host
 from lenet_lab.results import confirmation_choice, load_study, study_answer
 from lenet_lab.results.arms import MATCHED, best_learned
 from lenet_lab.results.study import cut_short, stopped_worker
-from lenet_lab.spec import Status, field_param, field_value
+from lenet_lab.fields import field_param, field_value
+from lenet_lab.status import Status
 from lenet_lab.store import Database
 from lenet_lab.sweep.plan import SweepPlan, check_settings, grid_choices
 from lenet_lab.sweep_file import Arm, Distribution, specs_from
@@ -303,9 +304,10 @@ def claim(plan: SweepPlan, study, key=None) -> list:
 
 
 def ask(plan: SweepPlan, study) -> list:
-    """A new trial from a search's sampler, [] when its budget is used: counting what is
-    left, seeding the sampler and drawing every value happen under the creation lock, so
-    workers sharing a search never exceed its budget or draw at once from one state."""
+    """A new trial from a search's sampler, [] when it has run its trials: counting what
+    is left, seeding the sampler and drawing every value happen under the creation lock,
+    so workers sharing a search never run more trials than it asks for, nor draw at once
+    from one state."""
     if plan.sweep.run.sampler == "grid":
         return []
     with plan.db.lock():
@@ -357,10 +359,10 @@ def searched_left(plan: SweepPlan, study) -> int:
 
 
 def _searched_left(plan: SweepPlan, searched) -> int:
-    budget = plan.sweep.run.trials or 0
-    if plan.sweep.run.sampler == "grid" or not budget:
+    allowed = plan.sweep.run.trials or 0
+    if plan.sweep.run.sampler == "grid" or not allowed:
         return 0
     statuses = store.trial_statuses(plan.db, [t._trial_id for t in searched])
     lost = sum(1 for t in searched if t.state == TrialState.FAIL
                and cut_short(*statuses.get(t._trial_id, (None, None))))
-    return budget - (len(searched) - lost)
+    return allowed - (len(searched) - lost)

@@ -24,7 +24,9 @@ from lenet_lab.data import Dataset
 from lenet_lab.engines import Device, fuse_key
 from lenet_lab.errors import InfeasibleSpec, SpecError, StorageError
 from lenet_lab.processes import this_host
-from lenet_lab.spec import LeNetSpec, Status, TrainConfig, field_param, field_value
+from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.fields import field_param, field_value
+from lenet_lab.status import Status
 from lenet_lab.sweep.plan import SweepPlan, grid_choices
 from lenet_lab.sweep_file import Arm, Distribution, specs_from
 from lenet_lab.train import EpochMetrics, TrainResult, throughput, train_members

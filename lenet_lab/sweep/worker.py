@@ -15,10 +15,11 @@ from lenet_lab.data import Dataset
 from lenet_lab.engines import Device
 from lenet_lab.results import arm_keys, load_study, study_answer
 from lenet_lab.results.arms import SUMMARY_HEADER, arm_legend, summary_rows
-from lenet_lab.spec import Status
+from lenet_lab.status import Status
 from lenet_lab.store import Database
 from lenet_lab.sweep import queue
-from lenet_lab.sweep.plan import SweepPlan, load_cached
+from lenet_lab.data import load_cached
+from lenet_lab.sweep.plan import SweepPlan
 from lenet_lab.sweep.trial import fuse_key_of, run_group
 
 __all__ = ["IDLE_POLL_S", "Worker", "next_trials", "summary", "watch", "work"]
@@ -112,7 +113,6 @@ def work(workers: list[Worker]) -> int:
 
 @contextmanager
 def watch(plans: SweepPlan | list[SweepPlan], on_update: Callable[[int, str], None], *,
-          enabled: bool = True,
           on_study: Callable[[SweepPlan, dict[str, int]], None] | None = None) -> Iterator[None]:
     """Poll the studies once a second from a thread: `on_update(finished trials of all,
     detail)`, the detail naming each running trial's arm and epoch (with its sweep when
@@ -142,25 +142,23 @@ def watch(plans: SweepPlan | list[SweepPlan], on_update: Callable[[int, str], No
                     db.close()
                 db = None
                 continue
+            for plan, now in found if on_study else ():
+                on_study(plan, now["states"])
             done = sum(n for _, now in found for state, n in now["states"].items()
                        if state not in (Status.RUNNING, Status.WAITING))
             detail = ", ".join(text for plan, now in found for text in running(plan, now))
             best = found[0][1]["best"] if len(found) == 1 else None
             on_update(done, f"{detail}  {f'best trial {best:.3f}' if best else ''}".strip())
-            for plan, now in found if on_study else ():
-                on_study(plan, now["states"])
         if db is not None:
             db.close()
 
     thread = threading.Thread(target=poll, daemon=True)
-    if enabled:
-        thread.start()
+    thread.start()
     try:
         yield
     finally:
         stop.set()
-        if enabled:
-            thread.join()
+        thread.join()
 
 
 def summary(plan: SweepPlan) -> tuple[list[str], list[list[str]], str, list[str], list[str],

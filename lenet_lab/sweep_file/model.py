@@ -18,16 +18,18 @@ from typing import Any
 
 from lenet_lab.engines import ENGINES
 from lenet_lab.errors import SweepError
-from lenet_lab.spec import MAX_SEED, LeNetSpec, TrainConfig, field_kind, format_widths
+from lenet_lab.spec import MAX_SEED, LeNetSpec, TrainConfig
+from lenet_lab.fields import field_kind, format_widths
 
-__all__ = ["BUDGETS", "PRUNERS", "QUICK_KEYS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT", "NETWORK_FIELDS", "NUMERIC", "OBJECTIVES",
-           "SAMPLERS", "VALIDATION_DEFAULT", "Arm", "Distribution", "RunSettings", "Sweep", "check_run", "specs_from"]
+__all__ = ["BUDGETS", "PRUNERS", "QUICK_KEYS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT",
+           "NETWORK_FIELDS", "NUMERIC", "OBJECTIVES", "SAMPLERS", "VALIDATION_DEFAULT", "Arm",
+           "Distribution", "RunSettings", "Sweep", "check_run", "specs_from"]
 
 SAMPLERS = ("grid", "random", "tpe", "nsga2")
 BUDGETS = ("full", "quick")  # the file's [run], or its [quick] on top
 QUICK_KEYS = ("epochs", "seeds", "trials", "confirm", "subset")  # what [quick] may set
 MAX_SEEDS = 1000  # repeats of an arm; beyond this a typo, not a plan
-MAX_TRIALS = 100_000  # a search's budget
+MAX_TRIALS = 100_000  # the most trials a search may run
 # A grid's arms x seeds: each claim of a queued trial reads the queue's unfinished trials
 # through Optuna's storage, which takes 0.4 s at 1,000 and 3.7 s at 10,000 (measured on two
 # cores, 2026-12-02); beyond this a queue costs more than LeNet's trials do.
@@ -39,8 +41,8 @@ OBJECTIVES = {"valid_acc": "maximize", "examples_per_sec": "maximize", "param_co
 # share of the subset): 10,000, as many as the test set.
 VALIDATION_DEFAULT = 10_000
 VALIDATION_MIN = 10  # one image per class
-COMPUTE_FIELDS = ("epochs", "batch_size")
-PRUNERS = ("median", "halving")  # sweep.plan.pruner builds them  # what decides how many updates a network gets
+COMPUTE_FIELDS = ("epochs", "batch_size")  # what decides how many updates a network gets
+PRUNERS = ("median", "halving")  # sweep.plan.pruner builds them
 CONFIRM_DEFAULT = 3  # a search reruns its best 3 configurations with the sweep's seeds
 MARGIN_DEFAULT = 0.005  # --until-decided: differences inside +-0.005 count as none
 NETWORK_FIELDS = {f.name for f in fields(LeNetSpec)}
@@ -189,7 +191,7 @@ def check_run(run: RunSettings, where: str, *, grid_has_arms: bool) -> None:
             raise fail("prune is for searches: pruning grid arms would cut their seeds short")
     else:
         if run.trials is None:
-            raise fail(f"a {run.sampler} search needs trials = N, its budget of searched trials")
+            raise fail(f"a {run.sampler} search needs trials = N, how many trials it searches")
         whole("trials", run.trials, 1, MAX_TRIALS)
 
 
@@ -303,7 +305,7 @@ class Sweep:
         return {**self.control(), **values} == self.control()
 
     def expected_trials(self) -> int:
-        """Every arm x seed of a grid; a search's control seeds, its budget, its
+        """Every arm x seed of a grid; a search's control seeds, its searched trials, its
         confirmation (one more configuration when the parameter count is an objective) and
         its compute-matched control (when it varies epochs or batch size)."""
         run = self.run

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lenet_lab.errors import InfeasibleSpec, SpecError, SweepError
-from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data, field_kind
+from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data
+from lenet_lab.fields import field_kind
 from lenet_lab.sweep_file.model import (FIELDS, NETWORK_FIELDS, NUMERIC, QUICK_KEYS, Arm,
                                         Distribution, RunSettings, Sweep, check_run, specs_from)
 

@@ -1,6 +1,7 @@
 """What a study spent: epochs, examples per epoch, the validation split held out, seeds
-per arm, engines and devices; every answer ends with it ("Budget: 2 epochs of 50,000
-examples (10,000 more held out for validation), 2 seeds per arm, ...")."""
+per arm, engines and devices; every answer ends with it ("Trained: 2 epochs of 50,000
+examples (10,000 more held out for validation), 2 seeds per arm, ..."). Not the budget:
+that word names the sweep file's full or quick [run] only."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pandas as pd
 from lenet_lab.datasets import DATASET_INFO
 from lenet_lab.results.arms import ArmStats
 
-__all__ = ["Budget", "budget"]
+__all__ = ["Spent", "spent"]
 
 
 @dataclass(frozen=True)
-class Budget:
+class Spent:
     epochs: tuple[int, ...]
     examples: int | None  # training examples per epoch; None when unknown
     seeds: tuple[int, int]  # fewest and most finished seeds of an arm
@@ -48,7 +49,7 @@ class Budget:
                 f"{'/'.join(self.devices) or '?'}")
 
 
-def budget(results: pd.DataFrame, arms: list[ArmStats]) -> Budget:
+def spent(results: pd.DataFrame, arms: list[ArmStats]) -> Spent:
     def values(column: str) -> list:
         return sorted(results[column].dropna().unique()) if column in results else []
 
@@ -60,5 +61,5 @@ def budget(results: pd.DataFrame, arms: list[ArmStats]) -> Budget:
     if examples is not None and validation:
         examples -= validation
     counts = [a.test_acc.n for a in arms if a.test_acc.n] or [0]
-    return Budget(tuple(int(e) for e in values("epochs")), examples, (min(counts), max(counts)),
+    return Spent(tuple(int(e) for e in values("epochs")), examples, (min(counts), max(counts)),
                   tuple(values("engine")), tuple(values("device")), validation)
