@@ -34,6 +34,7 @@ from lenet_lab.data import load_dataset
 from lenet_lab.engines import get_engine, parse_device
 from lenet_lab.errors import SpecError
 from lenet_lab.spec import LeNetSpec, TrainConfig
+from lenet_lab.train import flops_per_sec, speed
 
 __all__ = ["BenchResult", "PathTiming", "parse_counts", "run_bench"]
 
@@ -64,7 +65,7 @@ class BenchResult:
     epochs: int
     warmup: int
     paths: list[PathTiming]
-    train_flops: int = 0  # per example of a training step (spec.train_flops_per_example)
+    spec: LeNetSpec = field(default_factory=LeNetSpec)
 
     @property
     def ratio(self) -> float:
@@ -88,12 +89,13 @@ class BenchResult:
         return header, rows, title
 
     def gflops(self, examples_per_sec: float) -> float:
-        """The arithmetic rate that a training speed achieves (spec.train_flops_per_example)."""
-        return examples_per_sec * self.train_flops / 1e9
+        """The arithmetic rate that a training speed achieves (train.flops_per_sec)."""
+        return flops_per_sec(examples_per_sec, self.spec) / 1e9
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["ratio"] = self.ratio
+        data["train_flops"] = self.spec.train_flops_per_example  # per example of a step
         for timing, path in zip(data["paths"], self.paths):
             timing["median_examples_per_sec"] = path.median
             timing["median_gflops"] = self.gflops(path.median)
@@ -155,7 +157,7 @@ def run_bench(*, engine: str = "mxnet", device: str = "auto", epochs: int = 5, w
             if epoch < warmup:
                 timing.warmup_seconds.append(totals.seconds)
             else:
-                timing.examples_per_sec.append(totals.examples / totals.seconds)
+                timing.examples_per_sec.append(speed(totals.examples, totals.seconds))
     return BenchResult(engine, backend.version(), str(chosen), backend.device_name(chosen),
                        batch_size, n, epochs, warmup, [timing for timing, _ in sessions],
-                       spec.train_flops_per_example)
+                       spec)

@@ -36,7 +36,7 @@ from lenet_lab.spec import LeNetSpec, TrainConfig, check_fits_data
 from lenet_lab.status import Status
 
 __all__ = ["DIVERGED_FACTOR", "EpochMetrics", "TrainResult", "blew_up", "diverged_loss",
-           "throughput", "train", "train_members"]
+           "flops_per_sec", "speed", "throughput", "train", "train_members"]
 
 DIVERGED_FACTOR = 2.0  # a loss above this many times ln(classes) has diverged
 
@@ -97,6 +97,18 @@ class TrainResult:
     def examples_per_sec(self) -> float:
         """All training examples over all training time, like the book's closing line."""
         return throughput(self.epochs)
+
+
+def speed(examples: int, seconds: float) -> float:
+    """Examples/sec: training examples over training time (evaluation never counts). The
+    one place examples/sec is computed (epochs, trials, `lenet-lab bench`, the probe)."""
+    return examples / seconds if seconds > 0 else 0.0
+
+
+def flops_per_sec(examples_per_sec: float, spec: LeNetSpec) -> float:
+    """The arithmetic rate a training speed achieves: examples/sec x the FLOPs of one
+    example's training step (spec.train_flops_per_example)."""
+    return examples_per_sec * spec.train_flops_per_example
 
 
 def throughput(epochs: list[EpochMetrics]) -> float:
@@ -199,10 +211,9 @@ def train_members(spec: LeNetSpec, configs: list[TrainConfig], *, engine: str = 
         valid = session.evaluate("valid") if sane and data.validation else []
         for member in list(running):
             result, part, loss = results[member], totals[member], losses[member]
-            speed = part.examples / part.seconds if part.seconds else 0.0
             metrics = EpochMetrics(epoch, loss, part.correct / part.examples,
                                    test[member] if member in sane and test else math.nan,
-                                   speed, part.seconds,
+                                   speed(part.examples, part.seconds), part.seconds,
                                    valid[member] if member in sane and valid else math.nan)
             result.epochs.append(metrics)
             if member not in sane:

@@ -33,7 +33,7 @@ from lenet_lab.fields import field_value
 from lenet_lab.store import Database
 from lenet_lab.sweep.plan import WARMUP_EPOCHS
 from lenet_lab.sweep_file import Distribution, Sweep, specs_from
-from lenet_lab.train import train
+from lenet_lab.train import flops_per_sec, train
 
 __all__ = ["Rate", "database_rate", "probe_rate", "pruned_epochs", "rough_seconds",
            "sweep_seconds", "trial_seconds"]
@@ -69,9 +69,10 @@ def probe_rate(engine: str, device: str, data: Dataset) -> Rate:
     """The book's network trained here for a few seconds; its last epoch is timed."""
     result = train(LeNetSpec(), TrainConfig(epochs=PROBE["epochs"], lr=0.1), engine=engine,
                    device=device, data=data.subset(PROBE["subset"]))
-    speed = result.final.examples_per_sec
-    return Rate(speed * LeNetSpec().train_flops_per_example,
-                f"a probe of this machine: the book's network at {speed:,.0f} examples/sec")
+    examples_per_sec = result.final.examples_per_sec
+    return Rate(flops_per_sec(examples_per_sec, LeNetSpec()),
+                f"a probe of this machine: the book's network at {examples_per_sec:,.0f} "
+                f"examples/sec")
 
 
 def database_rate(db: Database, engine: str, device_name: str) -> Rate | None:
@@ -82,9 +83,10 @@ def database_rate(db: Database, engine: str, device_name: str) -> Rate | None:
     rows = rows[(rows.state == "complete") & (rows.engine == engine)
                 & (rows.device_name == device_name) & rows.examples_per_sec.notna()
                 & ~(rows.subset < MIN_EXAMPLES)]
-    flops = [_spec(row).train_flops_per_example for _, row in rows.iterrows()]
-    rates = [speed * f * (BOOK_FLOPS / f) ** SIZE_EXPONENT
-             for speed, f in zip(rows.examples_per_sec, flops)]
+    specs = [_spec(row) for _, row in rows.iterrows()]
+    rates = [flops_per_sec(examples_per_sec, spec) *
+             (BOOK_FLOPS / spec.train_flops_per_example) ** SIZE_EXPONENT
+             for examples_per_sec, spec in zip(rows.examples_per_sec, specs)]
     if len(rates) < MIN_TRIALS:
         return None
     return Rate(float(np.median(rates)), f"{len(rates)} finished trials in the database")
