@@ -18,6 +18,7 @@ TINY = ["--subset", "600", "--epochs", "1", "--seeds", "2", "--trials", "3", "--
         "--engine", "torch"]
 
 
+@pytest.mark.slow  # the plan times this machine with a probe: a few seconds of training
 def test_the_plan_lists_every_exercise_with_its_trials_and_time(tmp_path: Path) -> None:
     done = lenet_lab("sweep", "all", "--plan", "--budget", "quick", "--engine", "torch",
                      cwd=tmp_path, COLUMNS="80")
@@ -34,6 +35,26 @@ def test_the_plan_lists_every_exercise_with_its_trials_and_time(tmp_path: Path) 
     assert total and int(total[1]) == sum(s.expected_trials() for s in quick.values())
     assert "a probe of this machine: the book's network at" in done.stdout
     assert not (tmp_path / "studies.db").exists()  # --plan writes nothing
+
+
+def test_the_runner_plans_every_exercise_once_in_the_books_order(tmp_path: Path) -> None:
+    """runner.plan, with the machine's rate given (no probe): every sweep that answers an
+    exercise, in the book's order, planned and timed, nothing written."""
+    from lenet_lab import runner
+    from lenet_lab.store import Database
+    from lenet_lab.sweep.estimate import Rate
+
+    request = runner.Request("all", budget="quick", overrides={"engine": "torch"})
+    with Database(f"sqlite:///{tmp_path}/studies.db") as db:
+        planned = runner.plan(db, request, rate=Rate(30e9, "given"))
+    assert [(s.sweep.exercise, s.sweep.name) for s in planned.steps] == [
+        (s.exercise, s.name) for s in EXERCISES]
+    assert [s.trials for s in planned.steps] == [
+        s.with_budget("quick").expected_trials() for s in EXERCISES]
+    assert all(s.seconds > 0 and s.done == 0 for s in planned.steps)
+    assert planned.seconds == pytest.approx(sum(s.seconds for s in planned.steps) /
+                                            planned.workers)
+    assert not (tmp_path / "studies.db").exists()  # planning writes nothing
 
 
 def test_sweep_all_refuses_a_study_name(tmp_path: Path) -> None:
