@@ -6,7 +6,9 @@ Copies SOURCE into the target keeping every row but the weights, which only exer
 needs (the book's network and the best network of the improve study: results.best_network),
 and prints, for each exercise's study, the lines docs/answers.md quotes: the answer as
 the tool gives it (between `<!-- study: NAME -->` and `<!-- end -->`, which
-tests/test_answer_sheet.py recomputes), its one-line form, its budget, its trials and its wall time.
+tests/test_answer_sheet.py recomputes), its one-line form, its trials and its wall time;
+and for exercise 10, each drawn network's confusion between pullover, coat and shirt
+(between `<!-- confusion: NAME -->` and `<!-- end -->`, recomputed by the test too).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from lenet_lab.report.activations import study_confusions
 from lenet_lab.results import best_network, load_study, study_answer
 from lenet_lab.store import Database, list_studies
 
@@ -71,6 +74,9 @@ def main() -> None:
             print(f"one line: {found.one_line()}")
             trials = sum(row["states"].values())
             print(f"trials: {trials} trials, {wall_time(str(target), row['study'])}\n")
+            if row["sweep"] == EXERCISE_10:
+                lines = "\n".join(f"> {c.line()}" for c in study_confusions(db, data))
+                print(f"<!-- confusion: {row['study']} -->\n{lines}\n<!-- end -->\n")
 
 
 if __name__ == "__main__":

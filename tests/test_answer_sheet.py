@@ -21,6 +21,9 @@ DATA = DOCS / "answers" / "studies.db"
 QUOTE = re.compile(r"<!-- study: (\S+) -->\n((?:>.*\n)+)<!-- end -->")
 QUOTED = {name: "\n".join(line[2:] for line in block.splitlines())
           for name, block in QUOTE.findall(SHEET)}
+CONFUSION = re.compile(r"<!-- confusion: (\S+) -->\n((?:>.*\n)+)<!-- end -->")
+CONFUSED = {name: [line[2:] for line in block.splitlines()]
+            for name, block in CONFUSION.findall(SHEET)}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,16 @@ def test_the_sheet_quotes_every_exercise_from_the_committed_data(db: Database) -
 @pytest.mark.parametrize("name", sorted(QUOTED))
 def test_every_quoted_answer_is_what_the_code_says(db: Database, name: str) -> None:
     assert str(study_answer(load_study(db, name))) == QUOTED[name]
+
+
+def test_exercise_10_quotes_each_networks_confusion_as_the_code_counts_it(db: Database) -> None:
+    """Exercise 10 measured: the counts quoted for the networks it draws are what the
+    stored weights give on the test set, recomputed (a forward pass, no training)."""
+    from lenet_lab.report.activations import study_confusions
+
+    assert CONFUSED, "docs/answers.md quotes exercise 10's confusion counts"
+    for name, lines in CONFUSED.items():
+        assert [c.line() for c in study_confusions(db, load_study(db, name))] == lines
 
 
 def test_pandas_reads_the_committed_data() -> None:
