@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -71,14 +72,6 @@ def test_arm_outcome_counts_and_severity() -> None:
     assert tie.outcome is Outcome.DIVERGED  # equal counts: the more severe
     assert arm_outcome([None]).outcome is None and arm_outcome([]).describe() == "no result yet"
     assert arm_outcome([Outcome.LEARNED]).describe() == "learned"
-
-
-def test_holm_step_down() -> None:
-    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert stats.holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
-    adjusted = stats.holm([math.nan, 0.2])
-    assert math.isnan(adjusted[0]) and adjusted[1] == pytest.approx(0.2)
-    assert stats.holm([]) == []
 
 
 def test_welch_p_edges() -> None:
@@ -160,14 +153,37 @@ def test_better_worse_undecided_equivalent_one_seed() -> None:
     assert "cannot be told apart with 3 seeds" in undecided and "--until-decided" in undecided
 
 
-def test_holm_can_withhold_a_difference_one_test_would_call() -> None:
+def test_many_arms_can_withhold_a_difference_one_test_would_call() -> None:
     book, lucky = [0.80, 0.81, 0.82], [0.83, 0.845, 0.86]
     alone = study_answer(rows({"book": book, "lucky": lucky}))
     assert alone.leader.decision is Decision.BETTER and alone.leader.p_adjusted < 0.05
+    assert "95% CI" in alone.headline and "together" not in alone.headline
     many = {"book": book, "lucky": lucky, **{f"a{i}": [0.80, 0.81, 0.82] for i in range(8)}}
     found = study_answer(rows(many))
     assert found.leader.arm.arm == "lucky" and found.leader.decision is not Decision.BETTER
-    assert "after Holm's adjustment for 9 arms" in found.headline
+    assert "99.4% CI" in found.headline and "; 95% together over 9 arms, adjusted p = " in \
+        found.headline
+    assert found.leader.difference.low < 0 < alone.leader.difference.low
+
+
+def test_a_decision_is_what_its_interval_shows() -> None:
+    """Better or worse exactly when the interval quoted beside it excludes 0, whatever the
+    number of arms and looks (the reading claims only what its interval supports)."""
+    rng = np.random.default_rng(0)
+    seen = set()
+    for case in range(60):
+        n_arms, seeds = int(rng.integers(1, 6)), int(rng.integers(2, 6))
+        arms_ = {"book": list(0.8 + rng.normal(0, 0.01, seeds))}
+        for i in range(n_arms):
+            arms_[f"a{i}"] = list(0.8 + rng.normal(rng.choice([0, 0.01, 0.03]), 0.01, seeds))
+        n_looks = int(rng.integers(1, 4))
+        for c in answer.compare(arms.arm_stats(rows(arms_)), n_looks=n_looks):
+            d = c.difference
+            assert c.level == pytest.approx(1 - 0.05 / (n_arms * n_looks))
+            excludes = d.low > 0 or d.high < 0
+            assert (c.decision in (Decision.BETTER, Decision.WORSE)) == excludes, (case, c)
+            seen.add(c.decision)
+    assert {Decision.BETTER, Decision.UNDECIDED} <= seen
 
 
 def test_arms_that_did_not_learn_are_named_not_compared() -> None:
@@ -202,7 +218,7 @@ def test_sequential_looks_widen_the_interval() -> None:
     assert once.leader.decision is Decision.BETTER
     assert looked.leader.decision is Decision.UNDECIDED  # 8 looks: each at alpha / 8
     assert looked.leader.difference.low < once.leader.difference.low
-    assert "99.4% CI" in looked.headline and "for 8 looks" in looked.headline
+    assert "99.4% CI" in looked.headline and "95% together over 8 looks" in looked.headline
     assert "Until decided: 3 of at most 10 seeds so far, undecided." in looked.headline
     done = study_answer(rows({"book": [0.80] * 3, "max": [0.80] * 3}),
                                attrs={"until_decided": until})

@@ -211,7 +211,7 @@ def test_detectable_difference_reaches_the_stated_power() -> None:
     t = draws.mean(axis=1) / (draws.std(axis=1, ddof=1) / math.sqrt(3))
     found = np.mean(np.abs(t) > scipy_stats.t.ppf(0.975, df))
     assert found == pytest.approx(0.8, abs=0.005)
-    assert stats.detectable(se, df, alpha=0.05 / 8) > effect  # Holm's first step over 8 arms
+    assert stats.detectable(se, df, alpha=0.05 / 8) > effect  # alpha split over 8 arms
     assert math.isnan(stats.detectable(0.0, 2)) and math.isnan(stats.detectable(0.01, 0))
 
 

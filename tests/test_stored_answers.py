@@ -10,8 +10,10 @@ printed and chose for them (tests/data/record.py, run there), with the answers' 
 method of issue 25 words it (2026-12-02: intervals paired by seed where arms share seeds,
 else Welch's, said so; undecided comparisons say what their seeds could detect; a loss above
 twice ln 10 reads as diverged: one arm, tanh at lr 0.9, from unstable; what a study spent
-ends its answer as "Trained: ...", where it said "Budget: ..."). It changed no
-decision, key, label or choice; the git history shows each changed line beside the old one.
+ends its answer as "Trained: ...", where it said "Budget: ..."; with several arms, each
+interval at the level its decision needs, 95% together over the arms (Bonferroni), where
+it was a single 95% interval beside a Holm-adjusted p). It changed no decision, key, label
+or choice; the git history shows each changed line beside the old one.
 """
 
 from __future__ import annotations

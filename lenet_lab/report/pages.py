@@ -85,21 +85,22 @@ def _interval(interval: Interval) -> Cell:
 def arms_table(arms: list[ArmStats], comparisons: list[Comparison] = ()) -> dict[str, Any]:
     """One row per arm: its key, one column per varying value, then its numbers: validation
     accuracy (what chose), test accuracy and its difference from the control (paired by
-    seed where they share seeds), and for an undecided arm the smallest difference its
-    seeds could have detected."""
+    seed where they share seeds; at the decision's level, 95% over the arms compared), and
+    for an undecided arm the smallest difference its seeds could have detected."""
     varying = list(dict.fromkeys(k for a in arms if a.name for k in a.name.values))
     found = {c.arm.arm: c for c in comparisons}
     control = next((a for a in arms if a.is_control), None)
     header = [Cell("arm", left=True), *(Cell(k, left=True) for k in varying)] + [Cell(h) for h in (
-        "valid acc (mean ± sd)", "test acc (mean ± sd)", "vs control (95% CI)",
+        "valid acc (mean ± sd)", "test acc (mean ± sd)", "vs control (CI)",
         "could detect (80% power)", "train acc", "final loss", "examples/sec",
         "parameters")] + [Cell("outcome", left=True), Cell("trials", left=True)]
     rows = []
     for arm in arms:
-        d, values = arm.vs_control, arm.name.values if arm.name else {}
+        values = arm.name.values if arm.name else {}
         key = "book (control)" if arm.is_control else \
             f"{arm.key} ({arm.name.label})" if arm.name and arm.name.named else arm.key
         c = found.get(arm.arm)
+        d = c.difference if c is not None else arm.vs_control
         paired = "paired" if control is not None and shares_seeds(arm, control) else "Welch"
         detect = c.detectable if c is not None and c.decision is Decision.UNDECIDED else None
         rows.append([

@@ -4,7 +4,7 @@ import this package and never each other.
 - study: a study's data read from the database (`load_study`), trials of dead workers
   shown as failed without writing;
 - outcomes: did a trial, an arm, learn?
-- stats: intervals, Welch's difference and p-value, Holm's adjustment;
+- stats: intervals, Welch's and paired differences, p-values, power;
 - arms: arm keys and labels, each arm's numbers, and the one ranking of arms;
 - answer: the paragraph that answers the exercise;
 - best: the one "best network", for confirmation, exercise 9 and exercise 10.

@@ -4,10 +4,10 @@ Steps, each a pure function of a study's rows (study.StudyData), fixed before an
 number is looked at:
 1. every arm gets an outcome (outcomes.py); only arms that learned are compared;
 2. each learned arm's test accuracy is compared with the control's (compare.py: paired
-   by seed where they share seeds, else Welch; Holm's adjustment over the arms; alpha/L
-   for each of `--until-decided`'s L looks, so adding seeds until something shows cannot
-   manufacture a difference);
-3. the decision: better or worse (adjusted p < 0.05), equivalent (the interval lies
+   by seed where they share seeds, else Welch; alpha split over the m arms and
+   `--until-decided`'s L looks (intervals at 1 - alpha / (m L), Bonferroni), so neither
+   many arms nor adding seeds until something shows can manufacture a difference);
+3. the decision: better or worse (the interval excludes 0), equivalent (the interval lies
    inside +-MARGIN), a tie (every seed equal), undecided (saying what its seeds could
    have detected), or one seed (no interval);
 4. the sentence: the leading arm (the best by validation accuracy: `arms.ranked`)
@@ -53,7 +53,7 @@ class Effect:
     mean: float | None = None
     low: float | None = None
     high: float | None = None
-    level: float = 1 - ALPHA  # of the interval (widened for --until-decided's looks)
+    level: float = 1 - ALPHA  # of the interval (widened for several arms and looks)
     paired: bool = False  # the interval is of per-seed differences (else Welch's)
     detectable: float | None = None  # undecided: the smallest difference its seeds would find
 
@@ -98,7 +98,7 @@ class Answer:
         detectable = lead.detectable if lead.decision is Decision.UNDECIDED and \
             not math.isnan(lead.detectable) else None
         return Effect(str(lead.arm), lead.decision.value, d.mean, d.low if known else None,
-                      d.high if known else None, 1 - ALPHA / lead.looks, lead.paired,
+                      d.high if known else None, lead.level, lead.paired,
                       detectable)
 
     def one_line(self) -> str:
@@ -116,7 +116,7 @@ class Answer:
         if lead is None:
             return f"no other arm learned; {self.control_name} {_acc(control)}{spent}"
         d = lead.difference
-        level = "" if lead.looks == 1 else f" ({100 * (1 - ALPHA / lead.looks):.3g}% CI)"
+        level = f" ({100 * lead.level:.3g}% CI)" if lead.family() else ""
         effect = signed(d.mean) + (f" [{signed(d.low)}, {signed(d.high)}]{level}"
                                     if d.known else "")
         return f"{lead.arm}: {effect} vs {self.control_name}, {lead.decision.value}{spent}"

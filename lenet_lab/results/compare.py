@@ -2,8 +2,10 @@
 
 Fixed before any number is looked at: paired by seed when the two arms ran the same seeds
 (every grid, and a search's control, confirmations and compute-matched control, by
-design: a seed fixes the data order too), else Welch's unpaired t; Holm's adjustment over
-the arms compared; with `--until-decided`, alpha / L for each of its L looks. An
+design: a seed fixes the data order too), else Welch's unpaired t; Bonferroni's split of
+alpha over the m arms compared and, with `--until-decided`, over its L looks: each
+interval is at level 1 - alpha / (m L), so the intervals hold together with 95%
+confidence and an arm is better or worse exactly when its interval excludes 0. An
 undecided comparison states the smallest difference its seeds would have detected (80%
 power at the level its decision needed, from the spread observed) and how many seeds
 would detect one point.
@@ -17,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lenet_lab.results.arms import MATCHED, ArmStats, ranked, shares_seeds, versus
-from lenet_lab.results.stats import POWER, Interval, detectable, holm, seeds_to_detect, t_p
+from lenet_lab.results.stats import POWER, Interval, detectable, seeds_to_detect, t_p
 from lenet_lab.sweep_file import (
     MARGIN_DEFAULT as MARGIN,  # inside +-MARGIN: no difference
 )
@@ -61,8 +63,8 @@ def looks(settings: dict[str, Any] | None) -> int:
 @dataclass(frozen=True)
 class Comparison:
     arm: ArmStats
-    difference: Interval  # at level 1 - ALPHA / looks
-    p_adjusted: float  # for looks and, over several arms, Holm's adjustment
+    difference: Interval  # at `level`, 1 - ALPHA / (looks * arms)
+    p_adjusted: float  # times looks and arms (Bonferroni), at most 1
     decision: Decision
     arms: int  # how many arms were compared with the control
     looks: int = 1
@@ -72,19 +74,27 @@ class Comparison:
 
     @property
     def alpha(self) -> float:
-        """The level a difference must reach to be declared: alpha over the looks, and over
-        the arms (Bonferroni's, the first of Holm's steps)."""
+        """The level a difference must reach to be declared: alpha split over the looks
+        and the arms (Bonferroni)."""
         return ALPHA / self.looks / self.arms
+
+    @property
+    def level(self) -> float:
+        """The confidence of `difference`'s interval: 1 - alpha."""
+        return 1 - self.alpha
+
+    def family(self) -> str:
+        """What alpha is split over: '4 arms', '3 looks', '4 arms and 3 looks' or ''."""
+        return " and ".join(f"{n} {what}" for n, what in ((self.arms, "arms"), (self.looks, "looks"))
+                            if n > 1)
 
     def interval(self) -> str:
         d = self.difference
-        level = 100 * (1 - ALPHA / self.looks)
-        spread = f"{level:.3g}% CI [{signed(d.low)}, {signed(d.high)}], {kind(self.paired)}"
-        if self.looks > 1:
-            spread += f", for {self.looks} looks"
-        if self.arms > 1 and not math.isnan(self.p_adjusted):
-            spread += f"; p = {self.p_adjusted:.2g} after Holm's adjustment for {self.arms} arms"
-        return f"difference {signed(d.mean)}, {spread}"
+        text = (f"difference {signed(d.mean)}, {100 * self.level:.3g}% CI [{signed(d.low)}, "
+                f"{signed(d.high)}], {kind(self.paired)}")
+        if self.family() and not math.isnan(self.p_adjusted):
+            text += f"; 95% together over {self.family()}, adjusted p = {self.p_adjusted:.2g}"
+        return text
 
     def could_detect(self) -> str:
         """What an undecided comparison could have seen: 'its 3 seeds could detect a
@@ -92,7 +102,7 @@ class Comparison:
         if math.isnan(self.detectable):
             return ""
         level = f"the {100 * self.alpha:.2g}% level" + (
-            f" Holm's first step needs for {self.arms} arms" if self.arms > 1 else "")
+            f" that {self.family()} need" if self.family() else "")
         point = f"about {self.seeds_for_point} seeds" if self.seeds_for_point else \
             "over 1,000 seeds"
         return (f"its {self.difference.n} seeds could detect a difference of "
@@ -108,8 +118,9 @@ def compare(arms: list[ArmStats], *, n_looks: int = 1, margin: float = MARGIN) -
         return []
     learned = [a for a in ranked(arms) if a.outcome.learned] + \
         [a for a in arms if a.stage == MATCHED and a.outcome.learned]
-    differences = [versus(a, control, level=1 - ALPHA / n_looks) for a in learned]
-    p_values = holm([min(1.0, n_looks * t_p(d)) for d in differences])
+    split = n_looks * len(learned)
+    differences = [versus(a, control, level=1 - ALPHA / split) for a in learned]
+    p_values = [min(1.0, split * t_p(d)) for d in differences]
     found = []
     for arm, d, p in zip(learned, differences, p_values):
         paired = shares_seeds(arm, control)

@@ -1,6 +1,6 @@
 """Statistics of accuracies: t-intervals, the difference of two arms (paired by seed, or
 Welch's when they do not share seeds) with its p-value, the smallest difference a
-comparison could detect, Holm's adjustment, the Pareto front. Pure functions of numbers;
+comparison could detect, the Pareto front. Pure functions of numbers;
 scipy for Student's t and its noncentral form."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["LEVEL", "POWER", "Interval", "detectable", "difference", "holm", "mean_interval",
+__all__ = ["LEVEL", "POWER", "Interval", "detectable", "difference", "mean_interval",
            "paired_difference", "pareto_front", "seeds_to_detect", "t_p", "t_quantile",
            "welch_p"]
 
@@ -149,16 +149,6 @@ def seeds_to_detect(effect: float, spread: Callable[[int], tuple[float, float]],
         if se == 0 or _power(effect, se, df, alpha) >= power:
             return n
     return None
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input's order (NaN stays NaN)."""
-    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    adjusted, running = list(p_values), 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
