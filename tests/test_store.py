@@ -44,6 +44,22 @@ def test_a_new_database_gets_the_latest_schema(tmp_path: Path, stand_in) -> None
     assert ensure_schema(plan.db) == SCHEMA_VERSION  # nothing left to do
 
 
+def test_a_database_another_command_is_still_creating_reads_as_empty(tmp_path: Path) -> None:
+    """Optuna's tables come a moment before ours: a command planning beside the one that
+    creates the database then finds no results (it used to read `lab_results` and fail)."""
+    from lenet_lab.sweep.estimate import database_rate
+    from lenet_lab.sweep.plan import check_settings
+
+    plan = plan_for(tmp_path)
+    plan.db.optuna()  # Optuna's schema only, as between its creation and ensure_schema
+    assert store.has_studies(plan.db) and not store.has_results(plan.db)
+    assert database_rate(plan.db, "torch", "cpu") is None
+    assert store.finished_trials(plan.db, plan.study_name) == 0
+    check_settings(plan)  # nothing to compare with: no error
+    ensure_schema(plan.db)
+    assert store.has_results(plan.db)
+
+
 def test_a_database_of_schema_2_is_upgraded_and_answers_as_before(tmp_path: Path) -> None:
     """tests/data/stored-studies.db was written by lenet-lab 33d1504 (schema 2: no
     lab_schema table)."""

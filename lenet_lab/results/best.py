@@ -54,7 +54,7 @@ def best_configuration(db: Database, sweep: str, *, engine: str, budget: str | N
     its label as the report shows it, field values), from a finished confirmation stage,
     among the studies on `engine` of the same `budget` (full or quick; None: any) and
     `subset`. None when the database holds no such study."""
-    if not store.has_studies(db):
+    if not store.has_results(db):
         return None
     found = []
     for row in store.list_studies(db):

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 from lenet_lab.store.database import Database, database_error, operation
-from lenet_lab.store.queries import (FINISHED, WORKER_ATTR, finished_trials, has_studies,
-                                     list_studies, load_weights, progress, read_results, running_trials, running_workers,
-                                     study_attrs, study_frames, study_row, trial_epochs,
-                                     trial_record, trial_statuses, trials_training_on,
-                                     waiting_trial_ids)
+from lenet_lab.store.queries import (FINISHED, WORKER_ATTR, finished_trials, has_results,
+                                     has_studies, list_studies, load_weights, progress,
+                                     read_results, running_trials, running_workers, study_attrs,
+                                     study_frames, study_row, trial_epochs, trial_record,
+                                     trial_statuses, trials_training_on, waiting_trial_ids)
 from lenet_lab.store.schema import HYPERPARAMETERS, RESULT_COLUMNS, SCHEMA_VERSION, ensure_schema
 from lenet_lab.store.settings import (DEFAULT_GRACE_S, DEFAULT_STORAGE, HEARTBEAT_S, StorageUrl,
                                       check_environment, env_seconds, grace_seconds, parse_storage)
@@ -30,7 +30,7 @@ __all__ = [
     "add_epoch", "enqueue_trials", "check_environment", "copy_study", "database_error",
     "ensure_schema", "env_seconds", "export_study", "finish_trial", "finished_trials",
     "forget_study", "grace_seconds",
-    "has_studies", "known_studies", "list_studies", "load_weights", "operation",
+    "has_results", "has_studies", "known_studies", "list_studies", "load_weights", "operation",
     "parse_storage", "progress", "read_results", "record_study", "running_trials",
     "running_workers", "start_trial", "study_attrs", "study_frames", "study_row",
     "trial_columns", "trial_epochs", "trial_record", "trial_statuses", "trials_training_on",

@@ -14,8 +14,8 @@ from lenet_lab.status import Status
 from lenet_lab.store.database import Database, operation
 from lenet_lab.store.schema import lab_epochs, lab_trials, lab_weights
 
-__all__ = ["FINISHED", "finished_trials", "has_studies", "list_studies", "load_weights",
-           "progress", "read_results", "running_workers", "study_attrs", "study_frames",
+__all__ = ["FINISHED", "finished_trials", "has_results", "has_studies", "list_studies",
+           "load_weights", "progress", "read_results", "running_workers", "study_attrs", "study_frames",
            "study_row", "trial_record", "trial_epochs", "trial_statuses",
            "trials_training_on", "waiting_trial_ids"]
 
@@ -36,6 +36,16 @@ def has_studies(db: Database) -> bool:
                            f"({', '.join(sorted(foreign)[:5])}): give lenet-lab a database of its "
                            f"own, e.g. --storage sqlite:///studies.db")
     return "studies" in tables
+
+
+def has_results(db: Database) -> bool:
+    """Whether a database holds lenet-lab's results: Optuna's tables and the `lab_results`
+    view, which ensure_schema makes last. A command creating a fresh database makes
+    Optuna's tables a moment before ours: until then, a reader finds no results."""
+    if not has_studies(db):
+        return False
+    with db.transaction() as conn:
+        return "lab_results" in sa.inspect(conn).get_view_names()
 
 
 def _optuna_tables() -> set[str]:
@@ -159,11 +169,9 @@ FINISHED = (Status.COMPLETE.value, Status.PRUNED.value, Status.DIVERGED.value,
 @operation
 def finished_trials(db: Database, study: str) -> int:
     """How many of a study's trials have a result (FINISHED); 0 for a study not there."""
-    if not has_studies(db):
+    if not has_results(db):
         return 0
     with db.transaction() as conn:
-        if "lab_results" not in sa.inspect(conn).get_view_names():
-            return 0
         return conn.execute(sa.text(
             "SELECT count(*) FROM lab_results WHERE study = :s AND state IN :states")
             .bindparams(sa.bindparam("states", expanding=True)),

@@ -77,7 +77,7 @@ def probe_rate(engine: str, device: str, data: Dataset) -> Rate:
 
 def database_rate(db: Database, engine: str, device_name: str) -> Rate | None:
     """The median rate of this database's finished trials of `engine` on this machine."""
-    if not store.has_studies(db):
+    if not store.has_results(db):
         return None
     rows = store.read_results(db)
     rows = rows[(rows.state == "complete") & (rows.engine == engine)

@@ -263,7 +263,7 @@ def _resolve_best_of(sweep: Sweep, db: Database, study: str) -> tuple[Sweep, dic
 def _started_arms(db: Database, study: str) -> dict[str, tuple[dict[str, Any], str]]:
     """{arm name: (its values, where they came from)} of the best_of arms an existing
     study started with (its settings and its Optuna attribute arm_sources)."""
-    if not store.has_studies(db) or (row := store.study_row(db, study)) is None:
+    if not store.has_results(db) or (row := store.study_row(db, study)) is None:
         return {}
     arms = json.loads(row["settings"]).get("arms", {})
     sources = store.study_attrs(db, study).get("arm_sources", {})
@@ -275,7 +275,7 @@ def check_settings(plan: SweepPlan) -> None:
     """Refuse to continue a study that was run with other settings (read-only). Planning
     checks it early; opening the study checks it again under the creation lock, so that of
     two commands started together with other settings one runs and the other is refused."""
-    if not store.has_studies(plan.db):
+    if not store.has_results(plan.db):
         return
     row = store.study_row(plan.db, plan.study_name)
     if row is None:
