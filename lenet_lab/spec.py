@@ -76,6 +76,9 @@ def _check_choice(field: str, value: Any) -> None:
 
 
 MAX_SEED = 2**32 - 1  # numpy's, MXNet's and torch's seeds all take this range
+MAX_EPOCHS = 10_000  # far beyond any exercise (the book's: 10), within a database integer
+MAX_LR = 1e12  # far above any rate that trains (such runs diverge and are recorded so),
+# and a float32 still: above 3.4e38 the framework cannot hold the rate at all
 # Far beyond any LeNet the exercises need (improve's largest: 650,000 parameters), small
 # enough that a typo such as --conv-channels 100000 is one line, not an allocation error.
 MAX_PARAMS = 50_000_000
@@ -262,12 +265,14 @@ class TrainConfig:
     dataset: str = _help("training and test data", "fashion-mnist")
 
     def __post_init__(self) -> None:
-        _check_number("lr", self.lr, rule="> 0", ok=lambda v: v > 0)
-        _check_int("epochs", self.epochs, minimum=1)
+        _check_number("lr", self.lr, rule=f"> 0 and at most {MAX_LR:g}",
+                      ok=lambda v: 0 < v <= MAX_LR)
+        _check_int("epochs", self.epochs, minimum=1, maximum=MAX_EPOCHS)
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_choice("optimizer", self.optimizer)
         _check_choice("init", self.init)
-        _check_number("weight_decay", self.weight_decay, rule=">= 0", ok=lambda v: v >= 0)
+        _check_number("weight_decay", self.weight_decay, rule=f"from 0 to {MAX_LR:g}",
+                      ok=lambda v: 0 <= v <= MAX_LR)
         _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         _check_choice("dataset", self.dataset)
 

@@ -45,7 +45,7 @@ def test_train_prints_epochs_and_the_books_closing_lines() -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--lr", "0"], "lr must be a number > 0, not 0.0"),
+    (["train", "--lr", "0"], "lr must be a number > 0 and at most 1e+12, not 0.0"),
     (["train", "--kernel-size", "abc"], "Invalid value for '--kernel-size'"),
     (["train", "--pooling", "mean"], "'mean' is not one of 'avg', 'max'"),
     (["train", "--conv-channels", "6,x"], "'6,x' is not a comma-separated list of whole numbers"),
@@ -105,6 +105,18 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture) -> 
     for param in click.params:
         for bracketed in re.findall(r"\[[a-z]+\]", (getattr(param, "help", "") or "").replace("\\[", "[")):
             assert bracketed in words, (param.name, bracketed)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_paragraphs_fill_an_80_column_terminal(command: str, capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A docstring's line ends are not the terminal's: no paragraph line is cut short
+    (rich kept them, so a 96-character source line became one full line and one word)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main([command, "--help"]) == 0
+    description = capsys.readouterr().out.split("╭")[0].splitlines()[3:]
+    for line, after in zip(description, description[1:]):
+        assert not (line.strip() and after.strip()) or len(line.rstrip()) > 60, (line, after)
 
 
 def test_spec_options_are_the_field_names_in_kebab_case(capsys: pytest.CaptureFixture) -> None:

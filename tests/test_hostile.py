@@ -161,6 +161,31 @@ CASES = {
     "arm-name-type": bad_sweep("[[arms]] #1 name must be text, not 5", '[[arms]]\nname = 5\npooling = "max"\n'),
     "duplicate-arms": bad_sweep("[[arms]] #2 is the same network as #1", '[[arms]]\npooling = "max"\n'
                                             '[[arms]]\npooling = "max"\nname = "again"\n'),
+    "duplicate-arm-names": bad_sweep("[[arms]] #2 is named 'mine' as an arm before it",
+                                     '[[arms]]\nname = "mine"\nkernel_size = 3\n'
+                                     '[[arms]]\nname = "mine"\npooling = "max"\n'),
+    "epochs-beyond-any-database": Case("boundary", ["sweep", "pooling", *QUICK[:-2], "--epochs",
+                                                    "99999999999999999999"],
+                                       "epochs must be at most 10,000", code=2),
+    "lr-beyond-float32-in-a-file": bad_sweep("[fixed] lr: lr must be a number > 0 and at most "
+                                             "1e+12, not 1e+39",
+                                             '[fixed]\nlr = 1e39\n[space]\npooling = ["avg", "max"]\n'),
+    "lr-beyond-float32": Case("boundary", ["train", *QUICK, "--lr", "1e308"],
+                              "lr must be a number > 0 and at most 1e+12, not 1e+308", code=2),
+    "rerun-trial-beyond-any-database": Case("boundary", ["rerun", "x", "99999999999999999999"],
+                                            "Input should be less than or equal to 2147483647",
+                                            code=2),
+    "workers-without-launch": Case("boundary", ["sweep", "pooling", *QUICK, "--workers", "5"],
+                                   "--workers is for --launch: add --launch slurm (or local)",
+                                   code=2),
+    "sbatch-without-launch": Case("boundary", ["sweep", "pooling", *QUICK, "--sbatch",
+                                               "partition"],
+                                  "--sbatch is for --launch: add --launch slurm", code=2),
+    "run-and-fixed-epochs": bad_sweep("[run] epochs and [fixed] epochs conflict",
+                                      '[run]\nepochs = 2\n[fixed]\nepochs = 3\n'
+                                      '[space]\npooling = ["avg", "max"]\n'),
+    "fixed-epochs-and-the-option": bad_sweep("--epochs 1 conflicts with", '[fixed]\nepochs = 3\n'
+                                             '[space]\npooling = ["avg", "max"]\n'),
     "equal-as-numbers": bad_sweep("[space] lr lists a value twice", '[space]\nlr = [1, 1.0]\n'),
     "search-without-control": bad_sweep("[space] pooling must include the book's value 'avg'", '[run]\nsampler = "tpe"\ntrials = 2\n'
                                                     '[space]\npooling = ["max"]\n'),
@@ -242,6 +267,12 @@ CASES = {
                                                      "sqlite:///missing/c.db"],
                                        "does not exist",
                                        check=lambda folder: _no_file(folder / "missing")),
+    "storage-is-dev-null": Case("databases", ["sweep", "pooling", *QUICK, "--storage",
+                                              "sqlite:////dev/null"],
+                                "/dev/null is a device or special file, not a database file"),
+    "storage-is-a-folder": Case("databases", ["studies", "--storage", "sqlite:///adir"],
+                                "adir is a folder, not a database file",
+                                files={"adir/inner": "x"}),
     "sweep-into-a-missing-folder": Case("databases", ["sweep", "pooling", *QUICK, "--storage",
                                                       "sqlite:///missing/s.db"], "does not exist"),
     # terminal text: what users named shows as text, never as control codes
@@ -257,6 +288,11 @@ CASES = {
                                   "query: pandas.read_sql(\"SELECT * FROM lab_results WHERE "
                                   "study = 'it''s; DROP'\", 'sqlite:///q.db')", code=0,
                                   unchanged=False),
+    "escape-in-a-study-name": Case("terminal text", ["sweep", "pooling", *QUICK, "--seeds", "1",
+                                                     "--jobs", "1", "--study", "evil\x1b[31mred",
+                                                     "--storage", "sqlite:///e.db"],
+                                   "evil\\x1b[31mred: test accuracy after the last epoch",
+                                   code=0, unchanged=False),
     "hostile-study-names": Case("terminal text", ["studies"], "\\x1b]0;pwn\\x07", code=0,
                                 check=lambda folder: None),
     "unknown-study-lists-names": Case("terminal text", ["export", "nope"], "\\x1b]0;pwn\\x07"),

@@ -48,11 +48,13 @@ def test_bad_spec_is_rejected_with_the_field_named(changes: dict, message: str) 
 @pytest.mark.parametrize("changes, message", [
     ({"lr": 0}, "lr must be a number > 0"),
     ({"lr": float("nan")}, "lr must be a number > 0"),
-    ({"epochs": 0}, "epochs must be a whole number >= 1"),
+    ({"epochs": 0}, "epochs must be a whole number from 1 to 10000"),
+    ({"epochs": 10_001}, "epochs must be a whole number from 1 to 10000"),
     ({"batch_size": True}, "batch_size must be a whole number"),
     ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, momentum, adam"),
     ({"init": "zeros"}, "init must be one of xavier"),
-    ({"weight_decay": -1e-4}, "weight_decay must be a number >= 0"),
+    ({"weight_decay": -1e-4}, "weight_decay must be a number from 0 to 1e\\+12"),
+    ({"lr": 1e39}, "lr must be a number > 0 and at most 1e\\+12, not 1e\\+39"),
     ({"dataset": "cifar10"}, "dataset must be one of fashion-mnist, mnist"),
 ])
 def test_bad_config_is_rejected(changes: dict, message: str) -> None:

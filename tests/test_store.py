@@ -60,6 +60,19 @@ def test_a_database_another_command_is_still_creating_reads_as_empty(tmp_path: P
     assert store.has_results(plan.db)
 
 
+def test_a_version_table_emptied_by_hand_is_dated_by_its_columns(tmp_path: Path) -> None:
+    """An empty lab_schema (a hand edit) used to stop the upgrade half-way, the view dropped."""
+    shutil.copy(DATA / "stored-studies.db", tmp_path / "old.db")
+    with Database(f"sqlite:///{tmp_path}/old.db") as db:
+        ensure_schema(db)
+        with db.transaction() as conn:
+            conn.exec_driver_sql("DELETE FROM lab_schema")
+        assert _version(db) == 2  # what its columns say at least
+        ensure_schema(db)
+        assert _version(db) == SCHEMA_VERSION and store.has_results(db)
+        assert len(store.read_results(db)) > 0
+
+
 def test_a_database_of_schema_2_is_upgraded_and_answers_as_before(tmp_path: Path) -> None:
     """tests/data/stored-studies.db was written by lenet-lab 33d1504 (schema 2: no
     lab_schema table)."""

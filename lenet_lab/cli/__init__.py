@@ -18,7 +18,7 @@ import typer
 
 from lenet_lab.cli import database, reports, run, sweeping  # noqa: F401 (they register)
 from lenet_lab.cli.app import app
-from lenet_lab.cli.console import _Redacting, err, visible
+from lenet_lab.cli.console import _Redacting, err, interrupted, visible
 from lenet_lab.cli.options import optional_values
 from lenet_lab.errors import LabError, quiet_library_warnings
 
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     _Redacting.secrets = [*args, *(os.environ.get(f"LENET_LAB_{name}")
                                    for name in ("STORAGE", "MIRROR"))]
     command = typer.main.get_command(app)
+    for sub in getattr(command, "commands", {}).values():  # docstrings wrap at the terminal's
+        if sub.help:  # width, not at the source's line ends (rich keeps single newlines)
+            sub.help = "\n\n".join(" ".join(p.split()) for p in sub.help.split("\n\n"))
     try:
         # Without standalone mode, click returns typer.Exit's code instead of exiting.
         code = command.main(args=args or ["--help"], prog_name="lenet-lab", standalone_mode=False)
@@ -61,4 +64,6 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug: keep the traceback
         err.print(f"Error: {visible(message, newlines=False)}")
         return 1
+    if code == 130 and not interrupted():
+        err.print("Aborted.")
     return code if isinstance(code, int) else 0

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from lenet_lab.urls import redact
 
-__all__ = ["bar", "err", "out", "print_table", "visible"]
+__all__ = ["bar", "err", "interrupted", "out", "print_table", "visible"]
 
 # C0 and C1 controls but tab and newline, zero-width and bidirectional marks, the BOM
 _HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e"
@@ -67,6 +67,19 @@ err = _Redacting(stderr=True, highlight=False, soft_wrap=True, markup=False,
                  width=_width(sys.stderr))
 
 
+def interrupted(message: str | None = None) -> bool:
+    """Say why a command stopped on Ctrl-C (with `message`); without one, whether that was
+    said: main says "Aborted." for a command that stopped without a word (typer turns a
+    KeyboardInterrupt into exit 130 silently)."""
+    if message is not None:
+        err.print(message)
+        interrupted.said = True
+    return interrupted.said
+
+
+interrupted.said = False
+
+
 def bar(*columns: Any) -> Progress:
     """A progress display on stderr, shown only on a terminal and gone when done."""
     return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
@@ -77,7 +90,8 @@ def print_table(header: list[str], rows: list[list[str]], title: str | None = No
     """A borderless table; columns named in `left` (and text columns) align left. A
     narrow terminal wraps the other columns, never the names in `whole`, which users
     type (study and sweep names)."""
-    table = Table(*header, title=title, title_justify="left", box=None)
+    table = Table(*header, title=title and visible(redact(title, *out.secrets), newlines=False),
+                  title_justify="left", box=None)
     for i, column in enumerate(table.columns):
         column.justify = "left" if column.header in left or not left else "right"
         column.overflow = "fold"  # wrap at spaces; fold only a word wider than the column

@@ -10,6 +10,7 @@ import typer
 from lenet_lab.cli.app import app
 from lenet_lab.cli.console import err, out, print_table
 from lenet_lab.cli.options import DataDir, StorageOpt, opt
+from lenet_lab.spec import MAX_SEED
 
 # Each command imports the library it calls when it runs: `lenet-lab --help` and a
 # mistyped option answer without loading sqlalchemy, pandas or optuna.
@@ -56,9 +57,9 @@ def rerun(
     study: Annotated[str, typer.Argument(help="the study (see `lenet-lab studies`)")],
     trial: Annotated[Optional[int], typer.Argument(
         help="the trial's number (`lenet-lab export STUDY` lists them); or --arm and --seed",
-        show_default=False)] = None,
+        show_default=False, min=0, max=2**31 - 1)] = None,
     arm: Annotated[Optional[str], opt("the trial's arm, as lab_results.arm has it")] = None,
-    seed: Annotated[Optional[int], opt("the trial's seed, with --arm", min=0)] = None,
+    seed: Annotated[Optional[int], opt("the trial's seed, with --arm", min=0, max=MAX_SEED)] = None,
     storage: StorageOpt = None,
     data_dir: DataDir = None,
 ) -> None:

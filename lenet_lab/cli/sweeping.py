@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, TextColumn
 
 from lenet_lab.cli.app import app
-from lenet_lab.cli.console import bar, err, out, print_table, visible
+from lenet_lab.cli.console import bar, err, interrupted, out, print_table, visible
 from lenet_lab.cli.options import UNTIL_DECIDED, DataDir, DeviceOpt, StorageOpt, Subset, opt
 from lenet_lab.engines import ENGINES
 from lenet_lab.launch import LAUNCHERS
@@ -58,9 +58,9 @@ def sweep(
         "submit the workers to a scheduler instead of running them here: slurm, or local "
         "(processes of this machine); needs PostgreSQL storage (docs/cluster.md)",
         rich_help_panel="Cluster")] = None,
-    launched: Annotated[int, typer.Option("--workers", min=1,
-                                          help="--launch: how many workers to submit",
-                                          rich_help_panel="Cluster")] = 1,
+    launched: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="--launch: how many workers to submit [default: 1]",
+        rich_help_panel="Cluster", show_default=False)] = None,
     sbatch: Annotated[Optional[list[str]], opt(
         "--launch slurm: an sbatch option as KEY=VALUE, repeatable: partition=gpu, time=120 "
         "(minutes), gpus=1, cpus=8, account=lab, mem=16G, or any other sbatch option",
@@ -72,8 +72,14 @@ def sweep(
     exercise 10's activation maps and the report. With --launch, the study is opened here
     and its workers are submitted to the scheduler; the command returns at once."""
     from lenet_lab import runner
+    from lenet_lab.errors import SweepError
     from lenet_lab.store import Database
 
+    if not launch and (launched is not None or sbatch):
+        given, launcher = ("--workers", "slurm (or local)") if launched is not None else \
+            ("--sbatch", "slurm")
+        raise SweepError(f"{given} is for --launch: add --launch {launcher}, or leave it out to "
+                         f"run the sweep here (--jobs sets how many workers)")
     request = runner.Request(
         sweep=name, budget=budget, study=study, jobs=jobs, fuse=fuse, device=device,
         data_dir=data_dir, out=out_dir, command=" ".join(["lenet-lab", *sys.argv[1:]]),
@@ -82,7 +88,8 @@ def sweep(
                    "margin": margin})
     with Database(storage) as db:
         if launch:
-            return _launch(db, request, launch=launch, workers=launched, sbatch=sbatch or [])
+            return _launch(db, request, launch=launch, workers=launched or 1,
+                           sbatch=sbatch or [])
         planned = runner.plan(db, request)
         if plan_only or not quiet:
             _show_plan(db, request, planned)
@@ -181,8 +188,8 @@ def _interrupted(db, what: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        err.print(f"Interrupted: finished trials are kept in {db.safe}; run the same "
-                  f"command again to continue {what}")
+        interrupted(f"Interrupted: finished trials are kept in {db.safe}; run the same "
+                    f"command again to continue {what}")
         raise typer.Exit(130) from None
 
 

@@ -42,12 +42,9 @@ SQLITE_TIMEOUT_S = 60  # writers wait this long for SQLite's lock before failing
 
 
 def _reader_url(where: StorageUrl) -> str:
-    """The URL to read a database without ever writing it.
-
-    SQLite opens read-only (`mode=ro`); a database in a folder that cannot take SQLite's
-    shared-memory file (a read-only folder or disk) opens as immutable, which is safe
-    because nobody can be writing there either.
-    """
+    """The URL to read a database without ever writing it. SQLite opens read-only
+    (`mode=ro`); a database in a folder that cannot take SQLite's shared-memory file (a
+    read-only folder or disk) opens as immutable: nobody can be writing there either."""
     if not where.sqlite_path:
         return where.url
     path = urllib.parse.quote(os.path.abspath(where.sqlite_path))
@@ -117,9 +114,15 @@ class Database:
     def sqlite_path(self) -> str | None:
         return self.where.sqlite_path
 
-    def exists(self) -> bool:
-        """Whether there is a file to read (a server database always is)."""
-        return not self.sqlite_path or os.path.exists(self.sqlite_path)
+    def exists(self, option: str = "--storage") -> bool:
+        """Whether there is a file to read (a server database always is); a path naming a
+        folder or a device (/dev/null) is refused."""
+        path = self.sqlite_path
+        if path and os.path.exists(path) and not os.path.isfile(path):
+            kind = "a folder" if os.path.isdir(path) else "a device or special file"
+            raise StorageError(f"{option} {self.safe}: {path} is {kind}, not a database "
+                               f"file: give the path of a file, such as studies.db")
+        return not path or os.path.exists(path)
 
     def _connect_args(self) -> dict[str, Any]:
         if self.where.backend == "sqlite":
@@ -196,6 +199,7 @@ class Database:
     def folder(self, *, writable: bool = False, option: str = "--storage") -> str:
         """The folder of a SQLite database's real path, checked to exist (and with
         `writable`, that a database can be created and written there)."""
+        self.exists(option)
         folder = os.path.dirname(os.path.realpath(self.sqlite_path))
         if not os.path.isdir(folder):
             given = os.path.dirname(self.sqlite_path) or "."

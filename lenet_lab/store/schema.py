@@ -163,7 +163,7 @@ def _add_stage(conn: sa.Connection) -> None:
 
 
 def _version_table(conn: sa.Connection) -> None:
-    lab_schema.create(conn)
+    lab_schema.create(conn, checkfirst=True)
 
 
 def _speed_conditions(conn: sa.Connection) -> None:
@@ -193,7 +193,9 @@ def schema_version(conn: sa.Connection) -> int | None:
     inspector = sa.inspect(conn)
     tables = set(inspector.get_table_names())
     if "lab_schema" in tables:
-        return conn.execute(sa.select(sa.func.max(lab_schema.c.version))).scalar() or 0
+        version = conn.execute(sa.select(sa.func.max(lab_schema.c.version))).scalar()
+        if version is not None:
+            return version  # else emptied by hand: dated by the columns, as before it existed
     if "lab_trials" not in tables:
         return None
     return 2 if "stage" in {c["name"] for c in inspector.get_columns("lab_trials")} else 1

@@ -18,7 +18,7 @@ from typing import Any
 
 from lenet_lab.engines import ENGINES
 from lenet_lab.errors import SweepError
-from lenet_lab.spec import MAX_SEED, LeNetSpec, TrainConfig
+from lenet_lab.spec import MAX_EPOCHS, MAX_SEED, LeNetSpec, TrainConfig
 from lenet_lab.fields import field_kind, format_widths
 
 __all__ = ["BUDGETS", "PRUNERS", "QUICK_KEYS", "CONFIG_FIELDS", "FIELDS", "MARGIN_DEFAULT",
@@ -138,7 +138,7 @@ def check_run(run: RunSettings, where: str, *, grid_has_arms: bool) -> None:
     if run.engine not in ENGINES:
         raise fail(f"engine must be one of {', '.join(ENGINES)}, not {run.engine!r}")
     if run.epochs is not None:
-        whole("epochs", run.epochs, 1)
+        whole("epochs", run.epochs, 1, MAX_EPOCHS)
     whole("seeds", run.seeds, 1, MAX_SEEDS)
     whole("sampler_seed", run.sampler_seed, 0, MAX_SEED)
     if run.subset is not None:
@@ -247,6 +247,10 @@ class Sweep:
             raise SweepError(f"--epochs {run.epochs} conflicts with {self.path}: [space] epochs, "
                              f"which this sweep varies: drop --epochs, or copy the file and "
                              f"remove epochs from its [space]")
+        if "epochs" in changed and "epochs" in self.fixed:
+            raise SweepError(f"--epochs {run.epochs} conflicts with {self.path}: [fixed] epochs = "
+                             f"{self.fixed['epochs']}: drop --epochs, or copy the file and "
+                             f"remove epochs from its [fixed]")
         if "seeds" in changed and run.sampler != "grid" and not run.confirmations:
             raise SweepError(f"--seeds {run.seeds} on a search without confirmation only repeats "
                              f"the control arm: add --confirm K to rerun the best K "

@@ -266,6 +266,9 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
                              f'"improve", and the arm needs a name')
         if best_of is not None:
             _check_best_of(where, i, best_of, path.stem)
+        if name is not None and name.strip() in [a.name.strip() for a in arms if a.name]:
+            raise SweepError(f"{where}: [[arms]] #{i + 1} is named {name!r} as an arm before it: "
+                             f"give each arm its own name")
         arms.append(Arm(tuple(sorted(values.items())), name=name, best_of=best_of))
 
     if arms and space:
@@ -277,8 +280,10 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
         raise SweepError(f"{where}: nothing to sweep: add a [space] table such as "
                          f'pooling = ["avg", "max"], or [[arms]] sections')
     check_run(run, where, grid_has_arms=bool(arms))
-    if run.epochs is not None and "epochs" in space:
-        raise SweepError(f"{where}: [run] epochs and [space] epochs conflict: keep one")
+    for table, given in (("[space]", space), ("[fixed]", fixed)):
+        if "epochs" in given and (run.epochs is not None or "epochs" in quick):
+            raise SweepError(f"{where}: {'[run]' if run.epochs is not None else '[quick]'} "
+                             f"epochs and {table} epochs conflict: keep one")
     if run.sampler == "grid":
         for key, dimension in space.items():
             if isinstance(dimension, Distribution):
@@ -291,8 +296,6 @@ def parse_sweep(data: dict[str, Any], *, path: Path, text: str = "") -> Sweep:
     sweep = Sweep(name=name, path=path, text=text, title=title.strip(), exercise=exercise,
                   question=question, run=run, fixed=fixed, space=space, arms=tuple(arms),
                   quick=quick)
-    if "epochs" in quick and "epochs" in space:
-        raise SweepError(f"{where}: [quick] epochs and [space] epochs conflict: keep one")
     sweep.check_size(where)  # before a single arm is built
     sweep.with_budget("quick").check_size(f"{where}: [quick]")  # checked as [run]'s are
     try:  # the control arm must build: a fixed spec that cannot is the file's fault
