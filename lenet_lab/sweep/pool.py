@@ -50,8 +50,8 @@ def stop_on_signals() -> Iterator[None]:
     before = {kind: signal.getsignal(kind) for kind in kinds}
 
     def stop(*_: object) -> None:
-        for kind in kinds:  # a handler that does nothing, not SIG_IGN: a signal already
-            signal.signal(kind, _ignore)  # caught would raise "ignored due to race condition"
+        for kind in kinds:
+            signal.signal(kind, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     for kind in kinds:
@@ -81,7 +81,7 @@ def _helper_loop(index: int, threads: int, data_dir: str | None, parent: int, in
                  outbox) -> None:
     """A helper process of a WorkerPool: runs a worker for each plan it is sent, until it
     is sent None. Its errors go to the parent (`outbox`), which says them in one line.
-    It starts with SIGINT blocked (inherited) and SIGTERM at its default (the parent stops
+    It starts with SIGINT ignored (inherited) and SIGTERM at its default (the parent stops
     it with SIGTERM: a helper still starting just ends, having taken no trial); from then
     on SIGINT and SIGTERM stop it as Ctrl-C does."""
     # Each worker gets its share of the cores; set before any framework is imported.
@@ -91,7 +91,6 @@ def _helper_loop(index: int, threads: int, data_dir: str | None, parent: int, in
     plan = plans = None
     try:
         with stop_on_signals():
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held as it started
             while os.getppid() == parent and (plans := inbox.get()) is not None:
                 plan = plans[0]
                 work([Worker(each, index=index, data_dir=data_dir) for each in plans])
@@ -134,7 +133,7 @@ class WorkerPool:
     def _grow(self, helpers: int) -> None:
         # inherited by the helpers until they set their own handlers; and a helper needs
         # lenet_lab only, never the user's script, which would run again in it
-        with _sigint_held(), _main_not_imported():
+        with _sigint_ignored(), _main_not_imported():
             while len(self.helpers) < helpers:
                 inbox = self.context.Queue()
                 process = self.context.Process(
@@ -223,24 +222,16 @@ def _main_not_imported() -> Iterator[None]:
             setattr(main, name, value)
 
 
-def _ignore(*_: object) -> None:
-    pass
-
-
 @contextmanager
-def _sigint_held() -> Iterator[None]:
-    """SIGINT blocked while helpers start: they inherit the mask until their own handlers
-    are set (_helper_loop unblocks it), so a Ctrl-C meanwhile waits for those instead of
-    killing a helper half-started, and reaches this process as usual (at once through
-    another thread, or when the block ends): never lost, as an ignored signal would be."""
+def _sigint_ignored() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # (signal handlers belong to the main thread)
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, before)
 
 
 def parse_jobs(jobs: str | int) -> int | None:
