@@ -15,7 +15,8 @@ from lenet_lab.store.database import Database, operation
 from lenet_lab.store.schema import lab_epochs, lab_trials, lab_weights
 
 __all__ = ["FINISHED", "finished_trials", "has_results", "has_studies", "list_studies",
-           "load_weights", "progress", "read_results", "running_workers", "study_attrs", "study_frames",
+           "load_weights", "progress", "read_results", "running_workers", "study_attrs",
+           "study_frames",
            "study_row", "trial_record", "trial_epochs", "trial_statuses",
            "trials_training_on", "waiting_trial_ids"]
 
